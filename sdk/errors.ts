@@ -1,0 +1,62 @@
+/**
+ * One error type for everything the SDK rejects. `code` is stable for programs;
+ * the message names the parameter or file, the value, and what is allowed.
+ */
+export type ErrorCode =
+  | 'FILE_NOT_FOUND'
+  | 'INVALID_MODEL'
+  | 'INVALID_ARGUMENT'
+  | 'UNKNOWN_TENSOR'
+  | 'UNSUPPORTED'
+  | 'GRAPH_INVALID'
+  | 'IO_ERROR'
+  | 'RUNTIME_ERROR';
+
+export class QuantbookError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'QuantbookError';
+  }
+}
+
+/** Shorthand for the commonest rejection: parameter `name` got `value`; `allowed` says what fits. */
+export function invalidArgument(name: string, value: unknown, allowed: string): QuantbookError {
+  return new QuantbookError('INVALID_ARGUMENT', `${name}: got ${describe(value)}; expected ${allowed}`);
+}
+
+export function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (value === undefined || value === null || typeof value !== 'object') return String(value);
+  if (Array.isArray(value)) return `[${value.slice(0, 8).map(describe).join(', ')}${value.length > 8 ? ', …' : ''}]`;
+  const ctor = (value as object).constructor?.name;
+  return ctor && ctor !== 'Object' ? `a ${ctor}` : JSON.stringify(value).slice(0, 120);
+}
+
+/** Names from `candidates` that look like `wanted`, to help with typos in error messages. */
+export function closeNames(wanted: string, candidates: Iterable<string>, max = 5): string[] {
+  const w = wanted.toLowerCase();
+  const scored: Array<[number, string]> = [];
+  for (const c of candidates) {
+    const d = editDistance(w, c.toLowerCase(), 12);
+    if (d <= Math.max(2, Math.floor(w.length / 3)) || c.toLowerCase().includes(w)) scored.push([d, c]);
+  }
+  return scored.sort((a, b) => a[0] - b[0]).slice(0, max).map(([, c]) => c);
+}
+
+function editDistance(a: string, b: string, cap: number): number {
+  if (Math.abs(a.length - b.length) > cap) return cap + 1;
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}

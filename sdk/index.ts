@@ -1,0 +1,10 @@
+/** quantbook's public surface. */
+export { QuantbookError, ErrorCode } from './errors';
+export { DataType, TensorArray, typeName, toFloat32 } from './onnx/dtype';
+export { Graph, ValueType, Dim, NodeSpec, SubgraphRef, attributeValue, constantNodeValue } from './onnx/graph';
+export { Model, loadModel } from './onnx/model';
+export { LoadOptions, SaveOptions, SaveResult, ExternalDataOptions } from './onnx/model-io';
+export { TensorData, makeTensor, readTensor, readTensorAsFloat32 } from './onnx/tensor';
+export * as proto from './onnx/proto';
+export { Runner, RunnerOptions, RunResult, Feeds, ortTensor } from './runtime/runner';
+export { bundledModelPath, BundledFile } from './models';

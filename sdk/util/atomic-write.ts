@@ -1,0 +1,51 @@
+/**
+ * Writes a set of files so that either all of them appear complete or none does:
+ * each is written to a temporary name beside its target, then all are renamed.
+ * Used by every writer in the SDK so a failed save never leaves a partial file.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError } from '../errors';
+
+export interface PendingFile {
+  path: string;
+  /** writes the file's content to the open descriptor */
+  write: (fd: number) => void;
+}
+
+/** Writes all bytes of `data` to fd (fs.writeSync may write less than asked). */
+export function writeAll(fd: number, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
+}
+
+export function writeFilesAtomically(files: PendingFile[]): void {
+  const temps: string[] = [];
+  const renamed: string[] = [];
+  try {
+    for (const f of files) {
+      const dir = path.dirname(path.resolve(f.path));
+      if (!fs.existsSync(dir)) throw new QuantbookError('IO_ERROR', `cannot write ${f.path}: folder ${dir} does not exist`);
+      if (fs.existsSync(f.path) && fs.statSync(f.path).isDirectory()) throw new QuantbookError('IO_ERROR', `cannot write ${f.path}: it is a folder`);
+      const tmp = path.join(dir, `.${path.basename(f.path)}.${process.pid}.${Date.now().toString(36)}.tmp`);
+      temps.push(tmp);
+      const fd = fs.openSync(tmp, 'w');
+      try {
+        f.write(fd);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    files.forEach((f, i) => {
+      fs.renameSync(temps[i], f.path);
+      renamed.push(f.path);
+    });
+  } catch (e) {
+    for (const t of temps) fs.rmSync(t, { force: true });
+    // A rename failing half way would leave a mixed set: remove what was already moved.
+    for (const r of renamed) fs.rmSync(r, { force: true });
+    if (e instanceof QuantbookError) throw e;
+    throw new QuantbookError('IO_ERROR', `could not write ${files.map((f) => f.path).join(', ')}: ${(e as Error).message}`, { cause: e });
+  }
+}
