@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'UNSUPPORTED'
   | 'GRAPH_INVALID'
   | 'IO_ERROR'
-  | 'RUNTIME_ERROR';
+  | 'RUNTIME_ERROR'
+  | 'CANCELLED';
 
 export class QuantbookError extends Error {
   constructor(

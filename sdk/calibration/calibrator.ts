@@ -1,0 +1,190 @@
+/**
+ * calibrate(model, data, options): runs the model over calibration batches with the chosen
+ * tensors exposed, feeds each activation to its observer, and drops it. Memory stays flat
+ * however many batches there are: only observer summaries outlive a batch.
+ */
+import * as os from 'os';
+import { QuantbookError, invalidArgument } from '../errors';
+import { BackendName, describeBackend, initBackend } from '../kernels/backend';
+import { reductionChoice } from '../kernels/reductions';
+import { Model } from '../onnx/model';
+import { QUANTIZABLE_OPS } from '../cli/inspect';
+import {
+  AnyObserver, OBSERVER_KINDS, Observer, ObserverKind, ObserverOptions, PerChannelObserver, QParams, QuantSpec,
+  createObserver, observe, resolveSpec, restoreObserver,
+} from '../observers';
+import { Runner } from '../runtime/runner';
+import { StatRow, readStats, writeStats } from '../stats/calibration-stats';
+import { CalibrationSource, batchesFrom } from './data';
+
+export interface CalibrationTarget {
+  tensor: string;
+  /** the quantizable layers that read it */
+  layers: Array<{ name: string; opType: string }>;
+}
+
+export interface CalibrationProgress { batch: number; elapsedMs: number; tensors: number }
+
+export interface CalibrateOptions {
+  /** tensors to observe (default: the activation inputs of every quantizable layer) */
+  tensors?: string[];
+  /** observer for every tensor, or a choice per tensor (default 'minmax') */
+  observer?: ObserverKind | ((target: CalibrationTarget) => ObserverKind);
+  spec?: Partial<QuantSpec>;
+  observerOptions?: ObserverOptions;
+  /** stop after this many batches */
+  maxBatches?: number;
+  onProgress?: (p: CalibrationProgress) => void;
+  signal?: AbortSignal;
+  /** tfjs backend for the kernels (default: best available) */
+  backend?: BackendName;
+}
+
+/** Activation inputs of the quantizable layers: the tensors static activation quantization needs. */
+export function defaultTargets(model: Model): CalibrationTarget[] {
+  const g = model.graph;
+  const byTensor = new Map<string, CalibrationTarget>();
+  for (const n of g.nodes) {
+    if (!(QUANTIZABLE_OPS as readonly string[]).includes(n.op_type!)) continue;
+    const dataInputs = n.op_type === 'MatMul' ? n.input.slice(0, 2) : n.input.slice(0, 1);
+    for (const t of dataInputs) {
+      if (!t || g.isConstant(t)) continue;
+      const target = byTensor.get(t) ?? { tensor: t, layers: [] };
+      target.layers.push({ name: n.name ?? '', opType: n.op_type! });
+      byTensor.set(t, target);
+    }
+  }
+  return [...byTensor.values()];
+}
+
+export class CalibrationResult {
+  constructor(
+    readonly targets: CalibrationTarget[],
+    readonly observers: Map<string, AnyObserver>,
+    readonly spec: QuantSpec,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  qparams(tensor: string): QParams {
+    const o = this.observers.get(tensor);
+    if (!o) throw new QuantbookError('UNKNOWN_TENSOR', `no calibration statistics for tensor "${tensor}"`);
+    return o.qparams();
+  }
+
+  /** One row per (layer, tensor, channel). */
+  rows(): StatRow[] {
+    const rows: StatRow[] = [];
+    for (const t of this.targets) {
+      const o = this.observers.get(t.tensor)!;
+      const q = o.qparams();
+      const channelObservers: Array<[number, Observer]> = o instanceof PerChannelObserver ? o.channels.map((c, i) => [i, c]) : [[-1, o]];
+      for (const layer of t.layers) {
+        for (const [channel, obs] of channelObservers) {
+          const s = obs.state();
+          const [clipMin, clipMax] = obs.clipRange();
+          const c = Math.max(channel, 0);
+          rows.push({
+            layer: layer.name, tensor: t.tensor, opType: layer.opType, observer: obs.kind, channel,
+            min: s.min, max: s.max, mean: obs.mean, std: obs.std, count: s.count, sum: s.sum, sumSq: s.sumSq, batches: s.batches,
+            histLo: s.histogram?.lo ?? null, histHi: s.histogram?.hi ?? null, histogram: s.histogram?.counts ?? null,
+            clipMin, clipMax, scale: q.scale[c], zeroPoint: q.zeroPoint[c], qmin: q.qmin, qmax: q.qmax,
+            numBits: q.numBits, signed: q.signed, symmetric: this.spec.symmetric,
+          });
+        }
+      }
+    }
+    return rows;
+  }
+
+  save(path: string): void {
+    writeStats(path, this.rows(), this.metadata);
+  }
+
+  /**
+   * Rebuilds a result from a stats file without running the model. `observer` re-chooses the
+   * method (histogram-based methods need a file written by a histogram-family observer).
+   */
+  static load(path: string, options: { observer?: ObserverKind; observerOptions?: ObserverOptions } = {}): CalibrationResult {
+    const { rows, metadata } = readStats(path);
+    const targets = new Map<string, CalibrationTarget>();
+    const perTensor = new Map<string, StatRow[]>();
+    for (const r of rows) {
+      const t = targets.get(r.tensor) ?? { tensor: r.tensor, layers: [] };
+      if (!t.layers.some((l) => l.name === r.layer)) t.layers.push({ name: r.layer, opType: r.opType });
+      targets.set(r.tensor, t);
+      const list = perTensor.get(r.tensor) ?? [];
+      if (!list.some((x) => x.channel === r.channel)) list.push(r);
+      perTensor.set(r.tensor, list);
+    }
+    const first = rows[0];
+    const spec = resolveSpec({ numBits: first?.numBits, signed: first?.signed, symmetric: first?.symmetric, perChannel: (first?.channel ?? -1) >= 0 });
+    const observers = new Map<string, AnyObserver>();
+    for (const [tensor, list] of perTensor) {
+      const kind = options.observer ?? list[0].observer;
+      if (kind !== 'minmax' && kind !== 'sigma' && !list[0].histogram) {
+        throw new QuantbookError('INVALID_ARGUMENT', `observer "${kind}" needs histograms, but ${path} was written by "${list[0].observer}", which keeps none`);
+      }
+      const restored = list.sort((a, b) => a.channel - b.channel).map((r) => restoreObserver(kind, spec, options.observerOptions ?? {}, {
+        kind, min: r.min, max: r.max, count: r.count, sum: r.sum, sumSq: r.sumSq, batches: r.batches,
+        ...(r.observer === 'minmax' && kind === 'minmax' ? { avgMin: r.clipMin, avgMax: r.clipMax } : {}),
+        ...(r.histogram ? { histogram: { lo: r.histLo!, hi: r.histHi!, counts: r.histogram } } : {}),
+      }));
+      if (list[0].channel >= 0) {
+        const pc = new PerChannelObserver(kind, spec, options.observerOptions ?? {});
+        (pc as unknown as { children: Observer[] }).children = restored;
+        observers.set(tensor, pc);
+      } else {
+        observers.set(tensor, restored[0]);
+      }
+    }
+    return new CalibrationResult([...targets.values()], observers, spec, metadata);
+  }
+}
+
+export async function calibrate(model: Model, data: CalibrationSource, options: CalibrateOptions = {}): Promise<CalibrationResult> {
+  const backend = await initBackend(options.backend);
+  const spec = resolveSpec(options.spec);
+  const all = defaultTargets(model);
+  let targets = all;
+  if (options.tensors) {
+    for (const t of options.tensors) model.graph.requireTensor(t, 'calibration tensor');
+    targets = options.tensors.map((t) => all.find((x) => x.tensor === t) ?? { tensor: t, layers: model.graph.consumers(t).map((n) => ({ name: n.name ?? '', opType: n.op_type ?? '' })) });
+  }
+  if (targets.length === 0) throw new QuantbookError('INVALID_ARGUMENT', 'calibration: the model has no quantizable layers with activation inputs, and no tensors were named');
+  if (options.maxBatches !== undefined && !(Number.isInteger(options.maxBatches) && options.maxBatches > 0)) throw invalidArgument('maxBatches', options.maxBatches, 'a positive integer');
+  const pick = options.observer ?? 'minmax';
+  const observers = new Map<string, AnyObserver>();
+  for (const t of targets) {
+    const kind = typeof pick === 'function' ? pick(t) : pick;
+    if (!OBSERVER_KINDS.includes(kind)) throw invalidArgument('observer', kind, `one of ${OBSERVER_KINDS.join(', ')}`);
+    observers.set(t.tensor, createObserver(kind, spec, options.observerOptions));
+  }
+
+  const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor) });
+  const started = Date.now();
+  let batch = 0;
+  try {
+    for await (const feeds of batchesFrom(data, runner.inputNames)) {
+      if (options.signal?.aborted) throw new QuantbookError('CANCELLED', `calibration cancelled after ${batch} batch${batch === 1 ? '' : 'es'}`);
+      const { exposed } = await runner.run(feeds);
+      for (const t of targets) {
+        const v = exposed[t.tensor];
+        observe(observers.get(t.tensor)!, v.data as Float32Array, v.dims);
+      }
+      batch++;
+      options.onProgress?.({ batch, elapsedMs: Date.now() - started, tensors: targets.length });
+      if (options.maxBatches && batch >= options.maxBatches) break;
+    }
+  } finally {
+    await runner.dispose();
+  }
+  if (batch === 0) throw new QuantbookError('INVALID_ARGUMENT', 'calibration data held no batches');
+  const metadata = {
+    quantbook: require('../../../package.json').version as string,
+    backend: describeBackend(backend),
+    kernels: JSON.stringify(reductionChoice()),
+    batches: String(batch),
+    host: `${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}`,
+  };
+  return new CalibrationResult(targets, observers, spec, metadata);
+}

@@ -1,0 +1,221 @@
+/**
+ * Observers that keep one mergeable histogram and choose the clip range from it:
+ * HFMG-style window search ('histogram'), percentile, entropy (KL), MSE and IFMR.
+ * The quantization error of a candidate range is measured on the histogram (each bin's
+ * count at its centre), which is what lets them stream instead of keeping the data.
+ */
+import { Histogram } from '../kernels/histogram';
+import { roundHalfEven } from '../kernels/quant';
+import { Observer, ObserverState } from './observer';
+import { QParams, qparamsFromRange } from './qparams';
+
+abstract class HistogramObserver extends Observer {
+  protected hist = new Histogram(this.options.bins ?? 2048);
+
+  protected update(x: Float32Array, batchMin: number, batchMax: number): void {
+    this.hist.add(x, batchMin, batchMax);
+  }
+
+  override get histogram(): Histogram { return this.hist; }
+
+  override restore(s: ObserverState): void {
+    super.restore(s);
+    if (s.histogram) this.hist = new Histogram(s.histogram.counts.length, s.histogram.lo, s.histogram.hi, Float64Array.from(s.histogram.counts));
+  }
+
+  /** Squared error of fake-quantizing the histogram's mass with `q` (bin centres). */
+  protected histogramError(q: QParams): number {
+    return histogramQdqError(this.hist, q);
+  }
+
+  protected rangeError(lo: number, hi: number): number {
+    return this.histogramError(qparamsFromRange([lo], [hi], this.spec));
+  }
+}
+
+export function histogramQdqError(h: Histogram, q: QParams): number {
+  const s = q.scale[0];
+  const z = q.zeroPoint[0];
+  let err = 0;
+  for (let i = 0; i < h.bins; i++) {
+    const c = h.counts[i];
+    if (!c) continue;
+    const v = h.binCenter(i);
+    let qi = roundHalfEven(v / s) + z;
+    qi = qi < q.qmin ? q.qmin : qi > q.qmax ? q.qmax : qi;
+    const d = (qi - z) * s - v;
+    err += c * d * d;
+  }
+  return err;
+}
+
+/**
+ * HFMG ('histogram'): shrink a window from the histogram's sparser tail, one mass quantile
+ * step at a time, while the quantization error of the window keeps falling.
+ */
+export class HfmgObserver extends HistogramObserver {
+  protected override hist = new Histogram(this.options.bins ?? 4096);
+
+  clipRange(): [number, number] {
+    const h = this.hist;
+    const total = h.total;
+    const cumulative = new Float64Array(h.bins);
+    let acc = 0;
+    for (let i = 0; i < h.bins; i++) cumulative[i] = acc += h.counts[i];
+    const binAt = (q: number) => {
+      const target = q * total;
+      let lo = 0;
+      let hi = h.bins - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (cumulative[mid] < target) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    const edge = (b: number) => h.lo + b * h.binWidth;
+    let start = 0;
+    let end = h.bins - 1;
+    let best = this.rangeError(edge(start), edge(end + 1));
+    const step = 1e-5;
+    let alpha = 0;
+    let beta = 1;
+    while (alpha < beta) {
+      const nextStart = binAt(alpha + step);
+      const nextEnd = binAt(beta - step);
+      let s = start;
+      let e = end;
+      // move the side that gives up fewer bins for the same mass: the sparser tail
+      if (nextStart - start > end - nextEnd) {
+        e = nextEnd;
+        beta -= step;
+      } else {
+        s = nextStart;
+        alpha += step;
+      }
+      if ((s === start && e === end) || s >= e) {
+        if (s >= e) break;
+        continue;
+      }
+      const err = this.rangeError(edge(s), edge(e + 1));
+      if (err > best) break;
+      best = err;
+      start = s;
+      end = e;
+    }
+    return [edge(start), edge(end + 1)];
+  }
+}
+
+export class PercentileObserver extends HistogramObserver {
+  clipRange(): [number, number] {
+    const p = this.options.percentile ?? 0.99999;
+    return [this.hist.percentile(1 - p), this.hist.percentile(p)];
+  }
+}
+
+/** Entropy: the threshold T minimising KL(P‖Q) between |x|'s histogram clipped at T and its quantized copy. */
+export class EntropyObserver extends HistogramObserver {
+  clipRange(): [number, number] {
+    const h = this.hist;
+    const [min, max] = this.observedRange;
+    const amax = Math.max(Math.abs(min), Math.abs(max));
+    const bins = h.bins;
+    // fold the signed histogram onto |x| in [0, amax]
+    const abs = new Float64Array(bins);
+    const w = amax / bins;
+    for (let i = 0; i < bins; i++) {
+      if (!h.counts[i]) continue;
+      const b = Math.min(bins - 1, Math.floor(Math.abs(h.binCenter(i)) / w));
+      abs[b] += h.counts[i];
+    }
+    const levels = min < 0 ? 2 ** (this.spec.numBits - 1) : 2 ** this.spec.numBits;
+    let bestKl = Infinity;
+    let bestI = bins;
+    for (let i = Math.min(levels, bins); i <= bins; i++) {
+      const kl = klForThreshold(abs, i, levels);
+      if (kl < bestKl) {
+        bestKl = kl;
+        bestI = i;
+      }
+    }
+    const t = bestI * w;
+    return [Math.max(min, -t), Math.min(max, t)];
+  }
+}
+
+function klForThreshold(hist: Float64Array, i: number, levels: number): number {
+  const p = hist.slice(0, i);
+  let outliers = 0;
+  for (let k = i; k < hist.length; k++) outliers += hist[k];
+  p[i - 1] += outliers;
+  const q = new Float64Array(i);
+  const per = i / levels;
+  for (let j = 0; j < levels; j++) {
+    const a = Math.floor(j * per);
+    const b = j === levels - 1 ? i : Math.floor((j + 1) * per);
+    let mass = 0;
+    let nonzero = 0;
+    for (let k = a; k < b; k++) {
+      mass += hist[k];
+      if (hist[k]) nonzero++;
+    }
+    for (let k = a; k < b; k++) if (hist[k]) q[k] = mass / nonzero;
+  }
+  let ps = 0;
+  let qs = 0;
+  for (let k = 0; k < i; k++) {
+    ps += p[k];
+    qs += q[k];
+  }
+  let kl = 0;
+  for (let k = 0; k < i; k++) {
+    if (!p[k]) continue;
+    const pk = p[k] / ps;
+    const qk = q[k] / qs;
+    kl += qk > 0 ? pk * Math.log(pk / qk) : pk * 20; // mass Q cannot represent: a large fixed penalty
+  }
+  return kl;
+}
+
+/** MSE: shrink [min, max] by r ∈ (0, 1] (100 steps) and keep the range with the least error. */
+export class MseObserver extends HistogramObserver {
+  clipRange(): [number, number] {
+    const [min, max] = this.observedRange;
+    let best: [number, number] = [min, max];
+    let bestErr = Infinity;
+    for (let k = 100; k >= 1; k--) {
+      const r = k / 100;
+      const err = this.rangeError(min * r, max * r);
+      if (err < bestErr) {
+        bestErr = err;
+        best = [min * r, max * r];
+      }
+    }
+    return best;
+  }
+}
+
+/** IFMR (AMCT): start at the percentiles, scale by r over search_range in search_step, least error wins. */
+export class IfmrObserver extends HistogramObserver {
+  clipRange(): [number, number] {
+    const maxP = this.options.maxPercentile ?? 0.999999;
+    const minP = this.options.minPercentile ?? 0.999999;
+    const [from, to] = this.options.searchRange ?? [0.7, 1.3];
+    const step = this.options.searchStep ?? 0.01;
+    const hi0 = this.hist.percentile(maxP);
+    const lo0 = Math.min(0, this.hist.percentile(1 - minP));
+    let best: [number, number] = [lo0, hi0];
+    let bestErr = Infinity;
+    const n = Math.round((to - from) / step);
+    for (let k = 0; k < n; k++) {
+      const r = from + k * step;
+      const err = this.rangeError(lo0 * r, hi0 * r);
+      if (err < bestErr) {
+        bestErr = err;
+        best = [lo0 * r, hi0 * r];
+      }
+    }
+    return best;
+  }
+}
