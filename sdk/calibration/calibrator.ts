@@ -6,7 +6,7 @@
 import * as os from 'os';
 import { QuantbookError, invalidArgument } from '../errors';
 import { BackendName, describeBackend, initBackend } from '../kernels/backend';
-import { reductionChoice } from '../kernels/reductions';
+import { ReductionImpl, chooseReductions, reductionChoice, useReductions } from '../kernels/reductions';
 import { Model } from '../onnx/model';
 import { QUANTIZABLE_OPS } from '../cli/inspect';
 import {
@@ -38,7 +38,11 @@ export interface CalibrateOptions {
   signal?: AbortSignal;
   /** tfjs backend for the kernels (default: best available) */
   backend?: BackendName;
+  /** reduction kernels: 'auto' times both once per process and keeps the faster per kernel */
+  kernels?: 'auto' | ReductionImpl;
 }
+
+let kernelsChosen = false;
 
 /** Activation inputs of the quantizable layers: the tensors static activation quantization needs. */
 export function defaultTargets(model: Model): CalibrationTarget[] {
@@ -143,6 +147,16 @@ export class CalibrationResult {
 
 export async function calibrate(model: Model, data: CalibrationSource, options: CalibrateOptions = {}): Promise<CalibrationResult> {
   const backend = await initBackend(options.backend);
+  const kernels = options.kernels ?? 'auto';
+  if (kernels === 'auto') {
+    if (!kernelsChosen) chooseReductions(1 << 18);
+    kernelsChosen = true;
+  } else if (kernels === 'loop' || kernels === 'tfjs') {
+    useReductions(kernels);
+    kernelsChosen = false;
+  } else {
+    throw invalidArgument('kernels', kernels, "'auto', 'loop' or 'tfjs'");
+  }
   const spec = resolveSpec(options.spec);
   const all = defaultTargets(model);
   let targets = all;

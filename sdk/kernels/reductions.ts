@@ -78,6 +78,23 @@ function scoped<T>(fn: () => T): T {
   }
 }
 
+const PARTIALS = 1024;
+
+/**
+ * Σ of a 1-D tensor: tfjs sums in float32, which loses small terms next to large ones; summing
+ * PARTIALS rows on the backend and the row sums in float64 here keeps the result accurate.
+ * The padding is zeros, which add nothing to any of the sums below.
+ */
+function accurateSum(t: tf.Tensor1D): number {
+  const n = t.shape[0];
+  const rows = Math.min(PARTIALS, n);
+  const cols = Math.ceil(n / rows);
+  const padded = rows * cols === n ? t : tf.pad(t, [[0, rows * cols - n]]);
+  let total = 0;
+  for (const v of padded.reshape([rows, cols]).sum(1).dataSync()) total += v;
+  return total;
+}
+
 export const tfjsReductions: Reductions = {
   minMax(x) {
     return scoped(() => {
@@ -97,14 +114,14 @@ export const tfjsReductions: Reductions = {
   moments(x) {
     return scoped(() => {
       const t = tf.tensor1d(x);
-      return { count: x.length, sum: t.sum().dataSync()[0], sumSq: t.square().sum().dataSync()[0] };
+      return { count: x.length, sum: accurateSum(t), sumSq: accurateSum(t.square() as tf.Tensor1D) };
     });
   },
   qdqSquaredError(x, scale, zeroPoint, qmin, qmax) {
     return scoped(() => {
       const t = tf.tensor1d(x);
       const q = tf.clipByValue(tf.round(tf.div(t, scale)).add(zeroPoint), qmin, qmax);
-      return tf.squaredDifference(q.sub(zeroPoint).mul(scale), t).sum().dataSync()[0];
+      return accurateSum(tf.squaredDifference(q.sub(zeroPoint).mul(scale), t) as tf.Tensor1D);
     });
   },
 };

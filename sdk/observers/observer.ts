@@ -63,10 +63,11 @@ export abstract class Observer {
     if (x.length === 0) return;
     const r = reductions();
     const { min, max } = r.minMax(x);
-    if (!Number.isFinite(min) || !Number.isFinite(max)) {
-      throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}): the batch holds NaN or infinite values (min ${min}, max ${max})`);
-    }
     const m = r.moments(x);
+    // NaN fails every comparison, so min/max miss it; the sum does not
+    if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(m.sum)) {
+      throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}): the batch holds NaN or infinite values (min ${min}, max ${max}, sum ${m.sum})`);
+    }
     this.min = Math.min(this.min, min);
     this.max = Math.max(this.max, max);
     this.count += m.count;
