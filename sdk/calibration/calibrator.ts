@@ -176,20 +176,31 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
 
   const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor) });
   const started = Date.now();
+  const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
+  // ORT runs off the JS thread: start batch k+1 before observing batch k, so the two overlap.
+  // At most two batches of activations are alive at once, whatever the number of batches.
+  const runNext = async () => {
+    const next = await source.next();
+    return next.done ? undefined : runner.run(next.value);
+  };
   let batch = 0;
+  let pending = runNext();
   try {
-    for await (const feeds of batchesFrom(data, runner.inputNames)) {
+    for (;;) {
+      const result = await pending;
+      if (!result) break;
+      const more = !options.maxBatches || batch + 1 < options.maxBatches;
       if (options.signal?.aborted) throw new QuantbookError('CANCELLED', `calibration cancelled after ${batch} batch${batch === 1 ? '' : 'es'}`);
-      const { exposed } = await runner.run(feeds);
+      pending = more ? runNext() : Promise.resolve(undefined);
       for (const t of targets) {
-        const v = exposed[t.tensor];
+        const v = result.exposed[t.tensor];
         observe(observers.get(t.tensor)!, v.data as Float32Array, v.dims);
       }
       batch++;
       options.onProgress?.({ batch, elapsedMs: Date.now() - started, tensors: targets.length });
-      if (options.maxBatches && batch >= options.maxBatches) break;
     }
   } finally {
+    await pending.catch(() => undefined); // never leave a run in flight behind an error
     await runner.dispose();
   }
   if (batch === 0) throw new QuantbookError('INVALID_ARGUMENT', 'calibration data held no batches');
