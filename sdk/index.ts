@@ -14,5 +14,5 @@ export { Histogram } from './kernels/histogram';
 export { roundHalfEven, quantizeLinear, dequantizeLinear, fakeQuantize } from './kernels/quant';
 export * from './observers';
 export { StatRow, statsTable, rowsFromTable, writeStats, readStats } from './stats/calibration-stats';
-export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, defaultTargets } from './calibration/calibrator';
+export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, defaultTargets } from './calibration/calibrator';
 export { batchesFrom, readNpy, CalibrationSource } from './calibration/data';

@@ -61,12 +61,16 @@ export function defaultTargets(model: Model): CalibrationTarget[] {
   return [...byTensor.values()];
 }
 
+/** Where calibration time went: building the instrumented session, then the batch loop. */
+export interface CalibrationTiming { sessionMs: number; batchesMs: number; batches: number }
+
 export class CalibrationResult {
   constructor(
     readonly targets: CalibrationTarget[],
     readonly observers: Map<string, AnyObserver>,
     readonly spec: QuantSpec,
     readonly metadata: Record<string, string>,
+    readonly timing?: CalibrationTiming,
   ) {}
 
   qparams(tensor: string): QParams {
@@ -174,6 +178,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     observers.set(t.tensor, createObserver(kind, spec, options.observerOptions));
   }
 
+  const sessionStart = Date.now();
   const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor) });
   const started = Date.now();
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
@@ -211,5 +216,6 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     batches: String(batch),
     host: `${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}`,
   };
-  return new CalibrationResult(targets, observers, spec, metadata);
+  const timing = { sessionMs: started - sessionStart, batchesMs: Date.now() - started, batches: batch };
+  return new CalibrationResult(targets, observers, spec, metadata, timing);
 }

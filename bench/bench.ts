@@ -1,0 +1,101 @@
+/**
+ * `npm run bench`: quantbook's performance table. Every row is a ratio of two timings
+ * (or two memory readings) taken in this one run, printed as markdown.
+ */
+import { execFileSync } from 'child_process';
+import * as os from 'os';
+import * as ort from 'onnxruntime-node';
+import {
+  OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel, reductionChoice,
+} from '../sdk';
+
+type Feeds = Record<string, ort.Tensor>;
+
+function imageBatches(dims: number[], count: number): Feeds[] {
+  const n = dims.reduce((a, b) => a * b, 1);
+  return Array.from({ length: count }, (_, s) => {
+    const x = new Float32Array(n);
+    for (let i = 0; i < n; i++) x[i] = Math.sin(i * 0.0007 * (s + 1)) * 0.9;
+    return { x: new ort.Tensor('float32', x, dims) };
+  });
+}
+
+async function timeMs(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+function table(title: string, header: string[], rows: Array<Array<string | number>>): string {
+  const fmt = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
+  return [`### ${title}`, '', `| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((r) => `| ${r.map(fmt).join(' | ')} |`), ''].join('\n');
+}
+
+async function kernelRows(): Promise<string> {
+  const timings = chooseReductions(1 << 20);
+  const choice = reductionChoice();
+  return table('Reduction kernels, 2^20 floats: tfjs backend vs plain typed-array loop', ['kernel', 'loop ms', 'tfjs ms', 'tfjs ÷ loop', 'chosen'],
+    Object.entries(timings).map(([k, t]) => [k, t.loop, t.tfjs, t.tfjs / t.loop, choice[k as keyof typeof choice]]));
+}
+
+async function calibrationRows(): Promise<string> {
+  const rows: Array<Array<string | number>> = [];
+  const cases: Array<[string, string, number[], number]> = [
+    ['PP-OCRv4 rec', bundledModelPath('rec'), [8, 3, 48, 320], 5],
+    ['PP-OCRv4 det', bundledModelPath('det'), [1, 3, 640, 640], 5],
+  ];
+  for (const [label, file, dims, count] of cases) {
+    const model = loadModel(file);
+    const batches = imageBatches(dims, count);
+    const runner = await Runner.create(model);
+    await runner.run(batches[0]);
+    const plain = await timeMs(async () => { for (const b of batches) await runner.run(b); });
+    await runner.dispose();
+    for (const kind of OBSERVER_KINDS as readonly ObserverKind[]) {
+      let loop = 0;
+      const ms = await timeMs(async () => {
+        const r = await calibrate(model, batches, { observer: kind });
+        r.rows(); // the method's range search runs here
+        loop = r.timing!.batchesMs;
+      });
+      rows.push([label, `${dims.join('x')} ×${count}`, kind, plain, ms, ms / plain, loop / plain]);
+    }
+  }
+  return table('Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6)',
+    ['model', 'batches', 'observer', 'plain ms', 'calibrate ms (all)', 'ratio (all)', 'ratio (batch loop only)'], rows);
+}
+
+/** Peak RSS of a child process calibrating `batches` generated batches (never all in memory). */
+function peakRss(batches: number): number {
+  const script = `
+    const q = require(${JSON.stringify(require.resolve('../sdk'))});
+    const ort = require('onnxruntime-node');
+    function* gen() { for (let s = 0; s < ${batches}; s++) { const x = new Float32Array(3*48*320); for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.001 * (s + 1)); yield { x: new ort.Tensor('float32', x, [1, 3, 48, 320]) }; } }
+    q.calibrate(q.loadModel(q.bundledModelPath('rec')), gen(), { observer: 'histogram' }).then((r) => { r.rows(); console.log(process.resourceUsage().maxRSS); });`;
+  return Number(execFileSync(process.execPath, ['-e', script], { cwd: __dirname }).toString().trim()) / 1024;
+}
+
+function memoryRows(): string {
+  const small = peakRss(10);
+  const large = peakRss(200);
+  return table('Peak memory (RSS) of histogram calibration on PP-OCRv4 rec, 1x3x48x320 batches (goal: < 10% growth)', ['10 batches MB', '200 batches MB', '200 ÷ 10'], [[small, large, large / small]]);
+}
+
+async function main(): Promise<void> {
+  const backend = await initBackend();
+  const header = [
+    `## quantbook bench — ${new Date().toISOString().slice(0, 10)}`,
+    '',
+    `Machine: ${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, tfjs backend ${describeBackend(backend)}.`,
+    '',
+  ].join('\n');
+  console.log(header);
+  console.log(await kernelRows());
+  console.log(await calibrationRows());
+  console.log(memoryRows());
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
