@@ -370,6 +370,18 @@ export class Graph {
     this.invalidate();
   }
 
+  /** Replaces a single-output node by an initializer of the same name holding `data` (readers unchanged). */
+  replaceNodeWithConstant(node: NodeProto, data: Omit<TensorData, 'name'>): void {
+    const i = this.proto.node.indexOf(node);
+    if (i < 0) throw new QuantbookError('INVALID_ARGUMENT', `replaceNodeWithConstant: node "${node.name}" is not in graph "${this.name}"`);
+    if (node.output.filter(Boolean).length !== 1) throw new QuantbookError('INVALID_ARGUMENT', `replaceNodeWithConstant: node "${node.name}" has ${node.output.length} outputs; exactly one is needed`);
+    const name = node.output[0];
+    this.proto.node.splice(i, 1);
+    this.proto.initializer.push(makeTensor(name, data.type, data.dims, data.data));
+    this.proto.value_info = this.proto.value_info.filter((v) => v.name !== name);
+    this.invalidate();
+  }
+
   /** Declares `name` a graph output (type from value_info when known). */
   addOutput(name: string, type?: ValueType): void {
     this.requireTensor(name, 'output');

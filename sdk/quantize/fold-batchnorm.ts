@@ -1,0 +1,69 @@
+/**
+ * Folds BatchNormalization into the Conv before it (inference form):
+ *   W' = W · γ/√(σ²+ε) per output channel,  b' = (b − μ) · γ/√(σ²+ε) + β.
+ * Only where the Conv's output feeds the BN alone and every parameter is a constant.
+ */
+import { DataType } from '../onnx/dtype';
+import { Graph, attributeValue } from '../onnx/graph';
+import { Model } from '../onnx/model';
+
+export interface FoldResult { folded: Array<{ conv: string; batchNorm: string }> }
+
+export function foldBatchNorms(model: Model): FoldResult {
+  const g = model.graph;
+  const folded: FoldResult['folded'] = [];
+  for (const bn of [...g.nodes]) {
+    if (bn.op_type !== 'BatchNormalization' || bn.output.length > 1 && bn.output.slice(1).some(Boolean)) continue;
+    const conv = g.producer(bn.input[0]);
+    if (!conv || conv.op_type !== 'Conv') continue;
+    if (g.consumers(conv.output[0]).length !== 1 || g.outputNames.includes(conv.output[0])) continue;
+    const params = bn.input.slice(1, 5).map((t) => g.constantValue(t));
+    const w = g.constantValue(conv.input[1]);
+    if (!w || params.some((p) => !p) || w.type !== DataType.FLOAT || g.consumers(conv.input[1]).length !== 1) continue;
+    const [gamma, beta, mean, variance] = params.map((p) => p!.data as Float32Array);
+    const eps = (attributeValue(bn, 'epsilon') as number | undefined) ?? 1e-5;
+    const cout = w.dims[0];
+    const per = (w.data as Float32Array).length / cout;
+    const newW = new Float32Array(w.data as Float32Array);
+    const oldB = conv.input[2] ? (g.constantValue(conv.input[2])?.data as Float32Array | undefined) : undefined;
+    if (conv.input[2] && (!oldB || g.consumers(conv.input[2]).length !== 1)) continue;
+    const newB = new Float32Array(cout);
+    for (let c = 0; c < cout; c++) {
+      const k = gamma[c] / Math.sqrt(variance[c] + eps);
+      for (let i = 0; i < per; i++) newW[c * per + i] *= k;
+      newB[c] = ((oldB ? oldB[c] : 0) - mean[c]) * k + beta[c];
+    }
+    g.replaceInitializer(conv.input[1], { type: DataType.FLOAT, dims: w.dims, data: newW });
+    if (conv.input[2]) g.replaceInitializer(conv.input[2], { type: DataType.FLOAT, dims: [cout], data: newB });
+    else conv.input[2] = g.addInitializer({ name: g.uniqueName(`${conv.name || conv.output[0]}_bias`), type: DataType.FLOAT, dims: [cout], data: newB }).name!;
+    // the Conv now produces the BN's output directly
+    const convOut = conv.output[0];
+    conv.output[0] = bn.output[0];
+    g.proto.node.splice(g.proto.node.indexOf(bn), 1);
+    g.proto.value_info = g.proto.value_info.filter((v) => v.name !== convOut);
+    g.invalidate();
+    folded.push({ conv: conv.name ?? '', batchNorm: bn.name ?? '' });
+  }
+  removeUnusedConstants(g);
+  return { folded };
+}
+
+/** Drops initializers and Constant nodes nothing reads any more (after folding or quantizing). */
+export function removeUnusedConstants(g: Graph): void {
+  let changed = true;
+  while (changed) {
+    changed = false;
+    for (const n of [...g.proto.node]) {
+      if (n.op_type === 'Constant' && !g.consumers(n.output[0]).length && !g.outputNames.includes(n.output[0])) {
+        g.removeNode(n);
+        changed = true;
+      }
+    }
+  }
+  const used = new Set<string>(g.outputNames);
+  g.walk((n) => n.input.forEach((i) => used.add(i)));
+  for (const s of g.subgraphs()) for (const r of s.graph.outerScopeReads()) used.add(r);
+  g.proto.initializer = g.proto.initializer.filter((t) => used.has(t.name ?? ''));
+  g.proto.input = g.proto.input.filter((v) => !g.initializer(v.name ?? '') || used.has(v.name ?? ''));
+  g.invalidate();
+}

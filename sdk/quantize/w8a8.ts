@@ -1,0 +1,90 @@
+/**
+ * W8A8 static post-training quantization: int8 per-channel symmetric weights, uint8
+ * asymmetric per-tensor activations (signed/symmetric on request), calibrated with
+ * act_method 'minmax', 'histogram' (HFMG) or 'mixed' (per tensor, whichever of the two gives
+ * the lower quantization error on that tensor's calibration histogram).
+ */
+import { invalidArgument } from '../errors';
+import { Model } from '../onnx/model';
+import { upgradeOpset } from '../onnx/opset-upgrade';
+import { CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
+import { CalibrationSource } from '../calibration/data';
+import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
+import { foldBatchNorms } from './fold-batchnorm';
+import { LayerRecord, activationTensors, applyQdq } from './qdq';
+import { LayerSelection, selectLayers } from './layers';
+import { toFakeQuant } from './fake-quant';
+
+export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
+export type ActMethod = (typeof ACT_METHODS)[number];
+
+export interface W8A8Options {
+  actMethod?: ActMethod;
+  disableNames?: string[];
+  /** activation spec overrides (default uint8 asymmetric) */
+  activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric'>>;
+  /** per-channel weights (default true) */
+  weightPerChannel?: boolean;
+  onProgress?: (p: CalibrationProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface W8A8Result {
+  /** the float model after the rewrites quantization needs (opset 13, BatchNorm folded) */
+  float: Model;
+  qdq: Model;
+  fakeQuant: Model;
+  layers: LayerRecord[];
+  selection: LayerSelection;
+  calibration: CalibrationResult;
+  activations: Map<string, QParams>;
+  /** mixed: which method each tensor got */
+  methods: Map<string, 'minmax' | 'histogram'>;
+}
+
+export function prepareFloat(model: Model): Model {
+  const float = model.clone();
+  upgradeOpset(float, 13);
+  foldBatchNorms(float);
+  return float;
+}
+
+export async function quantizeW8A8(model: Model, calibData: CalibrationSource, options: W8A8Options = {}): Promise<W8A8Result> {
+  const actMethod = options.actMethod ?? 'minmax';
+  if (!ACT_METHODS.includes(actMethod)) throw invalidArgument('act_method', actMethod, `one of ${ACT_METHODS.map((m) => `'${m}'`).join(', ')}`);
+  const float = prepareFloat(model);
+  // layers are selected on the copy that gets quantized; tensor names are the same in both
+  const qdq = float.clone();
+  const selection = selectLayers(qdq, options.disableNames ?? []);
+  const tensors = activationTensors(qdq, selection.layers);
+  const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
+  const calibration = await calibrate(float, calibData, {
+    tensors,
+    observer: actMethod === 'minmax' ? 'minmax' : 'histogram',
+    spec,
+    onProgress: options.onProgress,
+    signal: options.signal,
+  });
+  const activations = new Map<string, QParams>();
+  const methods = new Map<string, 'minmax' | 'histogram'>();
+  for (const t of tensors) {
+    const o = calibration.observers.get(t) as Observer;
+    let method: 'minmax' | 'histogram' = actMethod === 'minmax' ? 'minmax' : 'histogram';
+    let q = o.qparams();
+    if (actMethod === 'mixed') {
+      const [lo, hi] = o.observedRange;
+      const mm = qparamsFromRange([lo], [hi], spec);
+      if (histogramQdqError(o.histogram!, mm) <= histogramQdqError(o.histogram!, q)) {
+        q = mm;
+        method = 'minmax';
+      }
+    }
+    activations.set(t, q);
+    methods.set(t, method);
+  }
+  const layers = applyQdq(qdq, selection.layers, {
+    activations,
+    weightSpec: { perChannel: options.weightPerChannel ?? true },
+  });
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods };
+}
