@@ -8,7 +8,7 @@ import { QuantbookError, invalidArgument } from '../errors';
 import { BackendName, describeBackend, initBackend } from '../kernels/backend';
 import { ReductionImpl, chooseReductions, reductionChoice, useReductions } from '../kernels/reductions';
 import { Model } from '../onnx/model';
-import { QUANTIZABLE_OPS } from '../cli/inspect';
+import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import {
   AnyObserver, OBSERVER_KINDS, Observer, ObserverKind, ObserverOptions, PerChannelObserver, QParams, QuantSpec,
   createObserver, observe, resolveSpec, restoreObserver,
@@ -49,7 +49,7 @@ export function defaultTargets(model: Model): CalibrationTarget[] {
   const g = model.graph;
   const byTensor = new Map<string, CalibrationTarget>();
   for (const n of g.nodes) {
-    if (!(QUANTIZABLE_OPS as readonly string[]).includes(n.op_type!)) continue;
+    if (!(QUANTIZABLE_OP_TYPES as readonly string[]).includes(n.op_type!)) continue;
     const dataInputs = n.op_type === 'MatMul' ? n.input.slice(0, 2) : n.input.slice(0, 1);
     for (const t of dataInputs) {
       if (!t || g.isConstant(t)) continue;

@@ -5,8 +5,8 @@
  */
 import { Model } from '../onnx/model';
 import { typeName } from '../onnx/dtype';
+import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 
-export const QUANTIZABLE_OPS = ['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'AveragePool', 'GlobalAveragePool'] as const;
 
 export interface ModelSummary {
   irVersion: number;
@@ -30,7 +30,7 @@ export function summarize(model: Model): ModelSummary {
   let all = 0;
   g.walk(() => all++);
   const quantizable: Record<string, number> = {};
-  for (const op of QUANTIZABLE_OPS) if (opCounts[op]) quantizable[op] = opCounts[op];
+  for (const op of QUANTIZABLE_OP_TYPES) if (opCounts[op]) quantizable[op] = opCounts[op];
   return {
     irVersion: model.irVersion,
     opsets: Object.fromEntries(model.proto.opset_import.map((o) => [o.domain || 'ai.onnx', Number(o.version?.toString())])),

@@ -40,26 +40,44 @@ export function binaryIoU(a: ArrayLike<number>, b: ArrayLike<number>, threshold:
   return union ? inter / union : 1;
 }
 
-/** Signal-to-quantization-noise ratio in dB, cosine similarity, max abs error. */
-export function compareOutputs(reference: ArrayLike<number>, test: ArrayLike<number>): { sqnrDb: number; cosine: number; maxAbsError: number } {
-  let sig = 0;
-  let noise = 0;
-  let dot = 0;
-  let nt = 0;
-  let maxAbs = 0;
-  for (let i = 0; i < reference.length; i++) {
-    const r = reference[i];
-    const t = test[i];
-    const d = r - t;
-    sig += r * r;
-    noise += d * d;
-    dot += r * t;
-    nt += t * t;
-    if (Math.abs(d) > maxAbs) maxAbs = Math.abs(d);
+export interface OutputError { sqnrDb: number; cosine: number; maxAbsError: number }
+
+/**
+ * Streams reference/test pairs (e.g. one batch at a time) and reports SQNR in dB, cosine
+ * similarity and max abs error over everything added.
+ */
+export class OutputErrorAccumulator {
+  private sig = 0;
+  private noise = 0;
+  private dot = 0;
+  private test = 0;
+  private maxAbs = 0;
+
+  add(reference: ArrayLike<number>, test: ArrayLike<number>): void {
+    for (let i = 0; i < reference.length; i++) {
+      const r = reference[i];
+      const t = test[i];
+      const d = r - t;
+      this.sig += r * r;
+      this.noise += d * d;
+      this.dot += r * t;
+      this.test += t * t;
+      if (Math.abs(d) > this.maxAbs) this.maxAbs = Math.abs(d);
+    }
   }
-  return {
-    sqnrDb: noise === 0 ? Infinity : 10 * Math.log10(sig / noise),
-    cosine: sig === 0 || nt === 0 ? (sig === nt ? 1 : 0) : dot / Math.sqrt(sig * nt),
-    maxAbsError: maxAbs,
-  };
+
+  result(): OutputError {
+    return {
+      sqnrDb: this.noise === 0 ? Infinity : 10 * Math.log10(this.sig / this.noise),
+      cosine: this.sig === 0 || this.test === 0 ? (this.sig === this.test ? 1 : 0) : this.dot / Math.sqrt(this.sig * this.test),
+      maxAbsError: this.maxAbs,
+    };
+  }
+}
+
+/** SQNR (dB), cosine similarity and max abs error of `test` against `reference`. */
+export function compareOutputs(reference: ArrayLike<number>, test: ArrayLike<number>): OutputError {
+  const acc = new OutputErrorAccumulator();
+  acc.add(reference, test);
+  return acc.result();
 }

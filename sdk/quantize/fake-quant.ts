@@ -18,6 +18,8 @@ export function toFakeQuant(qdq: Model): Model {
   for (const dq of [...g.nodes]) {
     if (dq.op_type !== 'DequantizeLinear') continue;
     const [x, s, z] = dq.input;
+    // run-time scales (DynamicQuantizeLinear) are already float computations: leave them
+    if (!g.isConstant(s)) continue;
     const scale = g.constantValue(s)!.data as Float32Array;
     const zp = z ? Int32Array.from(g.constantValue(z)!.data as ArrayLike<number>) : new Int32Array(scale.length);
     const value = g.constantValue(x);

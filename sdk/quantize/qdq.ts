@@ -56,13 +56,16 @@ export interface QdqOptions {
   /** per-tensor activation parameters, from calibration */
   activations: Map<string, QParams>;
   weightSpec?: Partial<QuantSpec>;
+  /** false: weights only (dynamic quantization adds its own activation handling) */
+  quantizeActivations?: boolean;
 }
 
 /** Quantizes `layers` of `model` (opset ≥ 13, in place). */
 export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions): LayerRecord[] {
   if ((model.opsetVersion('') ?? 0) < 13) throw new QuantbookError('UNSUPPORTED', 'QDQ with per-channel weights needs opset 13; call upgradeOpset(model, 13) first');
   const g = model.graph;
-  const outputs = new Set(quantizedOutputs(model, layers));
+  const withActivations = options.quantizeActivations !== false;
+  const outputs = new Set(withActivations ? quantizedOutputs(model, layers) : []);
   const act = (t: string) => {
     const q = options.activations.get(t);
     if (!q) throw new QuantbookError('UNKNOWN_TENSOR', `no activation quantization parameters for tensor "${t}"`);
@@ -71,7 +74,7 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
   const records: LayerRecord[] = layers.map((layer) => {
     const rec: LayerRecord = { name: layer.name, opType: layer.opType };
     const a = layer.activations[0];
-    if (a) {
+    if (a && withActivations) {
       const q = act(a);
       rec.input = { tensor: a, scale: q.scale[0], zeroPoint: q.zeroPoint[0], qmin: q.qmin, qmax: q.qmax };
     }
@@ -102,7 +105,7 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
     return rec;
   });
   // one Q → DQ pair per activation tensor, however many layers read or write it
-  for (const t of activationTensors(model, layers)) insertQdq(g, t, act(t));
+  if (withActivations) for (const t of activationTensors(model, layers)) insertQdq(g, t, act(t));
   removeUnusedConstants(g);
   return records;
 }

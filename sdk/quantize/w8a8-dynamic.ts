@@ -1,0 +1,96 @@
+/**
+ * W8A8 dynamic quantization: weights int8 per channel (as in static W8A8); activations get
+ * their scales at run time, so no calibration data is needed.
+ *   MatMul / Gemm inputs: per token — symmetric int8 with one scale per row along the last
+ *   axis, s = max|x| / 127 (msModelSlim's W8A8_DYNAMIC). ONNX has no per-token dynamic
+ *   quantize operator, so this is written with ReduceMax/Abs/Div/Round/Clip/Mul.
+ *   Conv / pooling inputs: per tensor with DynamicQuantizeLinear → DequantizeLinear (uint8).
+ */
+import { DataType } from '../onnx/dtype';
+import { Graph, makeAttribute } from '../onnx/graph';
+import { Model } from '../onnx/model';
+import { newNode } from '../onnx/proto';
+import { removeUnusedConstants } from './fold-batchnorm';
+import { LayerRecord, applyQdq } from './qdq';
+import { LayerSelection, selectLayers } from './layers';
+import { prepareFloat } from './w8a8';
+import { toFakeQuant } from './fake-quant';
+
+export interface W8A8DynamicOptions {
+  disableNames?: string[];
+  weightPerChannel?: boolean;
+}
+
+export interface W8A8DynamicResult {
+  float: Model;
+  /** weights as QDQ, activations quantized at run time */
+  qdq: Model;
+  /** the same with weights stored as dequantized floats */
+  fakeQuant: Model;
+  layers: LayerRecord[];
+  selection: LayerSelection;
+  /** 'per-token' or 'per-tensor' for each activation tensor */
+  granularity: Map<string, 'per-token' | 'per-tensor'>;
+}
+
+/** x → per-token symmetric int8 fake quantization along the last axis. Returns the new tensor. */
+function insertPerToken(g: Graph, tensor: string): string {
+  const name = (k: string) => g.uniqueName(`${tensor}_${k}`);
+  const c = (k: string, v: number) => g.addInitializer({ name: name(k), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
+  const [qmax, qmin, tiny] = [c('qmax', 127), c('qmin', -127), c('tiny', 1e-12)];
+  const [abs, amax, safe, scale, div, round, clip, out] = ['abs', 'absmax', 'absmax_safe', 'token_scale', 'div', 'round', 'clip', 'dynamic_quant'].map(name);
+  const readers = g.consumers(tensor);
+  const nodes = [
+    newNode({ op_type: 'Abs', name: `${abs}_node`, input: [tensor], output: [abs] }),
+    newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs], output: [amax], attribute: [makeAttribute('axes', [-1]), makeAttribute('keepdims', 1)] }),
+    newNode({ op_type: 'Max', name: `${safe}_node`, input: [amax, tiny], output: [safe] }),
+    newNode({ op_type: 'Div', name: `${scale}_node`, input: [safe, qmax], output: [scale] }),
+    newNode({ op_type: 'Div', name: `${div}_node`, input: [tensor, scale], output: [div] }),
+    newNode({ op_type: 'Round', name: `${round}_node`, input: [div], output: [round] }),
+    newNode({ op_type: 'Clip', name: `${clip}_node`, input: [round, qmin, qmax], output: [clip] }),
+    newNode({ op_type: 'Mul', name: `${out}_node`, input: [clip, scale], output: [out] }),
+  ];
+  for (const r of readers) r.input = r.input.map((i) => (i === tensor ? out : i));
+  const p = g.producer(tensor);
+  g.proto.node.splice(p ? g.proto.node.indexOf(p) + 1 : 0, 0, ...nodes);
+  g.invalidate();
+  return out;
+}
+
+/** x → DynamicQuantizeLinear → DequantizeLinear (per-tensor uint8 at run time). */
+function insertPerTensorDynamic(g: Graph, tensor: string): string {
+  const name = (k: string) => g.uniqueName(`${tensor}_${k}`);
+  const [q, s, z, out] = ['dynamic_quantized', 'dynamic_scale', 'dynamic_zero_point', 'dynamic_dequantized'].map(name);
+  const readers = g.consumers(tensor);
+  for (const r of readers) r.input = r.input.map((i) => (i === tensor ? out : i));
+  const p = g.producer(tensor);
+  g.proto.node.splice(p ? g.proto.node.indexOf(p) + 1 : 0, 0,
+    newNode({ op_type: 'DynamicQuantizeLinear', name: `${q}_node`, input: [tensor], output: [q, s, z] }),
+    newNode({ op_type: 'DequantizeLinear', name: `${out}_node`, input: [q, s, z], output: [out] }));
+  g.invalidate();
+  return out;
+}
+
+export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = {}): W8A8DynamicResult {
+  const float = prepareFloat(model);
+  const qdq = float.clone();
+  const selection = selectLayers(qdq, options.disableNames ?? []);
+  const layers = applyQdq(qdq, selection.layers.map((l) => ({ ...l, bias: undefined })), {
+    activations: new Map(),
+    weightSpec: { perChannel: options.weightPerChannel ?? true },
+    quantizeActivations: false,
+  });
+  const g = qdq.graph;
+  const granularity = new Map<string, 'per-token' | 'per-tensor'>();
+  for (const l of selection.layers) {
+    for (const t of l.activations) {
+      if (granularity.has(t)) continue;
+      const perToken = l.opType === 'MatMul' || l.opType === 'Gemm';
+      granularity.set(t, perToken ? 'per-token' : 'per-tensor');
+      if (perToken) insertPerToken(g, t);
+      else insertPerTensorDynamic(g, t);
+    }
+  }
+  removeUnusedConstants(g);
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, granularity };
+}

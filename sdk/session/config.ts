@@ -1,0 +1,121 @@
+/**
+ * SessionConfig as msModelSlim defines it (processor_cfg_map, calib_data, device), accepted as
+ * TypeScript objects in camelCase or as JSON with the original snake_case names, normalised
+ * to one shape and validated: every rejection names the key, the value and what is allowed.
+ */
+import * as fs from 'fs';
+import { QuantbookError, invalidArgument } from '../errors';
+import type { CalibrationSource } from '../calibration/data';
+import { ACT_METHODS, ActMethod } from '../quantize/w8a8';
+
+export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
+export type ProcessorName = (typeof PROCESSORS)[number];
+/** Processors this version runs; the others are recognised and refused with a clear message. */
+export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['w8a8', 'w8a8_dynamic', 'save'];
+export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
+export const DEVICES = ['cpu', 'npu'] as const;
+export const SAVE_TYPES = ['onnx', 'fake_quant_onnx', 'stats'] as const;
+
+export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod }; disableNames: string[] }
+export interface W8A8DynamicProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[] }
+export interface SaveProcessorConfig { outputPath: string; saveType: Array<(typeof SAVE_TYPES)[number]> }
+
+export interface ProcessorCfgMap {
+  w8a8?: W8A8ProcessorConfig;
+  w8a8_dynamic?: W8A8DynamicProcessorConfig;
+  save?: SaveProcessorConfig;
+}
+
+export interface SessionConfig {
+  processorCfgMap: ProcessorCfgMap;
+  calibData?: CalibrationSource;
+  device: (typeof DEVICES)[number];
+}
+
+const camel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** Reads `obj[key]` under its camelCase or snake_case spelling. */
+function pick(obj: Record<string, unknown>, key: string): unknown {
+  return obj[key] ?? obj[camel(key)];
+}
+
+function requireObject(value: unknown, where: string): Record<string, unknown> {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(where, value, 'an object');
+  return value as Record<string, unknown>;
+}
+
+function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
+  const known = new Set(allowed.flatMap((k) => [k, camel(k)]));
+  const unknown = Object.keys(obj).filter((k) => !known.has(k));
+  if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}; allowed: ${allowed.join(', ')}`);
+}
+
+function disableNames(p: Record<string, unknown>, where: string): string[] {
+  const d = pick(p, 'disable_names') ?? [];
+  if (!Array.isArray(d) || d.some((x) => typeof x !== 'string')) throw invalidArgument(`${where}.disable_names`, d, 'a list of layer names or glob patterns');
+  return d as string[];
+}
+
+function actMethod<T extends string>(p: Record<string, unknown>, where: string, allowed: readonly T[]): T {
+  const cfg = pick(p, 'cfg') === undefined ? {} : requireObject(pick(p, 'cfg'), `${where}.cfg`);
+  checkKeys(cfg, ['act_method'], `${where}.cfg`);
+  const m = pick(cfg, 'act_method') ?? 'minmax';
+  if (!allowed.includes(m as T)) throw invalidArgument(`${where}.cfg.act_method`, m, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+  return m as T;
+}
+
+/** Normalises and validates a session config given as an object (either spelling). */
+export function normalizeSessionConfig(raw: unknown): SessionConfig {
+  const top = requireObject(raw, 'SessionConfig');
+  checkKeys(top, ['processor_cfg_map', 'calib_data', 'device'], 'SessionConfig');
+  const map = requireObject(pick(top, 'processor_cfg_map') ?? {}, 'processor_cfg_map');
+  const names = Object.keys(map);
+  const unknown = names.filter((n) => !(PROCESSORS as readonly string[]).includes(n));
+  if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: unknown processor ${unknown.map((n) => `'${n}'`).join(', ')}; allowed: ${PROCESSORS.map((p) => `'${p}'`).join(', ')}`);
+  const quantizers = names.filter((n) => n !== 'save');
+  if (quantizers.length === 0) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: configure at least one quantization processor (${PROCESSORS.filter((p) => p !== 'save').map((p) => `'${p}'`).join(', ')}); 'save' cannot be used alone`);
+  if (names.includes('fa3') && !names.includes('w8a8_dynamic')) throw new QuantbookError('INVALID_ARGUMENT', "processor_cfg_map: 'fa3' must be used together with 'w8a8_dynamic'");
+  if (names.includes('w8a8') && names.includes('w8a8_dynamic')) throw new QuantbookError('INVALID_ARGUMENT', "processor_cfg_map: 'w8a8' and 'w8a8_dynamic' both quantize every layer; choose one");
+  const unavailable = names.filter((n) => !AVAILABLE_PROCESSORS.includes(n as ProcessorName));
+  if (unavailable.length) throw new QuantbookError('UNSUPPORTED', `processor_cfg_map: ${unavailable.map((n) => `'${n}'`).join(', ')} ${unavailable.length > 1 ? 'are' : 'is'} not available in this version of quantbook; available: ${AVAILABLE_PROCESSORS.map((p) => `'${p}'`).join(', ')}`);
+
+  const out: ProcessorCfgMap = {};
+  if (map.w8a8 !== undefined) {
+    const p = requireObject(map.w8a8, 'processor_cfg_map.w8a8');
+    checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8');
+    out.w8a8 = { cfg: { actMethod: actMethod(p, 'w8a8', ACT_METHODS) }, disableNames: disableNames(p, 'w8a8') };
+  }
+  if (map.w8a8_dynamic !== undefined) {
+    const p = requireObject(map.w8a8_dynamic, 'processor_cfg_map.w8a8_dynamic');
+    checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8_dynamic');
+    out.w8a8_dynamic = { cfg: { actMethod: actMethod(p, 'w8a8_dynamic', DYNAMIC_ACT_METHODS) }, disableNames: disableNames(p, 'w8a8_dynamic') };
+  }
+  if (map.save !== undefined) {
+    const p = requireObject(map.save, 'processor_cfg_map.save');
+    checkKeys(p, ['output_path', 'save_type'], 'processor_cfg_map.save');
+    const outputPath = pick(p, 'output_path');
+    if (typeof outputPath !== 'string' || !outputPath) throw invalidArgument('save.output_path', outputPath, 'a folder path');
+    const saveType = (pick(p, 'save_type') ?? [...SAVE_TYPES]) as unknown[];
+    if (!Array.isArray(saveType) || saveType.some((t) => !(SAVE_TYPES as readonly unknown[]).includes(t))) {
+      throw invalidArgument('save.save_type', saveType, `a list drawn from ${SAVE_TYPES.map((t) => `'${t}'`).join(', ')} (msModelSlim's 'safe_tensor' arrives with the Ascend export)`);
+    }
+    out.save = { outputPath, saveType: saveType as SaveProcessorConfig['saveType'] };
+  }
+  const device = pick(top, 'device') ?? 'cpu';
+  if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
+  const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;
+  if (out.w8a8 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8' is static quantization and needs calibration data (a folder, an array or an iterable of batches); 'w8a8_dynamic' needs none");
+  return { processorCfgMap: out, calibData, device: device as SessionConfig['device'] };
+}
+
+/** Reads a session config JSON file (snake_case as msModelSlim writes it, or camelCase). */
+export function loadSessionConfig(file: string): SessionConfig {
+  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `session config not found: ${file}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return normalizeSessionConfig(raw);
+}

@@ -1,0 +1,161 @@
+/**
+ * The quantization session: a fluent builder over SessionConfig, e.g.
+ *   await session(model, { calibData }).w8a8('histogram').disable('p2o.Conv.0').save('out/')
+ * and `runSession(model, config)` for the config-object / JSON form. Both validate through
+ * normalizeSessionConfig and run the same processors.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError, invalidArgument } from '../errors';
+import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
+import { CalibrationSource } from '../calibration/data';
+import { Model, loadModel } from '../onnx/model';
+import { requireDevice } from '../runtime/device';
+import { Feeds } from '../runtime/runner';
+import { ActMethod, quantizeW8A8 } from '../quantize/w8a8';
+import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
+import { LayerRecord } from '../quantize/qdq';
+import { LayerSelection } from '../quantize/layers';
+import { LayerComparison, compareModels } from '../quantize/compare';
+import { SAVE_TYPES, SaveProcessorConfig, SessionConfig, loadSessionConfig, normalizeSessionConfig } from './config';
+
+export interface SaveReport { files: string[] }
+
+export class QuantizationResult {
+  constructor(
+    readonly kind: 'w8a8' | 'w8a8_dynamic',
+    readonly baseName: string,
+    readonly float: Model,
+    readonly qdq: Model,
+    readonly fakeQuant: Model,
+    readonly layers: LayerRecord[],
+    readonly selection: LayerSelection,
+    readonly config: SessionConfig,
+    readonly calibration?: CalibrationResult,
+  ) {}
+
+  /** Writes the chosen artefacts into `dir` (created if missing); each file is written atomically. */
+  save(dir: string, saveType: SaveProcessorConfig['saveType'] = [...SAVE_TYPES]): SaveReport {
+    if (typeof dir !== 'string' || !dir) throw invalidArgument('output_path', dir, 'a folder path');
+    fs.mkdirSync(dir, { recursive: true });
+    const files: string[] = [];
+    const file = (suffix: string) => path.join(dir, `${this.baseName}_${this.kind}${suffix}`);
+    if (saveType.includes('onnx')) files.push(this.qdq.save(file('.onnx')).modelPath);
+    if (saveType.includes('fake_quant_onnx')) files.push(this.fakeQuant.save(file('_fake_quant.onnx')).modelPath);
+    if (saveType.includes('stats') && this.calibration) {
+      this.calibration.save(file('_calibration.arrow'));
+      files.push(file('_calibration.arrow'));
+    }
+    const summary = {
+      processor: this.kind,
+      actMethod: this.config.processorCfgMap.w8a8?.cfg.actMethod ?? this.config.processorCfgMap.w8a8_dynamic?.cfg.actMethod,
+      quantized: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      skipped: this.selection.skipped,
+      calibration: this.calibration?.metadata,
+    };
+    fs.writeFileSync(file('_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    files.push(file('_summary.json'));
+    return { files };
+  }
+
+  /** fp32 vs quantized, per quantized layer output and per model output. */
+  compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>): Promise<LayerComparison[]> {
+    const g = this.float.graph;
+    const layers = this.layers
+      .map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' }))
+      .filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
+    return compareModels(this.float, this.qdq, layers, batches);
+  }
+}
+
+function modelFrom(source: Model | string | Uint8Array): { model: Model; baseName: string } {
+  const model = source instanceof Model ? source : loadModel(source);
+  const baseName = typeof source === 'string' ? path.basename(source).replace(/\.onnx$/i, '') : 'model';
+  return { model, baseName };
+}
+
+async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void): Promise<QuantizationResult> {
+  requireDevice(config.device);
+  const { model, baseName } = modelFrom(source);
+  const map = config.processorCfgMap;
+  let result: QuantizationResult;
+  if (map.w8a8) {
+    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, disableNames: map.w8a8.disableNames, onProgress });
+    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration);
+  } else {
+    const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
+    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config);
+  }
+  if (map.save) result.save(map.save.outputPath, map.save.saveType);
+  return result;
+}
+
+/** Runs a session from a config object (camelCase or snake_case) or a JSON config file. */
+export function runSession(model: Model | string | Uint8Array, config: unknown | string, options: { onProgress?: (p: CalibrationProgress) => void } = {}): Promise<QuantizationResult> {
+  const normalized = typeof config === 'string' ? loadSessionConfig(config) : normalizeSessionConfig(config);
+  return execute(model, normalized, options.onProgress);
+}
+
+export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' }
+
+export class QuantSession {
+  private processors: Record<string, { cfg: { act_method: string }; disable_names: string[] }> = {};
+  private disabled: string[] = [];
+  private progress?: (p: CalibrationProgress) => void;
+  private result?: Promise<QuantizationResult>;
+
+  constructor(private readonly source: Model | string | Uint8Array, private readonly options: SessionOptions = {}) {}
+
+  /** Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'. */
+  w8a8(method: ActMethod | { actMethod?: ActMethod; disableNames?: string[] } = 'minmax'): this {
+    const o = typeof method === 'string' ? { actMethod: method } : method;
+    return this.add('w8a8', o.actMethod ?? 'minmax', o.disableNames);
+  }
+
+  /** Dynamic W8A8: activations quantized per token at run time; no calibration data. */
+  w8a8Dynamic(o: { actMethod?: 'minmax' | 'histogram' | 'mix'; disableNames?: string[] } = {}): this {
+    return this.add('w8a8_dynamic', o.actMethod ?? 'minmax', o.disableNames);
+  }
+
+  /** Keeps these layers (names or glob patterns) in float. */
+  disable(...names: string[]): this {
+    this.disabled.push(...names);
+    this.result = undefined;
+    return this;
+  }
+
+  onProgress(fn: (p: CalibrationProgress) => void): this {
+    this.progress = fn;
+    return this;
+  }
+
+  private add(name: string, actMethod: string, disableNames: string[] = []): this {
+    this.processors[name] = { cfg: { act_method: actMethod }, disable_names: disableNames };
+    this.result = undefined;
+    return this;
+  }
+
+  /** The SessionConfig this builder stands for (validated). */
+  config(): SessionConfig {
+    const map: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(this.processors)) map[k] = { ...v, disable_names: [...v.disable_names, ...this.disabled] };
+    return normalizeSessionConfig({ processor_cfg_map: map, calib_data: this.options.calibData, device: this.options.device ?? 'cpu' });
+  }
+
+  /** Runs the processors (once; later calls reuse the result until the builder changes). */
+  run(): Promise<QuantizationResult> {
+    if (!Object.keys(this.processors).length) {
+      return Promise.reject(new QuantbookError('INVALID_ARGUMENT', 'session: choose a quantization processor first, e.g. .w8a8() or .w8a8Dynamic()'));
+    }
+    return (this.result ??= (async () => execute(this.source, this.config(), this.progress))());
+  }
+
+  async save(dir: string, saveType?: SaveProcessorConfig['saveType']): Promise<SaveReport> {
+    return (await this.run()).save(dir, saveType);
+  }
+}
+
+/** Starts a quantization session on a model (path, bytes or Model). */
+export function session(model: Model | string | Uint8Array, options: SessionOptions = {}): QuantSession {
+  return new QuantSession(model, options);
+}
