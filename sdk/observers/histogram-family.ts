@@ -56,7 +56,7 @@ export function histogramQdqError(h: Histogram, q: QParams): number {
 export class HfmgObserver extends HistogramObserver {
   protected override hist = new Histogram(this.options.bins ?? 4096);
 
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const h = this.hist;
     const total = h.total;
     const cumulative = new Float64Array(h.bins);
@@ -108,7 +108,7 @@ export class HfmgObserver extends HistogramObserver {
 }
 
 export class PercentileObserver extends HistogramObserver {
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const p = this.options.percentile ?? 0.99999;
     return [this.hist.percentile(1 - p), this.hist.percentile(p)];
   }
@@ -116,7 +116,7 @@ export class PercentileObserver extends HistogramObserver {
 
 /** Entropy: the threshold T minimising KL(P‖Q) between |x|'s histogram clipped at T and its quantized copy. */
 export class EntropyObserver extends HistogramObserver {
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const h = this.hist;
     const [min, max] = this.observedRange;
     const amax = Math.max(Math.abs(min), Math.abs(max));
@@ -180,7 +180,7 @@ function klForThreshold(hist: Float64Array, i: number, levels: number): number {
 
 /** MSE: shrink [min, max] by r ∈ (0, 1] (100 steps) and keep the range with the least error. */
 export class MseObserver extends HistogramObserver {
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const [min, max] = this.observedRange;
     let best: [number, number] = [min, max];
     let bestErr = Infinity;
@@ -198,7 +198,7 @@ export class MseObserver extends HistogramObserver {
 
 /** IFMR (AMCT): start at the percentiles, scale by r over search_range in search_step, least error wins. */
 export class IfmrObserver extends HistogramObserver {
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const maxP = this.options.maxPercentile ?? 0.999999;
     const minP = this.options.minPercentile ?? 0.999999;
     const [from, to] = this.options.searchRange ?? [0.7, 1.3];

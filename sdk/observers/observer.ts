@@ -74,14 +74,22 @@ export abstract class Observer {
     this.sum += m.sum;
     this.sumSq += m.sumSq;
     this.batches++;
+    this.chosen = undefined;
     this.update(x, min, max);
   }
 
   /** Method-specific accumulation, with the batch's min/max already known. */
   protected abstract update(x: Float32Array, batchMin: number, batchMax: number): void;
 
-  /** The range the method chooses. */
-  abstract clipRange(): [number, number];
+  private chosen?: [number, number];
+
+  /** The range the method chooses (computed once per state; new batches recompute it). */
+  clipRange(): [number, number] {
+    return (this.chosen ??= this.chooseRange());
+  }
+
+  /** The method's range search over what it has kept. */
+  protected abstract chooseRange(): [number, number];
 
   qparams(): QParams {
     this.requireData();
@@ -113,6 +121,7 @@ export abstract class Observer {
 
   /** Restores summaries saved by `state()` (e.g. read back from a stats file). */
   restore(s: ObserverState): void {
+    this.chosen = undefined;
     this.min = s.min;
     this.max = s.max;
     this.count = s.count;

@@ -16,7 +16,7 @@ export class MinMaxObserver extends Observer {
     }
   }
 
-  clipRange(): [number, number] { return [this.avgMin, this.avgMax]; }
+  protected chooseRange(): [number, number] { return [this.avgMin, this.avgMax]; }
 
   override state(): ObserverState { return { ...super.state(), avgMin: this.avgMin, avgMax: this.avgMax }; }
   override restore(s: ObserverState): void {
@@ -30,7 +30,7 @@ export class MinMaxObserver extends Observer {
 export class SigmaObserver extends Observer {
   protected update(): void {}
 
-  clipRange(): [number, number] {
+  protected chooseRange(): [number, number] {
     const k = this.options.sigmaK ?? 3;
     return [Math.max(this.min, this.mean - k * this.std), Math.min(this.max, this.mean + k * this.std)];
   }

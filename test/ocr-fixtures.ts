@@ -1,0 +1,89 @@
+/** The shipped OCR data (data/), preprocessed for the PP-OCR models, and evaluation helpers. */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ort from 'onnxruntime-node';
+import { bundledModelPath, ppocr, readImage } from '../sdk';
+
+export const DATA = path.join(__dirname, '..', '..', 'data');
+
+function pngs(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.png')).sort();
+}
+
+export function labels(dir: string): Record<string, string> {
+  return JSON.parse(fs.readFileSync(path.join(dir, 'labels.json'), 'utf8'));
+}
+
+/** Rec batches of `size` lines from a folder of line images. */
+export function recBatches(dir: string, size = 8): Array<{ x: ort.Tensor }> {
+  const files = pngs(dir);
+  const out: Array<{ x: ort.Tensor }> = [];
+  for (let i = 0; i < files.length; i += size) out.push({ x: ppocr.recInput(files.slice(i, i + size).map((f) => readImage(path.join(dir, f)))) });
+  return out;
+}
+
+export const recKeys = () => ppocr.loadRecKeys(bundledModelPath('recKeys'));
+
+function createSession(model: Uint8Array | string, options: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+  return typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options);
+}
+
+export async function recognise(model: Uint8Array | string, batches: Array<{ x: ort.Tensor }>): Promise<{ texts: string[]; probs: Float32Array[] }> {
+  const s = await createSession(model);
+  const keys = recKeys();
+  const texts: string[] = [];
+  const probs: Float32Array[] = [];
+  for (const b of batches) {
+    const out = Object.values(await s.run(b))[0];
+    texts.push(...ppocr.ctcDecode(out, keys));
+    probs.push(out.data as Float32Array);
+  }
+  await s.release();
+  return { texts, probs };
+}
+
+export function clsBatch(): { x: ort.Tensor; expected: string[] } {
+  const dir = path.join(DATA, 'cls');
+  const l = labels(dir);
+  const files = pngs(dir);
+  return { x: ppocr.clsInput(files.map((f) => readImage(path.join(dir, f)))), expected: files.map((f) => l[f]) };
+}
+
+export function detPages(): Array<{ x: ort.Tensor }> {
+  const dir = path.join(DATA, 'det');
+  return pngs(dir).map((f) => ({ x: ppocr.detInput(readImage(path.join(dir, f))) }));
+}
+
+/** First output of each batch; `level` sets ORT's graph optimisation (e.g. 'disabled': no fusion). */
+export async function runAll(model: Uint8Array | string, batches: Array<Record<string, ort.Tensor>>, level?: ort.InferenceSession.SessionOptions['graphOptimizationLevel']): Promise<Float32Array[]> {
+  const s = await createSession(model, level ? { graphOptimizationLevel: level } : {});
+  const out: Float32Array[] = [];
+  for (const b of batches) out.push(Object.values(await s.run(b))[0].data as Float32Array);
+  await s.release();
+  return out;
+}
+
+export function diffStats(a: Float32Array[], b: Float32Array[]): { max: number; mean: number } {
+  let max = 0;
+  let sum = 0;
+  let n = 0;
+  a.forEach((x, i) => x.forEach((v, j) => {
+    const d = Math.abs(v - b[i][j]);
+    if (d > max) max = d;
+    sum += d;
+    n++;
+  }));
+  return { max, mean: n ? sum / n : 0 };
+}
+
+export const maxAbsDiff = (a: Float32Array[], b: Float32Array[]): number => diffStats(a, b).max;
+
+/** Op types ORT runs after optimisation (what actually fused). */
+export async function optimizedOpCounts(model: Uint8Array, file: string): Promise<Record<string, number>> {
+  const s = await ort.InferenceSession.create(model, { optimizedModelFilePath: file, graphOptimizationLevel: 'extended' });
+  await s.release();
+  const { loadModel } = await import('../sdk');
+  const counts: Record<string, number> = {};
+  for (const n of loadModel(file).graph.nodes) counts[n.op_type!] = (counts[n.op_type!] ?? 0) + 1;
+  return counts;
+}

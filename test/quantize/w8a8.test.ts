@@ -1,0 +1,128 @@
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import { DataType, W8A8Result, loadModel, metrics, quantizeW8A8, quantizeW8A8Dynamic } from '../../sdk';
+import { MODELS, onnxCheck, requireChecker, tempDir } from '../helpers';
+import { DATA, clsBatch, detPages, diffStats, labels, maxAbsDiff, optimizedOpCounts, recBatches, recognise, runAll } from '../ocr-fixtures';
+
+describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
+  const dir = tempDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  describe('PP-OCRv4 rec', () => {
+    let r: W8A8Result;
+    const held = recBatches(path.join(DATA, 'rec', 'held'));
+    const truth = Object.values(labels(path.join(DATA, 'rec', 'held')));
+    let fp32: { texts: string[]; probs: Float32Array[] };
+    let int8: { texts: string[]; probs: Float32Array[] };
+
+    before(async () => {
+      r = await quantizeW8A8(loadModel(MODELS.rec), recBatches(path.join(DATA, 'rec', 'calib')), { actMethod: 'histogram' });
+      fp32 = await recognise(loadModel(MODELS.rec).toBytes(), held);
+      int8 = await recognise(r.qdq.toBytes(), held);
+    });
+
+    it(`quantized text equals fp32 text on ≥ 97% of ${truth.length} held lines; character accuracy drops ≤ 1 point`, () => {
+      assert.ok(truth.length >= 200);
+      const agree = metrics.exactMatchRate(int8.texts, fp32.texts);
+      const accF = metrics.characterAccuracy(fp32.texts, truth);
+      const accQ = metrics.characterAccuracy(int8.texts, truth);
+      console.log(`      rec: int8 = fp32 on ${(100 * agree).toFixed(1)}% of lines; char accuracy fp32 ${(100 * accF).toFixed(2)}%, int8 ${(100 * accQ).toFixed(2)}%`);
+      assert.ok(agree >= 0.97, `agreement ${agree}`);
+      assert.ok(accF - accQ <= 0.01, `drop ${accF - accQ}`);
+    });
+
+    it('every Conv and MatMul with a constant weight reads int8 per-channel weights through DequantizeLinear (opset 13)', () => {
+      const g = r.qdq.graph;
+      assert.equal(r.qdq.opsetVersion(), 13);
+      const layers = g.nodes.filter((n) => n.op_type === 'Conv' || n.op_type === 'MatMul');
+      let weighted = 0;
+      for (const n of layers) {
+        const dq = g.producer(n.input[1]);
+        if (n.op_type === 'MatMul' && dq?.op_type === 'DequantizeLinear' && !g.isConstant(dq.input[0])) continue; // activation × activation
+        assert.equal(dq?.op_type, 'DequantizeLinear', `${n.name} weight`);
+        const w = g.constantValue(dq!.input[0])!;
+        assert.equal(w.type, DataType.INT8);
+        assert.equal((g.constantValue(dq!.input[1])!.data as Float32Array).length, w.dims[n.op_type === 'Conv' ? 0 : 1]);
+        weighted++;
+      }
+      assert.ok(weighted >= 45);
+      assert.equal(r.layers.length, 54);
+    });
+
+    it('ONNX Runtime fuses the QDQ Convs into integer kernels (QLinearConv)', async () => {
+      const counts = await optimizedOpCounts(r.qdq.toBytes(), path.join(dir, 'rec-opt.onnx'));
+      assert.equal(counts.QLinearConv, 38, JSON.stringify(counts));
+      assert.equal(counts.Conv ?? 0, 0);
+    });
+
+    it('the fake-quant model computes exactly what the QDQ model means; ORT\'s integer kernels stay within rounding of it', async () => {
+      // executed op by op (no fusion) the two are the same computation: bit-identical outputs
+      const some = held.slice(0, 6);
+      const literal = await runAll(r.qdq.toBytes(), some, 'disabled');
+      const simulated = await runAll(r.fakeQuant.toBytes(), some, 'disabled');
+      assert.equal(maxAbsDiff(literal, simulated), 0);
+      // with ORT's fusions the Convs run as QLinearConv (int32 accumulation, requantized output)
+      const fq = await recognise(r.fakeQuant.toBytes(), held);
+      const { max, mean } = diffStats(fq.probs, int8.probs);
+      const agree = metrics.exactMatchRate(fq.texts, int8.texts);
+      console.log(`      rec: fake-quant vs fused QDQ: mean abs diff ${mean.toExponential(2)}, max ${max.toFixed(3)} (a near-tied step flipping), text agreement ${(100 * agree).toFixed(1)}%`);
+      assert.ok(mean < 1e-4, `mean abs diff ${mean}`);
+      assert.ok(agree >= 0.99);
+    });
+
+    it('the exported models pass onnx.checker', function () {
+      requireChecker(this);
+      for (const [name, m] of [['qdq', r.qdq], ['fake', r.fakeQuant]] as const) {
+        const file = path.join(dir, `rec-${name}.onnx`);
+        m.save(file);
+        onnxCheck(file);
+      }
+    });
+
+    it('histogram calibration keeps a range per activation tensor, narrower or equal to min-max', () => {
+      const rows = r.calibration.rows();
+      for (const [t, q] of r.activations) {
+        const row = rows.find((x) => x.tensor === t)!;
+        const lo = (q.qmin - q.zeroPoint[0]) * q.scale[0];
+        const hi = (q.qmax - q.zeroPoint[0]) * q.scale[0];
+        assert.ok(hi <= Math.max(row.max, 0) + q.scale[0] * 1.01 && lo >= Math.min(row.min, 0) - q.scale[0] * 1.01, t);
+      }
+    });
+  });
+
+  it('PP-OCR cls: label agreement with fp32 ≥ 99% (and ground truth kept)', async () => {
+    const { x, expected } = clsBatch();
+    const calib = [{ x }];
+    const r = await quantizeW8A8(loadModel(MODELS.cls), calib, { actMethod: 'minmax' });
+    const [f] = await runAll(r.float.toBytes(), [{ x }]);
+    const [q] = await runAll(r.qdq.toBytes(), [{ x }]);
+    const label = (p: Float32Array, i: number) => (p[2 * i + 1] > p[2 * i] ? '180' : '0');
+    const agree = expected.filter((_, i) => label(f, i) === label(q, i)).length / expected.length;
+    const acc = expected.filter((e, i) => label(q, i) === e).length / expected.length;
+    console.log(`      cls: int8 label = fp32 on ${(100 * agree).toFixed(1)}% of ${expected.length} lines; int8 accuracy ${(100 * acc).toFixed(1)}%`);
+    assert.ok(agree >= 0.99);
+  });
+
+  it('PP-OCRv4 det: probability-map IoU with fp32 ≥ 0.9 at threshold 0.3 on every page', async () => {
+    const pages = detPages();
+    const r = await quantizeW8A8(loadModel(MODELS.det), pages.slice(0, 4), { actMethod: 'minmax' });
+    const f = await runAll(r.float.toBytes(), pages);
+    const q = await runAll(r.qdq.toBytes(), pages);
+    const ious = f.map((m, i) => metrics.binaryIoU(m, q[i], 0.3));
+    console.log(`      det: IoU per page ${ious.map((v) => v.toFixed(3)).join(', ')}`);
+    for (const iou of ious) assert.ok(iou >= 0.9, `IoU ${iou}`);
+    assert.ok(f.every((m) => m.some((v) => v > 0.3)), 'the pages have text the float model finds');
+  });
+
+  it('W8A8 dynamic needs no calibration data and keeps rec text on ≥ 95% of lines', async () => {
+    const held = recBatches(path.join(DATA, 'rec', 'held')).slice(0, 12);
+    const r = quantizeW8A8Dynamic(loadModel(MODELS.rec));
+    assert.ok([...r.granularity.values()].includes('per-token'));
+    const f = await recognise(r.float.toBytes(), held);
+    const q = await recognise(r.qdq.toBytes(), held);
+    const agree = metrics.exactMatchRate(q.texts, f.texts);
+    console.log(`      rec dynamic: int8 = fp32 on ${(100 * agree).toFixed(1)}% of ${f.texts.length} lines`);
+    assert.ok(agree >= 0.95);
+  });
+});
