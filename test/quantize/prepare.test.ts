@@ -1,0 +1,89 @@
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import { DataType, QuantbookError, foldBatchNorms, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import { FEEDS, MODELS, onnxCheck, requireChecker, runModel, sameBytes, tempDir } from '../helpers';
+import { tinyModel } from '../build';
+
+describe('preparing float models for quantization', () => {
+  const dir = tempDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  for (const key of ['rec', 'cls', 'det'] as const) {
+    it(`upgrades ${key} to opset 13 (Clip/Slice/Squeeze/Softmax rewritten) with bit-identical outputs`, async function () {
+      const m = loadModel(MODELS[key]);
+      upgradeOpset(m, 13);
+      assert.equal(m.opsetVersion(), 13);
+      assert.ok(m.graph.nodes.every((n) => n.op_type !== 'Clip' || !n.attribute.some((a) => a.name === 'min' || a.name === 'max')));
+      const feeds = FEEDS[key]();
+      const [a, b] = [await runModel(MODELS[key], feeds), await runModel(m.toBytes(), feeds)];
+      for (const k of Object.keys(a)) assert.ok(sameBytes(a[k], b[k]), `${key} output ${k}`);
+      requireChecker(this);
+      const file = path.join(dir, `${key}-13.onnx`);
+      m.save(file);
+      onnxCheck(file);
+    });
+  }
+
+  it('keeps the pre-13 meaning of Softmax over a middle axis', async () => {
+    const bytes = tinyModel({ opset: 11, inputs: [{ name: 'x', shape: [2, 3, 4] }], outputs: ['y'], nodes: [{ op: 'Softmax', inputs: ['x'], outputs: ['y'], attrs: [] }] });
+    const m = loadModel(bytes);
+    upgradeOpset(m, 13);
+    const ort = await import('onnxruntime-node');
+    const x = new ort.Tensor('float32', Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), [2, 3, 4]);
+    const [a, b] = [await runModel(bytes, { x }), await runModel(m.toBytes(), { x })];
+    assert.deepEqual(b.y.dims, [2, 3, 4]);
+    for (let i = 0; i < 24; i++) assert.ok(Math.abs((a.y.data as Float32Array)[i] - (b.y.data as Float32Array)[i]) < 1e-6);
+  });
+
+  it('refuses operators it does not know to be unchanged, naming them', () => {
+    const m = loadModel(tinyModel({ opset: 9, inputs: [{ name: 'x', shape: [1, 1, 2, 2] }], outputs: ['y'], nodes: [{ op: 'Upsample', inputs: ['x', 's'], outputs: ['y'] }], initializers: [{ name: 's', type: DataType.FLOAT, dims: [4], data: Float32Array.of(1, 1, 2, 2) }] }));
+    assert.throws(() => upgradeOpset(m, 13), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /operators Upsample are not known/.test(e.message));
+  });
+
+  it('folds every BatchNormalization after a Conv in PP-OCR cls; outputs stay within 1e-5', async () => {
+    const m = loadModel(MODELS.cls);
+    upgradeOpset(m, 13);
+    const before = m.graph.nodes.filter((n) => n.op_type === 'BatchNormalization').length;
+    const { folded } = foldBatchNorms(m);
+    assert.equal(before, 35);
+    assert.equal(folded.length, 35);
+    assert.equal(m.graph.nodes.filter((n) => n.op_type === 'BatchNormalization').length, 0);
+    const feeds = FEEDS.cls();
+    const [a, b] = [await runModel(MODELS.cls, feeds), await runModel(m.toBytes(), feeds)];
+    const x = a['softmax_0.tmp_0'].data as Float32Array;
+    const y = b['softmax_0.tmp_0'].data as Float32Array;
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) < 1e-5, `${x[i]} vs ${y[i]}`);
+  });
+
+  describe('layer selection', () => {
+    const det = loadModel(MODELS.det);
+
+    it('finds the AMCT layer set: Conv, ConvTranspose, GlobalAveragePool on det', () => {
+      const { layers } = selectLayers(det);
+      const counts: Record<string, number> = {};
+      for (const l of layers) counts[l.opType] = (counts[l.opType] ?? 0) + 1;
+      assert.deepEqual(counts, { Conv: 62, GlobalAveragePool: 10, ConvTranspose: 2 });
+      assert.ok(layers.filter((l) => l.opType === 'ConvTranspose').every((l) => l.weightAxis === 1));
+    });
+
+    it('disable_names takes exact names and globs; a pattern matching nothing is an error listing layers', () => {
+      const { layers, skipped } = selectLayers(det, ['p2o.Conv.0', 'p2o.ConvTranspose.*']);
+      assert.equal(layers.length, 71);
+      assert.deepEqual(skipped.map((s) => s.name).sort(), ['p2o.Conv.0', 'p2o.ConvTranspose.0', 'p2o.ConvTranspose.2'].sort());
+      assert.throws(() => selectLayers(det, ['p2o.Conv.999', 'conv*']), /disable_names: "p2o.Conv.999", "conv\*" match no quantizable layer; quantizable layers are "p2o.Conv.0"/);
+    });
+
+    it('leaves layers that share a weight in float', () => {
+      const m = loadModel(tinyModel({
+        inputs: [{ name: 'x', shape: [2, 4] }],
+        outputs: ['z'],
+        nodes: [{ op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }, { op: 'MatMul', inputs: ['y', 'w'], outputs: ['z'] }],
+        initializers: [{ name: 'w', type: DataType.FLOAT, dims: [4, 4], data: new Float32Array(16).fill(0.5) }],
+      }));
+      const { layers, skipped } = selectLayers(m);
+      assert.equal(layers.length, 0);
+      assert.deepEqual(skipped.map((s) => s.reason), ['weight shared with another layer', 'weight shared with another layer']);
+    });
+  });
+});
