@@ -4,35 +4,14 @@
  *   inspect <model.onnx> [--json]   what the model holds and which layers are quantizable
  *   start                           the main job on the shipped PP-OCRv4 rec model
  */
-import * as path from 'path';
-import * as ort from 'onnxruntime-node';
 import { QuantbookError } from '../errors';
 import { loadModel } from '../onnx/model';
-import { Runner } from '../runtime/runner';
-import { bundledModelPath } from '../models';
+import { runStart } from './start';
 import { formatSummary, summarize } from './inspect';
 
 const USAGE = `usage: quantbook <command>
   inspect <model.onnx> [--json]   layers, operators, quantizable ops, shapes
-  start                           run the main job on the shipped PP-OCRv4 rec model`;
-
-async function start(): Promise<void> {
-  const file = bundledModelPath('rec');
-  const model = loadModel(file);
-  console.log(`PP-OCRv4 recognition model (${path.relative(process.cwd(), file)})`);
-  console.log(formatSummary(summarize(model)));
-  const runner = await Runner.create(model);
-  const dims = [8, 3, 48, 320];
-  const x = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b)).fill(0.5), dims);
-  await runner.run({ x });
-  const runs = 5;
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < runs; i++) await runner.run({ x });
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6 / runs;
-  console.log(`ONNX Runtime CPU fp32, batch ${dims.join('x')}: ${ms.toFixed(1)} ms per batch`);
-  console.log('Quantization (W8A8 to ONNX QDQ) joins this job when the W8A8 issue lands; see README.');
-  await runner.dispose();
-}
+  start [out/]                    quantize the shipped PP-OCRv4 rec model, evaluate it, write out/`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -45,7 +24,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'start':
-      await start();
+      await runStart(rest.find((a) => !a.startsWith('--')) ?? 'out');
       return 0;
     case undefined: case '--help': case '-h':
       console.log(USAGE);
