@@ -5,9 +5,13 @@
 import { execFileSync } from 'child_process';
 import * as os from 'os';
 import * as ort from 'onnxruntime-node';
+import * as fs from 'fs';
+import * as path from 'path';
 import {
-  OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel, reductionChoice,
+  BundledFile, OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel,
+  metrics, ppocr, quantizeW8A8, quantizeW8A8Dynamic, reductionChoice,
 } from '../sdk';
+import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
 
 type Feeds = Record<string, ort.Tensor>;
 
@@ -81,6 +85,68 @@ function memoryRows(): string {
   return table('Peak memory (RSS) of histogram calibration on PP-OCRv4 rec, 1x3x48x320 batches (goal: < 10% growth)', ['10 batches MB', '200 batches MB', '200 ÷ 10'], [[small, large, large / small]]);
 }
 
+async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<number> {
+  const s = await ort.InferenceSession.create(bytes);
+  await s.run(batches[0]);
+  const times: number[] = [];
+  for (let i = 0; i < 7; i++) times.push(await timeMs(() => s.run(batches[i % batches.length])));
+  await s.release();
+  return times.sort((a, b) => a - b)[3];
+}
+
+async function firstOutputs(bytes: Uint8Array, batches: Feeds[]): Promise<ort.Tensor[]> {
+  const s = await ort.InferenceSession.create(bytes);
+  const out: ort.Tensor[] = [];
+  for (const b of batches) out.push(Object.values(await s.run(b))[0]);
+  await s.release();
+  return out;
+}
+
+async function w8a8Rows(): Promise<string> {
+  const keys = ppocr.loadRecKeys(bundledModelPath('recKeys'));
+  const recTexts = async (bytes: Uint8Array, batches: Feeds[]) => (await firstOutputs(bytes, batches)).flatMap((t) => ppocr.ctcDecode(t, keys));
+  const held = recBatches(path.join(DATA_DIR, 'rec', 'held'));
+  const recCalib = recBatches(path.join(DATA_DIR, 'rec', 'calib'));
+  const cls = clsSet();
+  const pages = detPages();
+  const cases: Array<[string, BundledFile, Feeds[], Feeds[], (f: ort.Tensor[], q: ort.Tensor[]) => string]> = [
+    ['PP-OCRv4 det', 'det', pages.slice(0, 4), pages, (f, q) => `IoU@0.3 ${mean(f.map((t, i) => metrics.binaryIoU(t.data as Float32Array, q[i].data as Float32Array, 0.3))).toFixed(3)}`],
+    ['PP-OCRv4 rec', 'rec', recCalib, held, (f, q) => `text = fp32 ${pct(metrics.exactMatchRate(f.flatMap((t) => ppocr.ctcDecode(t, keys)), q.flatMap((t) => ppocr.ctcDecode(t, keys))))}`],
+    ['PP-OCR cls', 'cls', [{ x: cls.x }], [{ x: cls.x }], (f, q) => `label = fp32 ${pct(agreeLabels(f[0], q[0]))}`],
+  ];
+  const rows: Array<Array<string | number>> = [];
+  for (const [label, key, calib, evalSet, accuracy] of cases) {
+    const r = await quantizeW8A8(loadModel(bundledModelPath(key)), calib, { actMethod: 'minmax' });
+    const [fb, qb] = [r.float.toBytes(), r.qdq.toBytes()];
+    const original = fs.readFileSync(bundledModelPath(key));
+    const [tf, tq] = [await medianLatency(original, evalSet), await medianLatency(qb, evalSet)];
+    rows.push([label, evalSet[0].x.dims.join('x'), tf, tq, tf / tq, original.byteLength / qb.byteLength, accuracy(await firstOutputs(fb, evalSet), await firstOutputs(qb, evalSet))]);
+  }
+  const latency = table('W8A8 static (minmax) vs fp32 on ONNX Runtime CPU, same inputs (goal: int8 ≥ 1.5× faster on det and rec)',
+    ['model', 'batch', 'fp32 ms', 'int8 ms', 'speed-up', 'size ratio', 'agreement with fp32'], rows);
+
+  const truth = folderLabels(path.join(DATA_DIR, 'rec', 'held'));
+  const fp32Texts = await recTexts(fs.readFileSync(bundledModelPath('rec')), held);
+  const accRows: Array<Array<string | number>> = [['fp32', '', pct(metrics.characterAccuracy(fp32Texts, truth)), '']];
+  for (const method of ['minmax', 'histogram', 'mixed', 'dynamic'] as const) {
+    const qdq = method === 'dynamic'
+      ? quantizeW8A8Dynamic(loadModel(bundledModelPath('rec'))).qdq
+      : (await quantizeW8A8(loadModel(bundledModelPath('rec')), recCalib, { actMethod: method })).qdq;
+    const texts = await recTexts(qdq.toBytes(), held);
+    const acc = metrics.characterAccuracy(texts, truth);
+    accRows.push([method, pct(metrics.exactMatchRate(texts, fp32Texts)), pct(acc), ((metrics.characterAccuracy(fp32Texts, truth) - acc) * 100).toFixed(2)]);
+  }
+  return `${latency}\n${table(`PP-OCRv4 rec accuracy per method on ${truth.length} held lines`, ['method', 'text = fp32', 'character accuracy', 'drop (points)'], accRows)}`;
+}
+
+function agreeLabels(f: ort.Tensor, q: ort.Tensor): number {
+  const [a, b] = [ppocr.clsLabels(f), ppocr.clsLabels(q)];
+  return a.filter((l, i) => l === b[i]).length / a.length;
+}
+
+const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+
 async function main(): Promise<void> {
   const backend = await initBackend();
   const header = [
@@ -90,6 +156,7 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   console.log(header);
+  console.log(await w8a8Rows());
   console.log(await kernelRows());
   console.log(await calibrationRows());
   console.log(memoryRows());

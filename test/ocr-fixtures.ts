@@ -1,26 +1,17 @@
-/** The shipped OCR data (data/), preprocessed for the PP-OCR models, and evaluation helpers. */
+/** The shipped OCR data (data/) for the PP-OCR models, and evaluation helpers for tests. */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { bundledModelPath, ppocr, readImage } from '../sdk';
+import { bundledModelPath, loadModel, ppocr } from '../sdk';
+import { clsSet } from '../sdk/eval/ocr-data';
 
-export const DATA = path.join(__dirname, '..', '..', 'data');
-
-function pngs(dir: string): string[] {
-  return fs.readdirSync(dir).filter((f) => f.endsWith('.png')).sort();
-}
+export { DATA_DIR as DATA, recBatches, detPages } from '../sdk/eval/ocr-data';
 
 export function labels(dir: string): Record<string, string> {
   return JSON.parse(fs.readFileSync(path.join(dir, 'labels.json'), 'utf8'));
 }
 
-/** Rec batches of `size` lines from a folder of line images. */
-export function recBatches(dir: string, size = 8): Array<{ x: ort.Tensor }> {
-  const files = pngs(dir);
-  const out: Array<{ x: ort.Tensor }> = [];
-  for (let i = 0; i < files.length; i += size) out.push({ x: ppocr.recInput(files.slice(i, i + size).map((f) => readImage(path.join(dir, f)))) });
-  return out;
-}
+export const clsBatch = () => clsSet();
 
 export const recKeys = () => ppocr.loadRecKeys(bundledModelPath('recKeys'));
 
@@ -40,18 +31,6 @@ export async function recognise(model: Uint8Array | string, batches: Array<{ x: 
   }
   await s.release();
   return { texts, probs };
-}
-
-export function clsBatch(): { x: ort.Tensor; expected: string[] } {
-  const dir = path.join(DATA, 'cls');
-  const l = labels(dir);
-  const files = pngs(dir);
-  return { x: ppocr.clsInput(files.map((f) => readImage(path.join(dir, f)))), expected: files.map((f) => l[f]) };
-}
-
-export function detPages(): Array<{ x: ort.Tensor }> {
-  const dir = path.join(DATA, 'det');
-  return pngs(dir).map((f) => ({ x: ppocr.detInput(readImage(path.join(dir, f))) }));
 }
 
 /** First output of each batch; `level` sets ORT's graph optimisation (e.g. 'disabled': no fusion). */
@@ -82,7 +61,6 @@ export const maxAbsDiff = (a: Float32Array[], b: Float32Array[]): number => diff
 export async function optimizedOpCounts(model: Uint8Array, file: string): Promise<Record<string, number>> {
   const s = await ort.InferenceSession.create(model, { optimizedModelFilePath: file, graphOptimizationLevel: 'extended' });
   await s.release();
-  const { loadModel } = await import('../sdk');
   const counts: Record<string, number> = {};
   for (const n of loadModel(file).graph.nodes) counts[n.op_type!] = (counts[n.op_type!] ?? 0) + 1;
   return counts;

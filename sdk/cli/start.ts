@@ -7,29 +7,22 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { bundledModelPath } from '../models';
-import { readImage } from '../eval/image';
+import { DATA_DIR, folderLabels, recBatches } from '../eval/ocr-data';
 import { characterAccuracy, exactMatchRate } from '../eval/metrics';
-import { ctcDecode, loadRecKeys, recInput } from '../eval/ppocr';
+import { ctcDecode, loadRecKeys } from '../eval/ppocr';
 import { session } from '../session/session';
 
-const DATA = path.join(__dirname, '..', '..', '..', 'data', 'rec');
+const DATA = path.join(DATA_DIR, 'rec');
 
-function lineBatches(dir: string, size = 8): ort.Tensor[] {
-  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.png')).sort();
-  const out: ort.Tensor[] = [];
-  for (let i = 0; i < files.length; i += size) out.push(recInput(files.slice(i, i + size).map((f) => readImage(path.join(dir, f)))));
-  return out;
-}
-
-async function evaluate(model: string, held: ort.Tensor[], keys: string[]): Promise<{ texts: string[]; msPerBatch: number }> {
+async function evaluate(model: string, held: Array<{ x: ort.Tensor }>, keys: string[]): Promise<{ texts: string[]; msPerBatch: number }> {
   const s = await ort.InferenceSession.create(model);
   const texts: string[] = [];
-  for (const x of held) texts.push(...ctcDecode(Object.values(await s.run({ x }))[0], keys));
+  for (const b of held) texts.push(...ctcDecode(Object.values(await s.run(b))[0], keys));
   // latency: median of repeated runs on one full batch, after the loop above warmed the session
   const times: number[] = [];
   for (let i = 0; i < 7; i++) {
     const t0 = process.hrtime.bigint();
-    await s.run({ x: held[0] });
+    await s.run(held[0]);
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
   await s.release();
@@ -44,14 +37,13 @@ export async function runStart(outDir = 'out'): Promise<void> {
   const started = Date.now();
   const modelPath = bundledModelPath('rec');
   const keys = loadRecKeys(bundledModelPath('recKeys'));
-  const labels: Record<string, string> = JSON.parse(fs.readFileSync(path.join(DATA, 'held', 'labels.json'), 'utf8'));
-  const truth = Object.keys(labels).sort().map((f) => labels[f]);
-  const calib = lineBatches(path.join(DATA, 'calib'));
-  const held = lineBatches(path.join(DATA, 'held'));
+  const truth = folderLabels(path.join(DATA, 'held'));
+  const calib = recBatches(path.join(DATA, 'calib'));
+  const held = recBatches(path.join(DATA, 'held'));
   console.log(`quantbook: W8A8 (int8 weights per channel, uint8 activations, minmax) on PP-OCRv4 rec`);
   console.log(`  calibration: ${calib.length} batches of data/rec/calib; evaluation: ${truth.length} lines of data/rec/held`);
 
-  const s = session(modelPath, { calibData: calib.map((x) => ({ x })) }).w8a8('minmax').onProgress((p) => progressLine(`  calibrating: batch ${p.batch}/${calib.length}`));
+  const s = session(modelPath, { calibData: calib }).w8a8('minmax').onProgress((p) => progressLine(`  calibrating: batch ${p.batch}/${calib.length}`));
   const result = await s.run();
   if (process.stdout.isTTY) process.stdout.write('\n');
   const { files } = result.save(outDir);
@@ -67,7 +59,7 @@ export async function runStart(outDir = 'out'): Promise<void> {
     ['exact text match vs labels', pct(exactMatchRate(fp32.texts, truth)), pct(exactMatchRate(int8.texts, truth))],
     ['character accuracy', pct(characterAccuracy(fp32.texts, truth)), pct(characterAccuracy(int8.texts, truth))],
     ['int8 text = fp32 text', '', pct(exactMatchRate(int8.texts, fp32.texts))],
-    [`latency, batch ${held[0].dims.join('x')} (ORT CPU)`, `${fp32.msPerBatch.toFixed(1)} ms`, `${int8.msPerBatch.toFixed(1)} ms (${(fp32.msPerBatch / int8.msPerBatch).toFixed(2)}x)`],
+    [`latency, batch ${held[0].x.dims.join('x')} (ORT CPU)`, `${fp32.msPerBatch.toFixed(1)} ms`, `${int8.msPerBatch.toFixed(1)} ms (${(fp32.msPerBatch / int8.msPerBatch).toFixed(2)}x)`],
     ['model size', `${size(modelPath).toFixed(2)} MB`, `${size(qdqFile).toFixed(2)} MB (${(size(modelPath) / size(qdqFile)).toFixed(2)}x smaller)`],
   ];
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));

@@ -87,27 +87,13 @@ function rewrite(g: Graph, n: NodeProto, from: number): void {
         n.input = [n.input[0], int64Constant(g, `${base}_starts`, starts), int64Constant(g, `${base}_ends`, ends), ...(axes ? [int64Constant(g, `${base}_axes`, axes)] : [])];
       }
       break;
-    case 'Squeeze': case 'Unsqueeze': {
-      const axes = attributeValue(n, 'axes') as number[] | undefined;
-      if (axes) {
-        dropAttributes(n, ['axes']);
-        n.input = [n.input[0], int64Constant(g, `${base}_axes`, axes)];
-      }
-      break;
-    }
-    case 'ReduceSum': {
-      const axes = attributeValue(n, 'axes') as number[] | undefined;
-      if (axes) {
-        dropAttributes(n, ['axes']);
-        n.input = [n.input[0], int64Constant(g, `${base}_axes`, axes)];
-      }
-      break;
-    }
-    case 'Split': {
-      const split = attributeValue(n, 'split') as number[] | undefined;
-      if (split) {
-        dropAttributes(n, ['split']);
-        n.input = [n.input[0], int64Constant(g, `${base}_split`, split)];
+    case 'Squeeze': case 'Unsqueeze': case 'ReduceSum': case 'Split': {
+      // an int64 list attribute became the node's second input (opset 13)
+      const attr = n.op_type === 'Split' ? 'split' : 'axes';
+      const values = attributeValue(n, attr) as number[] | undefined;
+      if (values) {
+        dropAttributes(n, [attr]);
+        n.input = [n.input[0], int64Constant(g, `${base}_${attr}`, values)];
       }
       break;
     }
