@@ -30,3 +30,4 @@ export { requireDevice, supportedBackends } from './runtime/device';
 export * as ppocr from './eval/ppocr';
 export * as metrics from './eval/metrics';
 export { readImage, resizeImage, RgbaImage } from './eval/image';
+export { imageFolderBatches, ImageFolderSource, ImagePreprocess } from './calibration/images';

@@ -9,25 +9,28 @@ import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { QuantbookError } from '../errors';
 import type { Feeds } from '../runtime/runner';
+import { ImageFolderSource, imageFolderBatches, isImageFolderSource } from './images';
 
-export type CalibrationSource = string | Iterable<Feeds> | AsyncIterable<Feeds>;
+export type CalibrationSource = string | ImageFolderSource | Iterable<Feeds> | AsyncIterable<Feeds>;
 
 export const FILE_EXTENSIONS = ['.npy', '.json'];
 
 export async function* batchesFrom(source: CalibrationSource, inputNames: readonly string[]): AsyncGenerator<Feeds, void, undefined> {
   if (typeof source === 'string') {
     yield* folderBatches(source, inputNames);
+  } else if (isImageFolderSource(source)) {
+    yield* imageFolderBatches(source, inputNames);
   } else if (source && (Symbol.iterator in Object(source) || Symbol.asyncIterator in Object(source))) {
     yield* source as AsyncIterable<Feeds>;
   } else {
-    throw new QuantbookError('INVALID_ARGUMENT', `calibration data: got ${typeof source}; expected a folder path, an array, or an (async) iterable of feeds`);
+    throw new QuantbookError('INVALID_ARGUMENT', `calibration data: got ${typeof source}; expected a folder of .npy/.json batches, { imageFolder, preprocess }, an array, or an (async) iterable of feeds`);
   }
 }
 
 async function* folderBatches(dir: string, inputNames: readonly string[]): AsyncGenerator<Feeds, void, undefined> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new QuantbookError('FILE_NOT_FOUND', `calibration data folder not found: ${dir}`);
   const files = fs.readdirSync(dir).filter((f) => FILE_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort();
-  if (!files.length) throw new QuantbookError('INVALID_ARGUMENT', `calibration data folder ${dir} holds no ${FILE_EXTENSIONS.join(' or ')} files`);
+  if (!files.length) throw new QuantbookError('INVALID_ARGUMENT', `calibration data folder ${dir} holds no ${FILE_EXTENSIONS.join(' or ')} files (for images, pass { imageFolder, preprocess: { size, mean, std, channelOrder } })`);
   for (const f of files) {
     const file = path.join(dir, f);
     yield path.extname(f).toLowerCase() === '.npy' ? singleInput(readNpy(file), inputNames, file) : jsonFeeds(file, inputNames);

@@ -120,3 +120,29 @@ describe('calibrator on PP-OCRv4 rec', () => {
     await assert.rejects(calibrate(model, path.join(dir, 'nope')), /calibration data folder not found/);
   });
 });
+
+describe('calibration from a folder of images', () => {
+  it('prepares images as stated (size, BGR, mean/std) and gives the same statistics as the same tensors fed directly', async () => {
+    const { DATA_DIR } = await import('../../sdk/eval/ocr-data');
+    const model = loadModel(MODELS.cls);
+    const folder = path.join(DATA_DIR, 'cls');
+    const fromImages = await calibrate(model, { imageFolder: folder, preprocess: { size: [48, 192], mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channelOrder: 'bgr', batchSize: 40 } }, { maxBatches: 1 });
+    assert.equal(fromImages.timing!.batches, 1);
+    // the same images through the stretch-to-size path, built by hand
+    const { readImage, resizeImage } = await import('../../sdk');
+    const files = fs.readdirSync(folder).filter((f) => f.endsWith('.png')).sort().slice(0, 40);
+    const data = new Float32Array(40 * 3 * 48 * 192);
+    files.forEach((f, i) => {
+      const img = resizeImage(readImage(path.join(folder, f)), 192, 48);
+      for (let p = 0; p < 48 * 192; p++) for (let c = 0; c < 3; c++) data[i * 3 * 48 * 192 + c * 48 * 192 + p] = (img.data[p * 4 + 2 - c] / 255 - 0.5) / 0.5;
+    });
+    const direct = await calibrate(model, [{ x: new ort.Tensor('float32', data, [40, 3, 48, 192]) }]);
+    assert.deepEqual(fromImages.rows().map((r) => [r.min, r.max]), direct.rows().map((r) => [r.min, r.max]));
+  });
+
+  it('names what is wrong with the preprocessing', async () => {
+    const model = loadModel(MODELS.cls);
+    await assert.rejects(calibrate(model, { imageFolder: '/tmp', preprocess: { size: [48] as never } }), /preprocess.size: got \[48\]; expected \[height, width\] in pixels/);
+    await assert.rejects(calibrate(model, { imageFolder: '/no/such/folder', preprocess: { size: [48, 192] } }), /image folder not found/);
+  });
+});
