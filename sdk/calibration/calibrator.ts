@@ -138,9 +138,7 @@ export class CalibrationResult {
         ...(r.histogram ? { histogram: { lo: r.histLo!, hi: r.histHi!, counts: r.histogram } } : {}),
       }));
       if (list[0].channel >= 0) {
-        const pc = new PerChannelObserver(kind, spec, options.observerOptions ?? {});
-        (pc as unknown as { children: Observer[] }).children = restored;
-        observers.set(tensor, pc);
+        observers.set(tensor, PerChannelObserver.fromChannels(kind, spec, options.observerOptions ?? {}, restored));
       } else {
         observers.set(tensor, restored[0]);
       }

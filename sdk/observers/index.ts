@@ -51,6 +51,13 @@ export class PerChannelObserver {
 
   constructor(readonly kind: ObserverKind, readonly spec: QuantSpec, readonly options: ObserverOptions) {}
 
+  /** A per-channel observer made of already-filled channel observers (e.g. restored from a stats file). */
+  static fromChannels(kind: ObserverKind, spec: QuantSpec, options: ObserverOptions, channels: Observer[]): PerChannelObserver {
+    const o = new PerChannelObserver(kind, spec, options);
+    o.children = channels;
+    return o;
+  }
+
   observe(x: Float32Array, shape: readonly number[]): void {
     const axis = this.spec.channelAxis;
     if (axis >= shape.length) throw invalidArgument('channelAxis', axis, `an axis of the tensor's shape [${shape}]`);

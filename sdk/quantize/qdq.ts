@@ -24,14 +24,12 @@ export interface LayerRecord {
   bias?: { tensor: string; int32: Int32Array; scale: Float32Array };
 }
 
-const INT_TYPES: Record<string, DataType> = { 'true': DataType.INT8, 'false': DataType.UINT8 };
-
 /** Inserts Q → DQ after `tensor` (all readers move to the DQ output). Returns the DQ output. */
 export function insertQdq(g: Graph, tensor: string, q: QParams): string {
   const scale = g.uniqueName(`${tensor}_scale`);
   const zp = g.uniqueName(`${tensor}_zero_point`);
   g.addInitializer({ name: scale, type: DataType.FLOAT, dims: [], data: Float32Array.of(q.scale[0]) });
-  const zpType = INT_TYPES[String(q.signed)];
+  const zpType = q.signed ? DataType.INT8 : DataType.UINT8;
   g.addInitializer({ name: zp, type: zpType, dims: [], data: zpType === DataType.INT8 ? Int8Array.of(q.zeroPoint[0]) : Uint8Array.of(q.zeroPoint[0]) });
   const qn = g.insertNodeAfter(tensor, { opType: 'QuantizeLinear', extraInputs: [scale, zp], output: g.uniqueName(`${tensor}_quantized`) });
   const dq = g.insertNodeAfter(qn.output[0], { opType: 'DequantizeLinear', extraInputs: [scale, zp], output: g.uniqueName(`${tensor}_dequantized`) });

@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError, invalidArgument } from '../errors';
+import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
@@ -53,7 +54,8 @@ export class QuantizationResult {
       skipped: this.selection.skipped,
       calibration: this.calibration?.metadata,
     };
-    fs.writeFileSync(file('_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+    const json = new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`);
+    writeFilesAtomically([{ path: file('_summary.json'), write: (fd) => writeAll(fd, json) }]);
     files.push(file('_summary.json'));
     return { files };
   }
