@@ -6,7 +6,9 @@
  * Deterministic: a seeded generator picks words, fonts, sizes, colours and noise.
  * The rec/det lines are Chinese with digits, the language the ch_PP-OCRv4 models are trained on;
  * rendering them needs Debian's fonts-wqy-microhei and fonts-wqy-zenhei (the PNGs are committed,
- * so only regenerating the data needs the fonts).
+ * so only regenerating the data needs the fonts). @napi-rs/canvas draws the text; it is not a
+ * dependency of the package (the registry here carries only its Linux builds, which would break
+ * `npm ci` elsewhere), so `npm run make-data` installs it without saving it.
  */
 import * as fs from 'fs';
 import * as path from 'path';

@@ -1,38 +1,64 @@
-/** Image files to pixel arrays (PNG/JPEG/WebP decoded by @napi-rs/canvas), with resizing. */
+/**
+ * Image files to RGBA pixels (PNG via pngjs, JPEG via jpeg-js: pure JavaScript, so results are
+ * the same on every machine), and bilinear resizing with half-pixel centres (OpenCV's
+ * INTER_LINEAR convention, which PaddleOCR's preprocessing uses).
+ */
 import * as fs from 'fs';
-import { Image, createCanvas } from '@napi-rs/canvas';
+import * as path from 'path';
+import { PNG } from 'pngjs';
+import * as jpeg from 'jpeg-js';
 import { QuantbookError } from '../errors';
 
-export interface RgbaImage { width: number; height: number; data: Uint8ClampedArray }
+export interface RgbaImage { width: number; height: number; data: Uint8ClampedArray | Uint8Array }
 
-export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.bmp'];
+export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg'];
 
 export function readImage(file: string): RgbaImage {
   if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `image not found: ${file}`);
-  const img = new Image();
+  const ext = path.extname(file).toLowerCase();
+  const bytes = fs.readFileSync(file);
   try {
-    img.src = fs.readFileSync(file);
+    if (ext === '.png') {
+      const png = PNG.sync.read(bytes);
+      return { width: png.width, height: png.height, data: png.data };
+    }
+    if (ext === '.jpg' || ext === '.jpeg') {
+      const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: true });
+      return { width: img.width, height: img.height, data: img.data };
+    }
   } catch (e) {
-    throw new QuantbookError('INVALID_ARGUMENT', `${file} is not an image quantbook can decode (${IMAGE_EXTENSIONS.join(', ')}): ${(e as Error).message}`);
+    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not a readable ${ext.slice(1).toUpperCase()} image (${(e as Error).message})`);
   }
-  if (!img.width || !img.height) throw new QuantbookError('INVALID_ARGUMENT', `${file} is not an image quantbook can decode (${IMAGE_EXTENSIONS.join(', ')})`);
-  return resizeImage(img, img.width, img.height);
+  throw new QuantbookError('UNSUPPORTED', `${file}: image type ${ext || '(none)'} is not supported; use one of ${IMAGE_EXTENSIONS.join(', ')}`);
 }
 
-/** Draws the image (or pixels) scaled to width × height (bilinear). */
-export function resizeImage(src: Image | RgbaImage, width: number, height: number): RgbaImage {
-  const canvas = createCanvas(width, height);
-  const ctx = canvas.getContext('2d');
-  if (src instanceof Image) {
-    ctx.drawImage(src, 0, 0, width, height);
-  } else {
-    const from = createCanvas(src.width, src.height);
-    const fctx = from.getContext('2d');
-    const id = fctx.createImageData(src.width, src.height);
-    id.data.set(src.data);
-    fctx.putImageData(id, 0, 0);
-    ctx.drawImage(from, 0, 0, width, height);
+/** Bilinear resize to width × height (RGBA), sampling at pixel centres. */
+export function resizeImage(src: RgbaImage, width: number, height: number): RgbaImage {
+  if (src.width === width && src.height === height) return src;
+  const out = new Uint8ClampedArray(width * height * 4);
+  const sx = src.width / width;
+  const sy = src.height / height;
+  for (let y = 0; y < height; y++) {
+    const fy = Math.min(Math.max((y + 0.5) * sy - 0.5, 0), src.height - 1);
+    const y0 = Math.floor(fy);
+    const y1 = Math.min(y0 + 1, src.height - 1);
+    const wy = fy - y0;
+    for (let x = 0; x < width; x++) {
+      const fx = Math.min(Math.max((x + 0.5) * sx - 0.5, 0), src.width - 1);
+      const x0 = Math.floor(fx);
+      const x1 = Math.min(x0 + 1, src.width - 1);
+      const wx = fx - x0;
+      const a = (y0 * src.width + x0) * 4;
+      const b = (y0 * src.width + x1) * 4;
+      const c = (y1 * src.width + x0) * 4;
+      const d = (y1 * src.width + x1) * 4;
+      const o = (y * width + x) * 4;
+      for (let k = 0; k < 4; k++) {
+        const top = src.data[a + k] + (src.data[b + k] - src.data[a + k]) * wx;
+        const bottom = src.data[c + k] + (src.data[d + k] - src.data[c + k]) * wx;
+        out[o + k] = top + (bottom - top) * wy;
+      }
+    }
   }
-  const out = ctx.getImageData(0, 0, width, height);
-  return { width, height, data: out.data };
+  return { width, height, data: out };
 }
