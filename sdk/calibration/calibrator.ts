@@ -40,6 +40,8 @@ export interface CalibrateOptions {
   backend?: BackendName;
   /** reduction kernels: 'auto' times both once per process and keeps the faster per kernel */
   kernels?: 'auto' | ReductionImpl;
+  /** drop named tensors that turn out not to be float32 (e.g. shape arithmetic) instead of failing */
+  skipNonFloat?: boolean;
 }
 
 let kernelsChosen = false;
@@ -161,7 +163,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   }
   const spec = resolveSpec(options.spec);
   const all = defaultTargets(model);
-  let targets = all;
+  let targets = [...all];
   if (options.tensors) {
     for (const t of options.tensors) model.graph.requireTensor(t, 'calibration tensor');
     targets = options.tensors.map((t) => all.find((x) => x.tensor === t) ?? { tensor: t, layers: model.graph.consumers(t).map((n) => ({ name: n.name ?? '', opType: n.op_type ?? '' })) });
@@ -195,8 +197,14 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
       const more = !options.maxBatches || batch + 1 < options.maxBatches;
       if (options.signal?.aborted) throw new QuantbookError('CANCELLED', `calibration cancelled after ${batch} batch${batch === 1 ? '' : 'es'}`);
       pending = more ? runNext() : Promise.resolve(undefined);
-      for (const t of targets) {
+      for (const t of [...targets]) {
         const v = result.exposed[t.tensor];
+        if (v.type !== 'float32') {
+          if (!options.skipNonFloat) throw new QuantbookError('INVALID_ARGUMENT', `calibration tensor "${t.tensor}" holds ${v.type} values; only float32 activations can be calibrated`);
+          targets.splice(targets.indexOf(t), 1);
+          observers.delete(t.tensor);
+          continue;
+        }
         observe(observers.get(t.tensor)!, v.data as Float32Array, v.dims);
       }
       batch++;

@@ -32,7 +32,10 @@ export interface NodeSpec {
 }
 
 interface Index {
-  order: NodeProto[];
+  /** topological order, computed on first use */
+  order?: NodeProto[];
+  implicit: Map<NodeProto, string[]>;
+  names: Set<string>;
   producers: Map<string, NodeProto>;
   consumers: Map<string, NodeProto[]>;
   initializers: Map<string, TensorProto>;
@@ -93,8 +96,9 @@ export class Graph {
     }
     const valueInfo = new Map<string, ValueInfoProto>();
     for (const v of [...g.value_info, ...g.output, ...g.input]) if (v.name) valueInfo.set(v.name, v);
-    const order = this.topologicalOrder(producers, initializers, implicit);
-    return { order, producers, consumers, initializers, valueInfo, subgraphs };
+    const names = new Set<string>([...g.input.map((v) => v.name ?? ''), ...initializers.keys(), ...producers.keys()]);
+    names.delete('');
+    return { implicit, names, producers, consumers, initializers, valueInfo, subgraphs };
   }
 
   /** Kahn's algorithm, keeping the file's order among nodes that are ready together. */
@@ -150,7 +154,10 @@ export class Graph {
   // ---- queries -------------------------------------------------------------------------
 
   /** Nodes in topological order. */
-  get nodes(): readonly NodeProto[] { return this.index.order; }
+  get nodes(): readonly NodeProto[] {
+    const index = this.index;
+    return (index.order ??= this.topologicalOrder(index.producers, index.initializers, index.implicit));
+  }
 
   node(name: string): NodeProto | undefined { return this.proto.node.find((n) => n.name === name); }
 
@@ -167,13 +174,9 @@ export class Graph {
   consumers(tensor: string): NodeProto[] { return [...(this.index.consumers.get(tensor) ?? [])]; }
 
   /** Every tensor name defined in this graph (inputs, initializers, node outputs). */
-  tensorNames(): Set<string> {
-    const names = new Set<string>([...this.proto.input.map((v) => v.name ?? ''), ...this.index.initializers.keys(), ...this.index.producers.keys()]);
-    names.delete('');
-    return names;
-  }
+  tensorNames(): Set<string> { return new Set(this.index.names); }
 
-  hasTensor(name: string): boolean { return this.tensorNames().has(name); }
+  hasTensor(name: string): boolean { return this.index.names.has(name); }
 
   /** Throws a clear error unless `name` is a tensor of this graph. */
   requireTensor(name: string, what = 'tensor'): void {
@@ -249,17 +252,24 @@ export class Graph {
 
   /** A name not used by any tensor or node of this graph or its bodies, built from `base`. */
   uniqueName(base: string): string {
+    return this.nameSource().fresh(base);
+  }
+
+  /**
+   * Snapshot of every name in use (tensors and nodes, across the whole model) that hands out
+   * fresh ones: for batches of edits that should not rescan the graph for each new name.
+   */
+  nameSource(): NameSource {
     const used = new Set<string>();
     const collect = (g: Graph) => {
-      for (const t of g.tensorNames()) used.add(t);
+      for (const t of g.index.names) used.add(t);
       for (const n of g.proto.node) if (n.name) used.add(n.name);
       for (const s of g.subgraphs()) collect(s.graph);
     };
     let root: Graph = this;
     while (root.parent) root = root.parent;
     collect(root);
-    if (!used.has(base)) return base;
-    for (let i = 1; ; i++) if (!used.has(`${base}_${i}`)) return `${base}_${i}`;
+    return new NameSource(used);
   }
 
   // ---- edits -----------------------------------------------------------------------------
@@ -392,8 +402,20 @@ export class Graph {
   }
 }
 
+export class NameSource {
+  constructor(private readonly used: Set<string>) {}
+
+  /** `base` if unused, else `base_1`, `base_2`, ...; the name is then taken. */
+  fresh(base: string): string {
+    let name = base;
+    for (let i = 1; this.used.has(name); i++) name = `${base}_${i}`;
+    this.used.add(name);
+    return name;
+  }
+}
+
 /** Replaces reads of `from` by `to` in a node and in its bodies (unless a body redefines the name). */
-function renameReads(node: NodeProto, from: string, to: string): void {
+export function renameReads(node: NodeProto, from: string, to: string): void {
   node.input = node.input.map((i) => (i === from ? to : i));
   for (const a of node.attribute) {
     if (a.g) renameReadsInBody(a.g, from, to);

@@ -6,7 +6,9 @@
  */
 import { QuantbookError } from '../errors';
 import { DataType } from '../onnx/dtype';
-import { Graph, makeAttribute } from '../onnx/graph';
+import { Graph, NameSource, makeAttribute, renameReads } from '../onnx/graph';
+import { makeTensor } from '../onnx/tensor';
+import { NodeProto } from '../onnx/proto';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
 import { quantizeLinear } from '../kernels/quant';
@@ -24,29 +26,58 @@ export interface LayerRecord {
   bias?: { tensor: string; int32: Int32Array; scale: Float32Array };
 }
 
-/** Inserts Q → DQ after `tensor` (all readers move to the DQ output). Returns the DQ output. */
-export function insertQdq(g: Graph, tensor: string, q: QParams): string {
-  const scale = g.uniqueName(`${tensor}_scale`);
-  const zp = g.uniqueName(`${tensor}_zero_point`);
-  g.addInitializer({ name: scale, type: DataType.FLOAT, dims: [], data: Float32Array.of(q.scale[0]) });
-  const zpType = q.signed ? DataType.INT8 : DataType.UINT8;
-  g.addInitializer({ name: zp, type: zpType, dims: [], data: zpType === DataType.INT8 ? Int8Array.of(q.zeroPoint[0]) : Uint8Array.of(q.zeroPoint[0]) });
-  const qn = g.insertNodeAfter(tensor, { opType: 'QuantizeLinear', extraInputs: [scale, zp], output: g.uniqueName(`${tensor}_quantized`) });
-  const dq = g.insertNodeAfter(qn.output[0], { opType: 'DequantizeLinear', extraInputs: [scale, zp], output: g.uniqueName(`${tensor}_dequantized`) });
-  return dq.output[0];
+/**
+ * Inserts Q → DQ after each tensor (every reader moves to the DQ output; graph outputs keep the
+ * float tensor). One pass: readers are found once, names come from one NameSource, and the node
+ * list is rebuilt once, so quantizing hundreds of tensors stays linear in the graph size.
+ */
+export function insertQdqPairs(g: Graph, items: Array<[string, QParams]>): Map<string, string> {
+  for (const [t] of items) g.requireTensor(t, 'quantized tensor');
+  const names = g.nameSource();
+  const plan = items.map(([t, q]) => ({ t, q, readers: g.consumers(t), producer: g.producer(t) }));
+  const after = new Map<NodeProto | undefined, NodeProto[]>();
+  const outputs = new Map<string, string>();
+  for (const { t, q, readers, producer } of plan) {
+    const scale = names.fresh(`${t}_scale`);
+    const zp = names.fresh(`${t}_zero_point`);
+    const zpType = q.signed ? DataType.INT8 : DataType.UINT8;
+    g.proto.initializer.push(
+      makeTensor(scale, DataType.FLOAT, [], Float32Array.of(q.scale[0])),
+      makeTensor(zp, zpType, [], zpType === DataType.INT8 ? Int8Array.of(q.zeroPoint[0]) : Uint8Array.of(q.zeroPoint[0])),
+    );
+    const quantized = names.fresh(`${t}_quantized`);
+    const dequantized = names.fresh(`${t}_dequantized`);
+    outputs.set(t, dequantized);
+    for (const r of readers) renameReads(r, t, dequantized);
+    const list = after.get(producer) ?? [];
+    list.push(
+      newNode({ op_type: 'QuantizeLinear', name: names.fresh(`${t}_QuantizeLinear`), input: [t, scale, zp], output: [quantized] }),
+      newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${t}_DequantizeLinear`), input: [quantized, scale, zp], output: [dequantized] }),
+    );
+    after.set(producer, list);
+  }
+  g.proto.node = [...(after.get(undefined) ?? []), ...g.proto.node.flatMap((n) => [n, ...(after.get(n) ?? [])])];
+  g.invalidate();
+  return outputs;
 }
 
-/** Adds an integer constant behind a per-channel DequantizeLinear; returns the float output name. */
-function dequantizedConstant(g: Graph, base: string, type: DataType, dims: number[], data: Int8Array | Int32Array, scale: Float32Array, axis: number): string {
-  const values = g.uniqueName(`${base}_quantized`);
-  const s = g.uniqueName(`${base}_scale`);
-  const z = g.uniqueName(`${base}_zero_point`);
-  g.addInitializer({ name: values, type, dims, data });
-  g.addInitializer({ name: s, type: DataType.FLOAT, dims: [scale.length], data: scale });
-  g.addInitializer({ name: z, type, dims: [scale.length], data: type === DataType.INT8 ? new Int8Array(scale.length) : new Int32Array(scale.length) });
-  const out = g.uniqueName(`${base}_dequantized`);
-  g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: g.uniqueName(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: [makeAttribute('axis', axis)] }));
-  g.invalidate();
+/** Q → DQ after one tensor; returns the DQ output. */
+export function insertQdq(g: Graph, tensor: string, q: QParams): string {
+  return insertQdqPairs(g, [[tensor, q]]).get(tensor)!;
+}
+
+/** Adds an integer constant behind a per-channel DequantizeLinear; returns the float output name. The caller invalidates. */
+function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Int32Array, scale: Float32Array, axis: number): string {
+  const values = names.fresh(`${base}_quantized`);
+  const s = names.fresh(`${base}_scale`);
+  const z = names.fresh(`${base}_zero_point`);
+  g.proto.initializer.push(
+    makeTensor(values, type, dims, data),
+    makeTensor(s, DataType.FLOAT, [scale.length], scale),
+    makeTensor(z, type, [scale.length], type === DataType.INT8 ? new Int8Array(scale.length) : new Int32Array(scale.length)),
+  );
+  const out = names.fresh(`${base}_dequantized`);
+  g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: [makeAttribute('axis', axis)] }));
   return out;
 }
 
@@ -69,6 +100,7 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
     if (!q) throw new QuantbookError('UNKNOWN_TENSOR', `no activation quantization parameters for tensor "${t}"`);
     return q;
   };
+  const names = g.nameSource();
   const records: LayerRecord[] = layers.map((layer) => {
     const rec: LayerRecord = { name: layer.name, opType: layer.opType };
     const a = layer.activations[0];
@@ -90,20 +122,21 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const int8 = Int8Array.from(ints);
       const scale = perChannel ? wq.scale : new Float32Array(w.dims[axis]).fill(wq.scale[0]);
       rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale };
-      const out = dequantizedConstant(g, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, axis);
+      const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, axis);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = out;
       if (layer.bias && rec.input) {
         const b = g.constantValue(layer.bias)!.data as Float32Array;
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
         const int32 = Int32Array.from(b, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / bScale[c]))));
         rec.bias = { tensor: layer.bias, int32, scale: bScale };
-        layer.node.input[2] = dequantizedConstant(g, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, 0);
+        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, 0);
       }
     }
     return rec;
   });
+  g.invalidate();
   // one Q → DQ pair per activation tensor, however many layers read or write it
-  if (withActivations) for (const t of activationTensors(model, layers)) insertQdq(g, t, act(t));
+  if (withActivations) insertQdqPairs(g, activationTensors(model, layers).map((t) => [t, act(t)]));
   removeUnusedConstants(g);
   return records;
 }

@@ -10,16 +10,22 @@ import { upgradeOpset } from '../onnx/opset-upgrade';
 import { CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
 import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
-import { foldBatchNorms } from './fold-batchnorm';
-import { LayerRecord, activationTensors, applyQdq } from './qdq';
+import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
+import { constantQParams, divisionsToMultiplications, glueTensors } from './glue';
+import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
 
+export const OP_SETS = ['amct', 'extended'] as const;
+export type OpSet = (typeof OP_SETS)[number];
+
 export interface W8A8Options {
   actMethod?: ActMethod;
+  /** 'amct' (default): the AMCT layers; 'extended': also the elementwise glue between them (faster on ORT CPU, less accurate) */
+  opSet?: OpSet;
   disableNames?: string[];
   /** activation spec overrides (default uint8 asymmetric) */
   activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric'>>;
@@ -52,11 +58,16 @@ export function prepareFloat(model: Model): Model {
 export async function quantizeW8A8(model: Model, calibData: CalibrationSource, options: W8A8Options = {}): Promise<W8A8Result> {
   const actMethod = options.actMethod ?? 'minmax';
   if (!ACT_METHODS.includes(actMethod)) throw invalidArgument('act_method', actMethod, `one of ${ACT_METHODS.map((m) => `'${m}'`).join(', ')}`);
+  const opSet = options.opSet ?? 'amct';
+  if (!OP_SETS.includes(opSet)) throw invalidArgument('opSet', opSet, `one of ${OP_SETS.map((o) => `'${o}'`).join(', ')}`);
   const float = prepareFloat(model);
   // layers are selected on the copy that gets quantized; tensor names are the same in both
   const qdq = float.clone();
+  if (opSet === 'extended') divisionsToMultiplications(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? []);
-  const tensors = activationTensors(qdq, selection.layers);
+  const layerTensors = activationTensors(qdq, selection.layers);
+  const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
+  const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
   const calibration = await calibrate(float, calibData, {
     tensors,
@@ -64,11 +75,13 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     spec,
     onProgress: options.onProgress,
     signal: options.signal,
+    skipNonFloat: opSet === 'extended',
   });
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();
   for (const t of tensors) {
-    const o = calibration.observers.get(t) as Observer;
+    const o = calibration.observers.get(t) as Observer | undefined;
+    if (!o) continue; // not a float tensor (extended op set only)
     let method: 'minmax' | 'histogram' = actMethod === 'minmax' ? 'minmax' : 'histogram';
     let q = o.qparams();
     if (actMethod === 'mixed') {
@@ -86,5 +99,11 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true },
   });
+  if (opSet === 'extended') {
+    const done = new Set(layerTensors);
+    for (const c of glue.constants) activations.set(c, constantQParams(qdq, c, spec));
+    insertQdqPairs(qdq.graph, [...glue.activations, ...glue.constants].filter((t) => !done.has(t) && activations.has(t)).map((t) => [t, activations.get(t)!]));
+    removeUnusedConstants(qdq.graph);
+  }
   return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods };
 }

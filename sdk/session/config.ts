@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import { QuantbookError, invalidArgument } from '../errors';
 import type { CalibrationSource } from '../calibration/data';
-import { ACT_METHODS, ActMethod } from '../quantize/w8a8';
+import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 
 export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
 export type ProcessorName = (typeof PROCESSORS)[number];
@@ -16,7 +16,8 @@ export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
 export const DEVICES = ['cpu', 'npu'] as const;
 export const SAVE_TYPES = ['onnx', 'fake_quant_onnx', 'stats'] as const;
 
-export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod }; disableNames: string[] }
+/** `opSet` is a quantbook extension (not in msModelSlim): 'amct' layers only, or 'extended' with the glue ops. */
+export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod; opSet: OpSet }; disableNames: string[] }
 export interface W8A8DynamicProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[] }
 export interface SaveProcessorConfig { outputPath: string; saveType: Array<(typeof SAVE_TYPES)[number]> }
 
@@ -56,9 +57,9 @@ function disableNames(p: Record<string, unknown>, where: string): string[] {
   return d as string[];
 }
 
-function actMethod<T extends string>(p: Record<string, unknown>, where: string, allowed: readonly T[]): T {
+function actMethod<T extends string>(p: Record<string, unknown>, where: string, allowed: readonly T[], extraKeys: string[] = []): T {
   const cfg = pick(p, 'cfg') === undefined ? {} : requireObject(pick(p, 'cfg'), `${where}.cfg`);
-  checkKeys(cfg, ['act_method'], `${where}.cfg`);
+  checkKeys(cfg, ['act_method', ...extraKeys], `${where}.cfg`);
   const m = pick(cfg, 'act_method') ?? 'minmax';
   if (!allowed.includes(m as T)) throw invalidArgument(`${where}.cfg.act_method`, m, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
   return m as T;
@@ -83,7 +84,10 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   if (map.w8a8 !== undefined) {
     const p = requireObject(map.w8a8, 'processor_cfg_map.w8a8');
     checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8');
-    out.w8a8 = { cfg: { actMethod: actMethod(p, 'w8a8', ACT_METHODS) }, disableNames: disableNames(p, 'w8a8') };
+    const cfg = pick(p, 'cfg') === undefined ? {} : requireObject(pick(p, 'cfg'), 'w8a8.cfg');
+    const opSet = pick(cfg, 'op_set') ?? 'amct';
+    if (!(OP_SETS as readonly unknown[]).includes(opSet)) throw invalidArgument('w8a8.cfg.op_set', opSet, `one of ${OP_SETS.map((o) => `'${o}'`).join(', ')}`);
+    out.w8a8 = { cfg: { actMethod: actMethod(p, 'w8a8', ACT_METHODS, ['op_set']), opSet: opSet as OpSet }, disableNames: disableNames(p, 'w8a8') };
   }
   if (map.w8a8_dynamic !== undefined) {
     const p = requireObject(map.w8a8_dynamic, 'processor_cfg_map.w8a8_dynamic');

@@ -13,7 +13,7 @@ import { CalibrationSource } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
 import { requireDevice } from '../runtime/device';
 import { Feeds } from '../runtime/runner';
-import { ActMethod, quantizeW8A8 } from '../quantize/w8a8';
+import { ActMethod, OpSet, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection } from '../quantize/layers';
@@ -50,6 +50,7 @@ export class QuantizationResult {
     const summary = {
       processor: this.kind,
       actMethod: this.config.processorCfgMap.w8a8?.cfg.actMethod ?? this.config.processorCfgMap.w8a8_dynamic?.cfg.actMethod,
+      opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
       quantized: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
       skipped: this.selection.skipped,
       calibration: this.calibration?.metadata,
@@ -82,7 +83,7 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
   const map = config.processorCfgMap;
   let result: QuantizationResult;
   if (map.w8a8) {
-    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, disableNames: map.w8a8.disableNames, onProgress });
+    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress });
     result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration);
   } else {
     const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
@@ -101,22 +102,22 @@ export function runSession(model: Model | string | Uint8Array, config: unknown |
 export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' }
 
 export class QuantSession {
-  private processors: Record<string, { cfg: { act_method: string }; disable_names: string[] }> = {};
+  private processors: Record<string, { cfg: Record<string, string>; disable_names: string[] }> = {};
   private disabled: string[] = [];
   private progress?: (p: CalibrationProgress) => void;
   private result?: Promise<QuantizationResult>;
 
   constructor(private readonly source: Model | string | Uint8Array, private readonly options: SessionOptions = {}) {}
 
-  /** Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'. */
-  w8a8(method: ActMethod | { actMethod?: ActMethod; disableNames?: string[] } = 'minmax'): this {
+  /** Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default) or 'extended'. */
+  w8a8(method: ActMethod | { actMethod?: ActMethod; opSet?: OpSet; disableNames?: string[] } = 'minmax'): this {
     const o = typeof method === 'string' ? { actMethod: method } : method;
-    return this.add('w8a8', o.actMethod ?? 'minmax', o.disableNames);
+    return this.add('w8a8', { act_method: o.actMethod ?? 'minmax', ...(o.opSet ? { op_set: o.opSet } : {}) }, o.disableNames);
   }
 
   /** Dynamic W8A8: activations quantized per token at run time; no calibration data. */
   w8a8Dynamic(o: { actMethod?: 'minmax' | 'histogram' | 'mix'; disableNames?: string[] } = {}): this {
-    return this.add('w8a8_dynamic', o.actMethod ?? 'minmax', o.disableNames);
+    return this.add('w8a8_dynamic', { act_method: o.actMethod ?? 'minmax' }, o.disableNames);
   }
 
   /** Keeps these layers (names or glob patterns) in float. */
@@ -131,8 +132,8 @@ export class QuantSession {
     return this;
   }
 
-  private add(name: string, actMethod: string, disableNames: string[] = []): this {
-    this.processors[name] = { cfg: { act_method: actMethod }, disable_names: disableNames };
+  private add(name: string, cfg: Record<string, string>, disableNames: string[] = []): this {
+    this.processors[name] = { cfg, disable_names: disableNames };
     this.result = undefined;
     return this;
   }

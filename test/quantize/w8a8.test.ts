@@ -115,6 +115,24 @@ describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
     assert.ok(f.every((m) => m.some((v) => v > 0.3)), 'the pages have text the float model finds');
   });
 
+  it("opSet 'extended' also quantizes the glue ops: ORT runs QLinearAdd/QLinearMul, rec keeps ≥ 95% of texts", async function () {
+    const calib = recBatches(path.join(DATA, 'rec', 'calib'));
+    const held = recBatches(path.join(DATA, 'rec', 'held'));
+    const r = await quantizeW8A8(loadModel(MODELS.rec), calib, { opSet: 'extended' });
+    assert.ok(r.qdq.graph.nodes.every((n) => n.op_type !== 'Div' || !r.qdq.graph.isConstant(n.input[1])), 'Div by constants became Mul');
+    const counts = await optimizedOpCounts(r.qdq.toBytes(), path.join(dir, 'rec-ext-opt.onnx'));
+    assert.ok((counts.QLinearAdd ?? 0) > 10 && (counts.QLinearMul ?? 0) > 10, JSON.stringify(counts));
+    const f = await recognise(r.float.toBytes(), held);
+    const q = await recognise(r.qdq.toBytes(), held);
+    const agree = metrics.exactMatchRate(q.texts, f.texts);
+    console.log(`      rec extended: int8 = fp32 on ${(100 * agree).toFixed(1)}% of lines`);
+    assert.ok(agree >= 0.95);
+    requireChecker(this);
+    const file = path.join(dir, 'rec-ext.onnx');
+    r.qdq.save(file);
+    onnxCheck(file);
+  });
+
   it('W8A8 dynamic needs no calibration data and keeps rec text on ≥ 95% of lines', async () => {
     const held = recBatches(path.join(DATA, 'rec', 'held')).slice(0, 12);
     const r = quantizeW8A8Dynamic(loadModel(MODELS.rec));
