@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { QuantbookError, invalidArgument } from '../errors';
-import { IMAGE_EXTENSIONS, readImage, resizeImage } from '../eval/image';
+import { IMAGE_EXTENSIONS, readImage, resizeImage, writeNormalizedChw } from '../eval/image';
 import type { Feeds } from '../runtime/runner';
 
 export interface ImagePreprocess {
@@ -57,15 +57,7 @@ export async function* imageFolderBatches(source: ImageFolderSource, inputNames:
   for (let start = 0; start < files.length; start += p.batchSize) {
     const chunk = files.slice(start, start + p.batchSize);
     const data = new Float32Array(chunk.length * 3 * plane);
-    chunk.forEach((f, i) => {
-      const img = resizeImage(readImage(path.join(dir, f)), w, h);
-      for (let px = 0; px < plane; px++) {
-        for (let c = 0; c < 3; c++) {
-          const src = p.channelOrder === 'bgr' ? 2 - c : c;
-          data[i * 3 * plane + c * plane + px] = (img.data[px * 4 + src] / 255 - p.mean[c]) / p.std[c];
-        }
-      }
-    });
+    chunk.forEach((f, i) => writeNormalizedChw(resizeImage(readImage(path.join(dir, f)), w, h), data, i * 3 * plane, w, p));
     yield { [inputNames[0]]: new ort.Tensor('float32', data, [chunk.length, 3, h, w]) };
   }
 }

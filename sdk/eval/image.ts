@@ -62,3 +62,24 @@ export function resizeImage(src: RgbaImage, width: number, height: number): Rgba
   }
   return { width, height, data: out };
 }
+
+/**
+ * Writes an image into a [3, height, fullWidth] plane set of `out` at `offset` (NCHW), each channel
+ * scaled to 0..1 then normalised as (v − mean) / std; columns past the image width are left as
+ * they are (zero padding in a fresh array).
+ */
+export function writeNormalizedChw(
+  img: RgbaImage, out: Float32Array, offset: number, fullWidth: number,
+  norm: { mean: readonly number[]; std: readonly number[]; channelOrder: 'rgb' | 'bgr' },
+): void {
+  const plane = img.height * fullWidth;
+  for (let y = 0; y < img.height; y++) {
+    for (let x = 0; x < img.width; x++) {
+      const p = (y * img.width + x) * 4;
+      for (let c = 0; c < 3; c++) {
+        const v = img.data[p + (norm.channelOrder === 'bgr' ? 2 - c : c)] / 255;
+        out[offset + c * plane + y * fullWidth + x] = (v - norm.mean[c]) / norm.std[c];
+      }
+    }
+  }
+}

@@ -5,27 +5,13 @@
  */
 import * as fs from 'fs';
 import * as ort from 'onnxruntime-node';
-import { RgbaImage, resizeImage } from './image';
-
-/** Writes one image into a [3, h, W] BGR plane set at `offset`, normalised by mean/std, zero-padded on the right. */
-function writeChw(img: RgbaImage, out: Float32Array, offset: number, fullWidth: number, mean: number[], std: number[]): void {
-  const plane = img.height * fullWidth;
-  for (let y = 0; y < img.height; y++) {
-    for (let x = 0; x < img.width; x++) {
-      const p = (y * img.width + x) * 4;
-      for (let c = 0; c < 3; c++) {
-        const v = img.data[p + (2 - c)] / 255; // BGR
-        out[offset + c * plane + y * fullWidth + x] = (v - mean[c]) / std[c];
-      }
-    }
-  }
-}
+import { RgbaImage, resizeImage, writeNormalizedChw } from './image';
 
 function lineBatch(images: RgbaImage[], height: number, width: number): ort.Tensor {
   const out = new Float32Array(images.length * 3 * height * width);
   images.forEach((img, i) => {
     const w = Math.min(width, Math.ceil((height * img.width) / img.height));
-    writeChw(resizeImage(img, w, height), out, i * 3 * height * width, width, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]);
+    writeNormalizedChw(resizeImage(img, w, height), out, i * 3 * height * width, width, { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], channelOrder: 'bgr' });
   });
   return new ort.Tensor('float32', out, [images.length, 3, height, width]);
 }
@@ -45,7 +31,7 @@ export function detInput(img: RgbaImage): ort.Tensor {
   const h = Math.max(32, Math.round(img.height / 32) * 32);
   const w = Math.max(32, Math.round(img.width / 32) * 32);
   const out = new Float32Array(3 * h * w);
-  writeChw(resizeImage(img, w, h), out, 0, w, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+  writeNormalizedChw(resizeImage(img, w, h), out, 0, w, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], channelOrder: 'bgr' });
   return new ort.Tensor('float32', out, [1, 3, h, w]);
 }
 

@@ -5,11 +5,10 @@
  * quantized model means with float ops only, so any runtime can run it.
  */
 import { DataType } from '../onnx/dtype';
-import { Graph } from '../onnx/graph';
+import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
 import { dequantizeLinear } from '../kernels/quant';
-import { attributeValue } from '../onnx/graph';
 import { removeUnusedConstants } from './fold-batchnorm';
 
 export function toFakeQuant(qdq: Model): Model {

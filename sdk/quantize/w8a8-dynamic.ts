@@ -7,7 +7,7 @@
  *   Conv / pooling inputs: per tensor with DynamicQuantizeLinear → DequantizeLinear (uint8).
  */
 import { DataType } from '../onnx/dtype';
-import { Graph, makeAttribute } from '../onnx/graph';
+import { Graph, makeAttribute, renameReads } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
 import { removeUnusedConstants } from './fold-batchnorm';
@@ -50,7 +50,7 @@ function insertPerToken(g: Graph, tensor: string): string {
     newNode({ op_type: 'Clip', name: `${clip}_node`, input: [round, qmin, qmax], output: [clip] }),
     newNode({ op_type: 'Mul', name: `${out}_node`, input: [clip, scale], output: [out] }),
   ];
-  for (const r of readers) r.input = r.input.map((i) => (i === tensor ? out : i));
+  for (const r of readers) renameReads(r, tensor, out);
   const p = g.producer(tensor);
   g.proto.node.splice(p ? g.proto.node.indexOf(p) + 1 : 0, 0, ...nodes);
   g.invalidate();
@@ -62,7 +62,7 @@ function insertPerTensorDynamic(g: Graph, tensor: string): string {
   const name = (k: string) => g.uniqueName(`${tensor}_${k}`);
   const [q, s, z, out] = ['dynamic_quantized', 'dynamic_scale', 'dynamic_zero_point', 'dynamic_dequantized'].map(name);
   const readers = g.consumers(tensor);
-  for (const r of readers) r.input = r.input.map((i) => (i === tensor ? out : i));
+  for (const r of readers) renameReads(r, tensor, out);
   const p = g.producer(tensor);
   g.proto.node.splice(p ? g.proto.node.indexOf(p) + 1 : 0, 0,
     newNode({ op_type: 'DynamicQuantizeLinear', name: `${q}_node`, input: [tensor], output: [q, s, z] }),
