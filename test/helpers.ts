@@ -91,3 +91,8 @@ export function requireChecker(ctx: Mocha.Context): void {
   if (process.env.CI) throw new Error('python3-onnx (onnx.checker) is missing; .ci/run installs it with apt-get');
   ctx.skip();
 }
+
+/** Runs a Python snippet under Debian's python3 (numpy comes with python3-onnx) and returns its stdout. */
+export function runPython(script: string, args: string[] = []): string {
+  return execFileSync(SYSTEM_PYTHON, ['-c', script, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}

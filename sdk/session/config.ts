@@ -14,12 +14,26 @@ export type ProcessorName = (typeof PROCESSORS)[number];
 export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['w8a8', 'w8a8_dynamic', 'save'];
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
 export const DEVICES = ['cpu', 'npu'] as const;
-export const SAVE_TYPES = ['onnx', 'fake_quant_onnx', 'stats'] as const;
+/** 'safe_tensor' is msModelSlim's (weights + description JSON); the others are quantbook's ONNX and statistics files. */
+export const SAVE_TYPES = ['safe_tensor', 'onnx', 'fake_quant_onnx', 'stats'] as const;
+export type SaveType = (typeof SAVE_TYPES)[number];
+export const DEQ_SCALE_FORMATS = ['float32', 'int64'] as const;
 
 /** `opSet` is a quantbook extension (not in msModelSlim): 'amct' layers only, or 'extended' with the glue ops. */
 export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod; opSet: OpSet }; disableNames: string[] }
 export interface W8A8DynamicProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[] }
-export interface SaveProcessorConfig { outputPath: string; saveType: Array<(typeof SAVE_TYPES)[number]> }
+/**
+ * msModelSlim's SaveProcessorConfig. `partFileSize` is in GB (10^9 bytes); fractions are a
+ * quantbook extension (small models). `deqScale` (quantbook) picks deq_scale's stored type.
+ */
+export interface SaveProcessorConfig {
+  outputPath: string;
+  safetensorsName?: string;
+  jsonName?: string;
+  saveType: SaveType[];
+  partFileSize?: number;
+  deqScale?: (typeof DEQ_SCALE_FORMATS)[number];
+}
 
 export interface ProcessorCfgMap {
   w8a8?: W8A8ProcessorConfig;
@@ -65,6 +79,37 @@ function actMethod<T extends string>(p: Record<string, unknown>, where: string, 
   return m as T;
 }
 
+function optionalFileName(p: Record<string, unknown>, key: string, suffix: string): string | undefined {
+  const v = pick(p, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || !v || /[\\/]/.test(v) || !v.endsWith(suffix)) throw invalidArgument(`save.${key}`, v, `a file name ending in ${suffix} (no folders; the folder is output_path)`);
+  return v;
+}
+
+/** SaveProcessorConfig, validated; save_type defaults to ['safe_tensor'] as in msModelSlim. */
+export function saveConfig(raw: unknown): SaveProcessorConfig {
+  const p = requireObject(raw, 'processor_cfg_map.save');
+  checkKeys(p, ['output_path', 'safetensors_name', 'json_name', 'save_type', 'part_file_size', 'deq_scale'], 'processor_cfg_map.save');
+  const outputPath = pick(p, 'output_path');
+  if (typeof outputPath !== 'string' || !outputPath) throw invalidArgument('save.output_path', outputPath, 'a folder path');
+  const saveType = (pick(p, 'save_type') ?? ['safe_tensor']) as unknown[];
+  if (!Array.isArray(saveType) || !saveType.length || saveType.some((t) => !(SAVE_TYPES as readonly unknown[]).includes(t))) {
+    throw invalidArgument('save.save_type', saveType, `a non-empty list drawn from ${SAVE_TYPES.map((t) => `'${t}'`).join(', ')}`);
+  }
+  const part = pick(p, 'part_file_size') ?? undefined;
+  if (part !== undefined && part !== null && !(typeof part === 'number' && Number.isFinite(part) && part > 0)) throw invalidArgument('save.part_file_size', part, 'a positive size in GB, or None/null for one file');
+  const deq = pick(p, 'deq_scale') ?? 'float32';
+  if (!(DEQ_SCALE_FORMATS as readonly unknown[]).includes(deq)) throw invalidArgument('save.deq_scale', deq, `one of ${DEQ_SCALE_FORMATS.map((d) => `'${d}'`).join(', ')}`);
+  return {
+    outputPath,
+    safetensorsName: optionalFileName(p, 'safetensors_name', '.safetensors'),
+    jsonName: optionalFileName(p, 'json_name', '.json'),
+    saveType: saveType as SaveType[],
+    partFileSize: (part ?? undefined) as number | undefined,
+    deqScale: deq as SaveProcessorConfig['deqScale'],
+  };
+}
+
 /** Normalises and validates a session config given as an object (either spelling). */
 export function normalizeSessionConfig(raw: unknown): SessionConfig {
   const top = requireObject(raw, 'SessionConfig');
@@ -94,17 +139,7 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
     checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8_dynamic');
     out.w8a8_dynamic = { cfg: { actMethod: actMethod(p, 'w8a8_dynamic', DYNAMIC_ACT_METHODS) }, disableNames: disableNames(p, 'w8a8_dynamic') };
   }
-  if (map.save !== undefined) {
-    const p = requireObject(map.save, 'processor_cfg_map.save');
-    checkKeys(p, ['output_path', 'save_type'], 'processor_cfg_map.save');
-    const outputPath = pick(p, 'output_path');
-    if (typeof outputPath !== 'string' || !outputPath) throw invalidArgument('save.output_path', outputPath, 'a folder path');
-    const saveType = (pick(p, 'save_type') ?? [...SAVE_TYPES]) as unknown[];
-    if (!Array.isArray(saveType) || saveType.some((t) => !(SAVE_TYPES as readonly unknown[]).includes(t))) {
-      throw invalidArgument('save.save_type', saveType, `a list drawn from ${SAVE_TYPES.map((t) => `'${t}'`).join(', ')} (msModelSlim's 'safe_tensor' arrives with the Ascend export)`);
-    }
-    out.save = { outputPath, saveType: saveType as SaveProcessorConfig['saveType'] };
-  }
+  if (map.save !== undefined) out.save = saveConfig(map.save);
   const device = pick(top, 'device') ?? 'cpu';
   if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
   const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;

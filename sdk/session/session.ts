@@ -18,7 +18,8 @@ import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection } from '../quantize/layers';
 import { LayerComparison, compareModels } from '../quantize/compare';
-import { SAVE_TYPES, SaveProcessorConfig, SessionConfig, loadSessionConfig, normalizeSessionConfig } from './config';
+import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
+import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
 
 export interface SaveReport { files: string[] }
 
@@ -35,12 +36,25 @@ export class QuantizationResult {
     readonly calibration?: CalibrationResult,
   ) {}
 
-  /** Writes the chosen artefacts into `dir` (created if missing); each file is written atomically. */
-  save(dir: string, saveType: SaveProcessorConfig['saveType'] = [...SAVE_TYPES]): SaveReport {
-    if (typeof dir !== 'string' || !dir) throw invalidArgument('output_path', dir, 'a folder path');
+  /**
+   * Writes the chosen artefacts into `dir` (created if missing); each file is written atomically.
+   * `options`: a list of save types (default: all of them) or the rest of a SaveProcessorConfig.
+   */
+  save(dir: string, options: SaveType[] | Partial<Omit<SaveProcessorConfig, 'outputPath'>> = {}): SaveReport {
+    const cfg = saveConfig({ saveType: [...SAVE_TYPES], ...(Array.isArray(options) ? { saveType: options } : options), outputPath: dir });
     fs.mkdirSync(dir, { recursive: true });
     const files: string[] = [];
     const file = (suffix: string) => path.join(dir, `${this.baseName}_${this.kind}${suffix}`);
+    const saveType = cfg.saveType;
+    if (saveType.includes('safe_tensor')) {
+      const weights = msModelSlimWeights(this.kind === 'w8a8' ? 'W8A8' : 'W8A8_DYNAMIC', this.float, this.layers, { deqScale: cfg.deqScale });
+      files.push(...saveMsModelSlim(dir, weights, {
+        safetensorsName: cfg.safetensorsName,
+        jsonName: cfg.jsonName,
+        partBytes: cfg.partFileSize === undefined ? undefined : cfg.partFileSize * 1e9,
+        metadata: { producer: 'quantbook', source_model: this.baseName },
+      }));
+    }
     if (saveType.includes('onnx')) files.push(this.qdq.save(file('.onnx')).modelPath);
     if (saveType.includes('fake_quant_onnx')) files.push(this.fakeQuant.save(file('_fake_quant.onnx')).modelPath);
     if (saveType.includes('stats') && this.calibration) {
@@ -89,7 +103,7 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config);
   }
-  if (map.save) result.save(map.save.outputPath, map.save.saveType);
+  if (map.save) result.save(map.save.outputPath, map.save);
   return result;
 }
 
@@ -153,8 +167,8 @@ export class QuantSession {
     return (this.result ??= (async () => execute(this.source, this.config(), this.progress))());
   }
 
-  async save(dir: string, saveType?: SaveProcessorConfig['saveType']): Promise<SaveReport> {
-    return (await this.run()).save(dir, saveType);
+  async save(dir: string, options?: SaveType[] | Partial<Omit<SaveProcessorConfig, 'outputPath'>>): Promise<SaveReport> {
+    return (await this.run()).save(dir, options);
   }
 }
 

@@ -34,12 +34,12 @@ describe('session API and SessionConfig', () => {
   it('the fluent form and a snake_case JSON config file give the same quantized model', async function () {
     const fluent = await session(MODELS.cls, { calibData: calib }).w8a8('histogram').disable('p2o.Conv.0').run();
     const file = path.join(dir, 'session.json');
-    fs.writeFileSync(file, JSON.stringify({ processor_cfg_map: { w8a8: { cfg: { act_method: 'histogram' }, disable_names: ['p2o.Conv.0'] }, save: { output_path: path.join(dir, 'from-json') } } }));
+    fs.writeFileSync(file, JSON.stringify({ processor_cfg_map: { w8a8: { cfg: { act_method: 'histogram' }, disable_names: ['p2o.Conv.0'] }, save: { output_path: path.join(dir, 'from-json'), save_type: ['safe_tensor', 'onnx', 'fake_quant_onnx', 'stats'] } } }));
     const fromJson = await runSession(MODELS.cls, { ...JSON.parse(fs.readFileSync(file, 'utf8')), calib_data: calib });
     assert.ok(Buffer.compare(Buffer.from(fluent.qdq.toBytes()), Buffer.from(fromJson.qdq.toBytes())) === 0);
     assert.deepEqual(fluent.selection.skipped.map((s) => s.name), ['p2o.Conv.0']);
     const saved = fs.readdirSync(path.join(dir, 'from-json')).sort();
-    assert.deepEqual(saved, ['ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_calibration.arrow', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_fake_quant.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json']);
+    assert.deepEqual(saved, ['ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_calibration.arrow', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_fake_quant.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
     requireChecker(this);
     onnxCheck(path.join(dir, 'from-json', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'));
   });

@@ -1,0 +1,146 @@
+/**
+ * msModelSlim's weight export: one safetensors set with every tensor of the model plus a
+ * description JSON naming the quant type of each. Per quantized layer `<p>`:
+ *   W8A8 (static):   <p>.weight int8 · <p>.input_scale, <p>.input_offset float32 [1] ·
+ *                    <p>.quant_bias int32 [n] · <p>.deq_scale float32 [n] (or int64, see below)
+ *   W8A8_DYNAMIC:    <p>.weight int8 · <p>.weight_scale, <p>.weight_offset float32 [n]
+ * with msModelSlim's signed convention: x_q = round(x / input_scale) + input_offset in
+ * [−128, 127]; y = (Σ x_q·w + quant_bias) · deq_scale, so quant_bias carries the float bias
+ * and the activation offset's correction (−input_offset·Σw). Every other initializer is
+ * written as it was, described "FLOAT".
+ * `<p>` is the weight's name without ".weight" when it has that suffix (PyTorch exports), else
+ * the layer's node name. Weights keep their ONNX layout (MatMul [k, n], Conv [n, c, kh, kw]).
+ */
+import * as path from 'path';
+import { QuantbookError } from '../errors';
+import { Model } from '../onnx/model';
+import { readTensor } from '../onnx/tensor';
+import { LayerRecord } from '../quantize/qdq';
+import { writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { StoredTensor, safetensorsDtype, writeSafetensorsSet } from './safetensors';
+
+export type MsModelSlimQuantType = 'W8A8' | 'W8A8_DYNAMIC';
+/** deq_scale as float32 (bf16 deployments) or int64 holding the float32 bits in its low half (fp16 deployments). */
+export type DeqScaleFormat = 'float32' | 'int64';
+
+export interface MsModelSlimWeights {
+  quantType: MsModelSlimQuantType;
+  tensors: Map<string, StoredTensor>;
+  /** tensor name → quant type, plus "model_quant_type" */
+  description: Record<string, string>;
+  /** layer (node) name → the prefix its tensors carry */
+  prefixes: Map<string, string>;
+}
+
+/** The default file names msModelSlim gives a quant type, e.g. quant_model_weight_w8a8.safetensors. */
+export function defaultExportNames(quantType: MsModelSlimQuantType): { safetensors: string; json: string } {
+  const t = quantType.toLowerCase();
+  return { safetensors: `quant_model_weight_${t}.safetensors`, json: `quant_model_description_${t}.json` };
+}
+
+function layerPrefix(rec: LayerRecord): string {
+  return rec.weight?.tensor.endsWith('.weight') ? rec.weight.tensor.slice(0, -'.weight'.length) : rec.name;
+}
+
+/** Σ of the integer weights feeding each output channel. */
+function channelSums(w: NonNullable<LayerRecord['weight']>): Int32Array {
+  const inner = w.dims.slice(w.axis + 1).reduce((a, b) => a * b, 1);
+  const channels = w.dims[w.axis];
+  const sums = new Int32Array(channels);
+  for (let i = 0; i < w.int8.length; i++) sums[Math.floor(i / inner) % channels] += w.int8[i];
+  return sums;
+}
+
+function f32(shape: number[], values: ArrayLike<number>): StoredTensor {
+  return { dtype: 'F32', shape, data: Float32Array.from(values) };
+}
+
+/** Packs float32 values as int64 whose low 32 bits are the float's bits (the Ascend deq_scale layout). */
+export function packDeqScale(values: Float32Array): BigInt64Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  return BigInt64Array.from(bits, (b) => BigInt(b));
+}
+
+/** Reads back a deq_scale in either format as float32. */
+export function unpackDeqScale(t: StoredTensor): Float32Array {
+  if (t.dtype === 'F32') return t.data as Float32Array;
+  if (t.dtype === 'I64') return new Float32Array(Uint32Array.from(t.data as BigInt64Array, (v) => Number(v & 0xffffffffn)).buffer);
+  throw new QuantbookError('INVALID_ARGUMENT', `deq_scale: dtype ${t.dtype}; expected F32 or I64`);
+}
+
+/**
+ * Builds the tensor set and description for a quantized model. `float` is the float model the
+ * layers were quantized from (opset-upgraded, BatchNorm folded), whose other initializers are
+ * kept as they are.
+ */
+export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model, layers: LayerRecord[], options: { deqScale?: DeqScaleFormat } = {}): MsModelSlimWeights {
+  const deqFormat = options.deqScale ?? 'float32';
+  if (deqFormat !== 'float32' && deqFormat !== 'int64') throw new QuantbookError('INVALID_ARGUMENT', `deq_scale format: got ${String(deqFormat)}; expected 'float32' or 'int64'`);
+  const tensors = new Map<string, StoredTensor>();
+  const description: Record<string, string> = { model_quant_type: quantType };
+  const prefixes = new Map<string, string>();
+  const replaced = new Set<string>();
+  const put = (name: string, t: StoredTensor, type: string) => {
+    if (tensors.has(name)) throw new QuantbookError('INVALID_ARGUMENT', `msModelSlim export: two tensors would be named "${name}"; rename the layer or initializer`);
+    tensors.set(name, t);
+    description[name] = type;
+  };
+
+  for (const rec of layers) {
+    const p = layerPrefix(rec);
+    prefixes.set(rec.name, p);
+    const w = rec.weight;
+    if (w) {
+      replaced.add(w.tensor);
+      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: w.int8 }, quantType);
+    }
+    if (quantType === 'W8A8_DYNAMIC') {
+      if (w) {
+        put(`${p}.weight_scale`, f32([w.scale.length], w.scale), quantType);
+        put(`${p}.weight_offset`, f32([w.scale.length], new Float32Array(w.scale.length)), quantType);
+      }
+      continue;
+    }
+    if (!rec.input) continue;
+    // the int8 offset for the same grid: uint8 zero point z ↔ int8 offset z − 128
+    const offset = rec.input.zeroPoint + (-128 - rec.input.qmin);
+    put(`${p}.input_scale`, f32([1], [rec.input.scale]), quantType);
+    put(`${p}.input_offset`, f32([1], [offset]), quantType);
+    if (!w) continue;
+    const n = w.scale.length;
+    const deq = Float32Array.from(w.scale, (s) => Math.fround(s * rec.input!.scale));
+    const sums = channelSums(w);
+    const quantBias = Int32Array.from({ length: n }, (_, c) => (rec.bias ? rec.bias.int32[c] : 0) - offset * sums[c]);
+    if (rec.bias) replaced.add(rec.bias.tensor);
+    put(`${p}.quant_bias`, { dtype: 'I32', shape: [n], data: quantBias }, quantType);
+    put(`${p}.deq_scale`, deqFormat === 'int64' ? { dtype: 'I64', shape: [n], data: packDeqScale(deq) } : f32([n], deq), quantType);
+  }
+
+  const baseDir = float.baseDir;
+  for (const init of float.graph.proto.initializer) {
+    if (replaced.has(init.name!)) continue;
+    const t = readTensor(init, baseDir);
+    const dtype = safetensorsDtype(t.type);
+    if (!dtype || typeof t.data[0] === 'string') throw new QuantbookError('UNSUPPORTED', `msModelSlim export: initializer "${init.name}" has an element type safetensors cannot hold`);
+    put(init.name!, { dtype, shape: t.dims, data: t.data as StoredTensor['data'] }, 'FLOAT');
+  }
+  return { quantType, tensors, description, prefixes };
+}
+
+export interface MsModelSlimSaveOptions {
+  safetensorsName?: string;
+  jsonName?: string;
+  /** shard the weights into parts of about this many bytes */
+  partBytes?: number;
+  metadata?: Record<string, string>;
+}
+
+/** Writes the weights (one file or shards + index) and the description JSON into `dir`. */
+export function saveMsModelSlim(dir: string, weights: MsModelSlimWeights, options: MsModelSlimSaveOptions = {}): string[] {
+  const names = defaultExportNames(weights.quantType);
+  const set = writeSafetensorsSet(dir, options.safetensorsName ?? names.safetensors, weights.tensors, { partBytes: options.partBytes, metadata: options.metadata });
+  const json = path.join(dir, options.jsonName ?? names.json);
+  const text = new TextEncoder().encode(`${JSON.stringify(weights.description, null, 2)}\n`);
+  writeFilesAtomically([{ path: json, write: (fd) => writeAll(fd, text) }]);
+  return [...set.files, ...(set.index ? [set.index] : []), json];
+}

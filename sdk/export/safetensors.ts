@@ -1,0 +1,222 @@
+/**
+ * The safetensors format (Hugging Face): an 8-byte little-endian header length, a JSON header
+ * (name → {dtype, shape, data_offsets} relative to the data start, plus an optional
+ * string-to-string `__metadata__`), spaces padding the header to a multiple of 8, then the
+ * tensors' little-endian row-major bytes back to back with no holes.
+ * Sharded sets follow the Hugging Face convention: `<stem>-00001-of-0000N.safetensors` files and
+ * `<stem>.safetensors.index.json` = {metadata: {total_size}, weight_map: {tensor: file}}.
+ * No maintained npm writer exists, hence this module; reading validates everything the spec asks.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError } from '../errors';
+import { DataType, TensorArray } from '../onnx/dtype';
+import { elementCount } from '../onnx/tensor';
+import { PendingFile, writeAll, writeFilesAtomically } from '../util/atomic-write';
+
+export const SAFETENSORS_DTYPES = {
+  F64: { bytes: 8, array: Float64Array },
+  F32: { bytes: 4, array: Float32Array },
+  F16: { bytes: 2, array: Uint16Array },
+  BF16: { bytes: 2, array: Uint16Array },
+  I64: { bytes: 8, array: BigInt64Array },
+  I32: { bytes: 4, array: Int32Array },
+  I16: { bytes: 2, array: Int16Array },
+  I8: { bytes: 1, array: Int8Array },
+  U64: { bytes: 8, array: BigUint64Array },
+  U32: { bytes: 4, array: Uint32Array },
+  U16: { bytes: 2, array: Uint16Array },
+  U8: { bytes: 1, array: Uint8Array },
+  BOOL: { bytes: 1, array: Uint8Array },
+  F8_E4M3: { bytes: 1, array: Uint8Array },
+  F8_E5M2: { bytes: 1, array: Uint8Array },
+} as const;
+export type SafetensorsDtype = keyof typeof SAFETENSORS_DTYPES;
+
+/** One tensor as stored: dtype, shape and its values (F16/BF16/F8 as raw bit patterns). */
+export interface StoredTensor {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  data: TensorArray;
+}
+
+const FROM_ONNX: Partial<Record<DataType, SafetensorsDtype>> = {
+  [DataType.DOUBLE]: 'F64', [DataType.FLOAT]: 'F32', [DataType.FLOAT16]: 'F16', [DataType.BFLOAT16]: 'BF16',
+  [DataType.INT64]: 'I64', [DataType.INT32]: 'I32', [DataType.INT16]: 'I16', [DataType.INT8]: 'I8',
+  [DataType.UINT64]: 'U64', [DataType.UINT32]: 'U32', [DataType.UINT16]: 'U16', [DataType.UINT8]: 'U8',
+  [DataType.BOOL]: 'BOOL', [DataType.FLOAT8E4M3FN]: 'F8_E4M3', [DataType.FLOAT8E5M2]: 'F8_E5M2',
+};
+
+/** The safetensors dtype holding an ONNX element type, or undefined (strings, int4, complex …). */
+export function safetensorsDtype(type: DataType): SafetensorsDtype | undefined {
+  return FROM_ONNX[type];
+}
+
+function bytesOf(t: StoredTensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+function checkTensor(name: string, t: StoredTensor): void {
+  const info = SAFETENSORS_DTYPES[t.dtype];
+  if (!info) throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": dtype ${String(t.dtype)} is not one of ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`);
+  if (!Array.isArray(t.shape) || t.shape.some((d) => !Number.isInteger(d) || d < 0)) throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": shape ${JSON.stringify(t.shape)} must be a list of non-negative integers`);
+  if (t.data.byteLength !== elementCount(t.shape) * info.bytes) {
+    throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": ${t.data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (needs ${elementCount(t.shape) * info.bytes})`);
+  }
+}
+
+/** The header bytes (length prefix included) for tensors in the given order. */
+function encodeHeader(tensors: Array<[string, StoredTensor]>, metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length) {
+    for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw new QuantbookError('INVALID_ARGUMENT', `safetensors __metadata__["${k}"]: got ${typeof v}; the format allows strings only`);
+    header.__metadata__ = metadata;
+  }
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    if (name === '__metadata__') throw new QuantbookError('INVALID_ARGUMENT', 'safetensors: "__metadata__" is reserved and cannot name a tensor');
+    checkTensor(name, t);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  const padded = Math.ceil(json.length / 8) * 8;
+  const out = Buffer.alloc(8 + padded, 0x20);
+  out.writeBigUInt64LE(BigInt(padded), 0);
+  json.copy(out, 8);
+  return out;
+}
+
+function pendingFile(file: string, tensors: Array<[string, StoredTensor]>, metadata?: Record<string, string>): PendingFile {
+  const header = encodeHeader(tensors, metadata);
+  return {
+    path: file,
+    write: (fd) => {
+      writeAll(fd, header);
+      for (const [, t] of tensors) writeAll(fd, bytesOf(t));
+    },
+  };
+}
+
+export type TensorSet = Map<string, StoredTensor> | Array<[string, StoredTensor]>;
+
+/** Writes one safetensors file (atomically). */
+export function writeSafetensors(file: string, tensors: TensorSet, metadata?: Record<string, string>): void {
+  writeFilesAtomically([pendingFile(file, [...tensors], metadata)]);
+}
+
+export interface ShardedWrite {
+  /** the weight files, in order */
+  files: string[];
+  /** the index file, when the set was sharded */
+  index?: string;
+}
+
+/**
+ * Writes `tensors` as `<dir>/<fileName>`, or, when `partBytes` is given and the tensors do not
+ * fit one part, as numbered shards plus an index JSON. A shard is closed once it reaches
+ * `partBytes`, so a shard can exceed it by up to one tensor (as msModelSlim documents).
+ * All files appear together or none does.
+ */
+export function writeSafetensorsSet(dir: string, fileName: string, tensors: TensorSet, options: { partBytes?: number; metadata?: Record<string, string> } = {}): ShardedWrite {
+  const list = [...tensors];
+  const total = list.reduce((n, [, t]) => n + t.data.byteLength, 0);
+  const { partBytes } = options;
+  if (partBytes !== undefined && !(partBytes > 0)) throw new QuantbookError('INVALID_ARGUMENT', `part size: got ${partBytes}; expected a positive number of bytes`);
+  if (partBytes === undefined || total <= partBytes) {
+    const file = path.join(dir, fileName);
+    writeSafetensors(file, list, options.metadata);
+    return { files: [file] };
+  }
+  const shards: Array<Array<[string, StoredTensor]>> = [[]];
+  let size = 0;
+  for (const entry of list) {
+    if (size >= partBytes) {
+      shards.push([]);
+      size = 0;
+    }
+    shards[shards.length - 1].push(entry);
+    size += entry[1].data.byteLength;
+  }
+  const stem = fileName.replace(/\.safetensors$/i, '');
+  const n = String(shards.length).padStart(5, '0');
+  const names = shards.map((_, i) => `${stem}-${String(i + 1).padStart(5, '0')}-of-${n}.safetensors`);
+  const weightMap: Record<string, string> = {};
+  shards.forEach((s, i) => s.forEach(([name]) => (weightMap[name] = names[i])));
+  const index = path.join(dir, `${stem}.safetensors.index.json`);
+  const indexJson = Buffer.from(`${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
+  writeFilesAtomically([
+    ...shards.map((s, i) => pendingFile(path.join(dir, names[i]), s, options.metadata)),
+    { path: index, write: (fd) => writeAll(fd, indexJson) },
+  ]);
+  return { files: names.map((f) => path.join(dir, f)), index };
+}
+
+export interface SafetensorsFile {
+  tensors: Map<string, StoredTensor>;
+  metadata?: Record<string, string>;
+}
+
+function corrupt(file: string, why: string): QuantbookError {
+  return new QuantbookError('INVALID_ARGUMENT', `${file}: not a valid safetensors file (${why})`);
+}
+
+/** Reads one safetensors file, validating the header the way the reference implementation does. */
+export function readSafetensors(file: string): SafetensorsFile {
+  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `safetensors file not found: ${file}`);
+  const bytes = fs.readFileSync(file);
+  if (bytes.length < 8) throw corrupt(file, 'shorter than the 8-byte header length');
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  if (headerLength > bytes.length - 8) throw corrupt(file, `header length ${headerLength} runs past the end of the file`);
+  let header: Record<string, { dtype: SafetensorsDtype; shape: number[]; data_offsets: [number, number] }> & { __metadata__?: Record<string, string> };
+  try {
+    header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  } catch (e) {
+    throw corrupt(file, `header is not JSON: ${(e as Error).message}`);
+  }
+  const dataStart = 8 + headerLength;
+  const dataLength = bytes.length - dataStart;
+  const { __metadata__: metadata, ...entries } = header;
+  const tensors = new Map<string, StoredTensor>();
+  const spans: Array<[number, number, string]> = [];
+  for (const [name, e] of Object.entries(entries)) {
+    const info = SAFETENSORS_DTYPES[e.dtype];
+    if (!info) throw corrupt(file, `tensor "${name}" has unknown dtype ${e.dtype}`);
+    const [begin, end] = e.data_offsets;
+    if (!(begin >= 0 && end >= begin && end <= dataLength)) throw corrupt(file, `tensor "${name}" offsets [${begin}, ${end}] outside the data (${dataLength} bytes)`);
+    if (end - begin !== elementCount(e.shape) * info.bytes) throw corrupt(file, `tensor "${name}" holds ${end - begin} bytes for shape [${e.shape}] of ${e.dtype}`);
+    // copy: the data start is not aligned for wide element types
+    const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end));
+    tensors.set(name, { dtype: e.dtype, shape: e.shape, data: new info.array(copy.buffer, 0, (end - begin) / info.bytes) });
+    spans.push([begin, end, name]);
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  let covered = 0;
+  for (const [begin, end, name] of spans) {
+    if (begin !== covered) throw corrupt(file, `tensor "${name}" starts at ${begin}, expected ${covered} (holes or overlaps are not allowed)`);
+    covered = end;
+  }
+  if (covered !== dataLength) throw corrupt(file, `${dataLength - covered} bytes after the last tensor`);
+  return { tensors, metadata };
+}
+
+/** Reads a single file or a sharded set (given its index JSON) into one tensor map. */
+export function loadSafetensors(file: string): SafetensorsFile {
+  if (!file.endsWith('.index.json')) return readSafetensors(file);
+  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `safetensors index not found: ${file}`);
+  const index = JSON.parse(fs.readFileSync(file, 'utf8')) as { weight_map?: Record<string, string> };
+  if (!index.weight_map || typeof index.weight_map !== 'object') throw new QuantbookError('INVALID_ARGUMENT', `${file}: a safetensors index needs a "weight_map" object`);
+  const tensors = new Map<string, StoredTensor>();
+  let metadata: Record<string, string> | undefined;
+  for (const shard of new Set(Object.values(index.weight_map))) {
+    const part = readSafetensors(path.join(path.dirname(file), shard));
+    metadata ??= part.metadata;
+    for (const [name, t] of part.tensors) {
+      if (index.weight_map[name] !== shard) throw new QuantbookError('INVALID_ARGUMENT', `${file}: tensor "${name}" is in ${shard} but the index maps it to ${index.weight_map[name] ?? 'nothing'}`);
+      tensors.set(name, t);
+    }
+  }
+  const missing = Object.keys(index.weight_map).filter((n) => !tensors.has(n));
+  if (missing.length) throw new QuantbookError('INVALID_ARGUMENT', `${file}: the index lists tensors no shard holds: ${missing.slice(0, 5).join(', ')}`);
+  return { tensors, metadata };
+}
