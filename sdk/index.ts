@@ -34,3 +34,7 @@ export { readImage, resizeImage, RgbaImage } from './eval/image';
 export { imageFolderBatches, ImageFolderSource, ImagePreprocess } from './calibration/images';
 export { SAFETENSORS_DTYPES, SafetensorsDtype, StoredTensor, SafetensorsFile, ShardedWrite, writeSafetensors, writeSafetensorsSet, readSafetensors, loadSafetensors } from './export/safetensors';
 export { msModelSlimWeights, saveMsModelSlim, defaultExportNames, packDeqScale, unpackDeqScale, MsModelSlimWeights, MsModelSlimQuantType, DeqScaleFormat } from './export/msmodelslim';
+export { createQuantConfig, readQuantConfig, writeQuantConfig, validateQuantConfig, expandSimpleConfig, readSimpleConfig, quantConfigJson, amctLayers, AmctQuantConfig, LayerQuantConfig, ActivationQuantParams, WeightQuantParams, CreateQuantConfigOptions } from './session/amct-config';
+export { quantizeModel, saveModel, AmctQuantization, AmctSaveResult } from './session/amct';
+export { amctFakeQuantModel, amctDeployModel, amctQdqModel, formatRecord, parseRecord, deqScales, AmctLayerParams, RecordEntry } from './export/amct-models';
+export { parseTextFormat, formatTextFormat, TextMessage } from './util/prototxt';

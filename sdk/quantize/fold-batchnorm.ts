@@ -9,13 +9,14 @@ import { Model } from '../onnx/model';
 
 export interface FoldResult { folded: Array<{ conv: string; batchNorm: string }> }
 
-export function foldBatchNorms(model: Model): FoldResult {
+/** `skip`: names of Conv layers whose BatchNormalization stays separate (AMCT's skip_fusion_layers). */
+export function foldBatchNorms(model: Model, options: { skip?: readonly string[] } = {}): FoldResult {
   const g = model.graph;
   const folded: FoldResult['folded'] = [];
   for (const bn of [...g.nodes]) {
     if (bn.op_type !== 'BatchNormalization' || bn.output.length > 1 && bn.output.slice(1).some(Boolean)) continue;
     const conv = g.producer(bn.input[0]);
-    if (!conv || conv.op_type !== 'Conv') continue;
+    if (!conv || conv.op_type !== 'Conv' || options.skip?.includes(conv.name ?? '')) continue;
     if (g.consumers(conv.output[0]).length !== 1 || g.outputNames.includes(conv.output[0])) continue;
     const params = bn.input.slice(1, 5).map((t) => g.constantValue(t));
     const w = g.constantValue(conv.input[1]);

@@ -1,0 +1,158 @@
+/**
+ * AMCT's post-training flow on ONNX models:
+ *   createQuantConfig(configFile, model, inputData, {…})        → JSON config (amct-config.ts)
+ *   const q = quantizeModel(configFile, model, recordFile)        → BN fusion, ARQ weights
+ *   await q.calibrate(batches)                                    → batch_num batches, IFMR/HFMG
+ *   saveModel(prefix, q)   → <prefix>_fake_quant_model.onnx, <prefix>_deploy_model.onnx, record
+ * Layers sharing an input tensor keep their own activation settings: each gets its own quant
+ * chain, as AMCT inserts one AscendQuant per layer.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError, invalidArgument } from '../errors';
+import { CalibrationProgress, calibrate } from '../calibration/calibrator';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { Model, loadModel } from '../onnx/model';
+import { upgradeOpset } from '../onnx/opset-upgrade';
+import { Feeds } from '../runtime/runner';
+import { quantizeLinear } from '../kernels/quant';
+import { Observer, ObserverOptions, weightQParams } from '../observers';
+import { foldBatchNorms } from '../quantize/fold-batchnorm';
+import { QuantLayer } from '../quantize/layers';
+import { writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
+import { ActivationQuantParams, AmctQuantConfig, amctLayers, readQuantConfig } from './amct-config';
+
+interface PlannedLayer { layer: QuantLayer; weight?: AmctLayerParams['weight']; act: ActivationQuantParams }
+
+function observerFor(p: ActivationQuantParams): { kind: 'ifmr' | 'histogram'; options: ObserverOptions } {
+  if (p.act_algo === 'hfmg') return { kind: 'histogram', options: { bins: p.num_of_bins } };
+  return { kind: 'ifmr', options: { maxPercentile: p.max_percentile, minPercentile: p.min_percentile, searchRange: p.search_range, searchStep: p.search_step } };
+}
+
+/** The model being quantized: weights done, activations waiting for calibrate(). */
+export class AmctQuantization {
+  private params?: AmctLayerParams[];
+
+  constructor(
+    readonly config: AmctQuantConfig,
+    /** float model after BN fusion; layer names as in the config */
+    readonly float: Model,
+    private readonly planned: PlannedLayer[],
+    readonly recordFile?: string,
+  ) {}
+
+  /** Layer names that get quantized (quant_enable true), in graph order. */
+  get layers(): string[] {
+    return this.planned.map((p) => p.layer.name);
+  }
+
+  /** Per-layer parameters, once calibrated. */
+  get layerParams(): AmctLayerParams[] {
+    if (!this.params) throw new QuantbookError('INVALID_ARGUMENT', 'AMCT quantization: call calibrate(batches) before reading parameters or saving');
+    return this.params;
+  }
+
+  /** Runs `batch_num` batches (error if the data has fewer) and fixes every layer's scale_d/offset_d. */
+  async calibrate(data: CalibrationSource, options: { onProgress?: (p: CalibrationProgress) => void } = {}): Promise<AmctLayerParams[]> {
+    const want = this.config.batch_num;
+    const batches: Feeds[] = [];
+    for await (const b of batchesFrom(data, this.float.graph.inputNames)) {
+      batches.push(b);
+      if (batches.length === want) break;
+    }
+    if (batches.length < want) throw new QuantbookError('INVALID_ARGUMENT', `calibration data: batch_num is ${want} but the data holds ${batches.length} batch${batches.length === 1 ? '' : 'es'}`);
+    // one calibration pass per distinct activation setting
+    const groups = new Map<string, PlannedLayer[]>();
+    for (const p of this.planned) {
+      const key = JSON.stringify(p.act);
+      groups.set(key, [...(groups.get(key) ?? []), p]);
+    }
+    const ranges = new Map<PlannedLayer, { scale: number; zeroPoint: number }>();
+    for (const group of groups.values()) {
+      const act = group[0].act;
+      const { kind, options: observerOptions } = observerFor(act);
+      const result = await calibrate(this.float, batches, {
+        tensors: [...new Set(group.map((p) => p.layer.activations[0]))],
+        observer: kind,
+        observerOptions,
+        spec: { numBits: act.num_bits, signed: true, symmetric: !act.asymmetric },
+        onProgress: options.onProgress,
+      });
+      for (const p of group) {
+        const q = (result.observers.get(p.layer.activations[0]) as Observer).qparams();
+        ranges.set(p, { scale: q.scale[0], zeroPoint: q.zeroPoint[0] });
+      }
+    }
+    this.params = this.planned.map((p) => {
+      const r = ranges.get(p)!;
+      // int32 bias on the accumulator's grid s_w·s_d
+      const b = p.layer.bias;
+      const bias = b && p.weight ? {
+        tensor: b,
+        int32: Int32Array.from(this.float.graph.constantValue(b)!.data as Float32Array, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / Math.fround(p.weight!.scale[c] * r.scale))))),
+      } : undefined;
+      return { name: p.layer.name, opType: p.layer.opType, input: p.layer.activations[0], scaleD: r.scale, offsetD: r.zeroPoint, weight: p.weight, bias };
+    });
+    return this.params;
+  }
+}
+
+/**
+ * AMCT's quantize_model: reads the config, fuses Conv+BN (unless do_fusion is false or the conv is
+ * in skip_fusion_layers), quantizes the weights of enabled layers (ARQ), and returns the object
+ * that calibrates. `recordFile` is where saveModel writes the scales (default `<prefix>_record.txt`).
+ */
+export function quantizeModel(configFile: string, model: Model | string, recordFile?: string): AmctQuantization {
+  const source = typeof model === 'string' ? loadModel(model) : model;
+  const config = readQuantConfig(configFile, source);
+  const float = source.clone();
+  if ((float.opsetVersion('') ?? 1) < 11) upgradeOpset(float, 13); // Round and Clip(min, max) inputs
+  if (config.do_fusion) foldBatchNorms(float, { skip: config.skip_fusion_layers });
+  const planned: PlannedLayer[] = [];
+  for (const layer of amctLayers(float)) {
+    const c = config.layers[layer.name];
+    if (!c || !c.quant_enable) continue;
+    if (c.dmq_balancer_param !== undefined) throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": dmq_balancer_param (DMQ balancing) is not implemented in this version; remove it to quantize without balancing`);
+    const w = c.weight_quant_params;
+    if (w?.wts_algo === 'ada_quantize') throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": wts_algo "ada_quantize" (AdaRound) is not implemented in this version; use "arq_quantize"`);
+    let weight: AmctLayerParams['weight'];
+    if (layer.weight && w) {
+      const t = float.graph.constantValue(layer.weight)!;
+      const data = t.data as Float32Array;
+      const axis = layer.weightAxis!;
+      const q = weightQParams(data, t.dims, { numBits: w.num_bits, perChannel: w.channel_wise, channelAxis: axis });
+      const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, t.dims, axis));
+      const scale = q.scale.length > 1 ? q.scale : new Float32Array(t.dims[axis]).fill(q.scale[0]);
+      weight = { tensor: layer.weight, dims: t.dims, axis, int8, scale };
+    }
+    planned.push({ layer, weight, act: c.activation_quant_params });
+  }
+  if (!planned.length) throw new QuantbookError('INVALID_ARGUMENT', `${configFile}: no layer has quant_enable true; nothing to quantize`);
+  return new AmctQuantization(config, float, planned, recordFile);
+}
+
+export interface AmctSaveResult { fakeQuantModel: string; deployModel: string; recordFile: string; qdqModel?: string }
+
+/**
+ * AMCT's save_model: writes `<prefix>_fake_quant_model.onnx` (runs on ONNX Runtime),
+ * `<prefix>_deploy_model.onnx` (AscendQuant/AscendDequant, for ATC) and the record file;
+ * with `{ qdq: true }` also `<prefix>_qdq_model.onnx`, the same numbers as standard ONNX QDQ.
+ */
+export function saveModel(savePath: string, quantization: AmctQuantization, options: { qdq?: boolean } = {}): AmctSaveResult {
+  if (typeof savePath !== 'string' || !savePath || savePath.endsWith('/') || savePath.endsWith(path.sep)) throw invalidArgument('save_path', savePath, 'a path prefix such as "out/resnet" (folder plus file name prefix)');
+  if (!(quantization instanceof AmctQuantization)) throw invalidArgument('model', quantization, 'the object quantizeModel returned');
+  const params = quantization.layerParams;
+  fs.mkdirSync(path.dirname(path.resolve(savePath)), { recursive: true });
+  const fakeQuantModel = `${savePath}_fake_quant_model.onnx`;
+  const deployModel = `${savePath}_deploy_model.onnx`;
+  const recordFile = quantization.recordFile ?? `${savePath}_record.txt`;
+  amctFakeQuantModel(quantization.float, params).save(fakeQuantModel);
+  amctDeployModel(quantization.float, params).save(deployModel);
+  const record = new TextEncoder().encode(formatRecord(params));
+  writeFilesAtomically([{ path: recordFile, write: (fd) => writeAll(fd, record) }]);
+  if (!options.qdq) return { fakeQuantModel, deployModel, recordFile };
+  const qdqModel = `${savePath}_qdq_model.onnx`;
+  amctQdqModel(quantization.float, params).save(qdqModel);
+  return { fakeQuantModel, deployModel, recordFile, qdqModel };
+}
