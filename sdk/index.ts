@@ -27,7 +27,7 @@ export { quantizeW8A8Dynamic, W8A8DynamicOptions, W8A8DynamicResult } from './qu
 export { compareModels, comparisonTable, LayerComparison } from './quantize/compare';
 export { session, runSession, QuantSession, QuantizationResult, SessionOptions, SaveReport } from './session/session';
 export { normalizeSessionConfig, loadSessionConfig, saveConfig, SessionConfig, SaveProcessorConfig, SaveType, SAVE_TYPES, PROCESSORS, AVAILABLE_PROCESSORS } from './session/config';
-export { requireDevice, supportedBackends } from './runtime/device';
+export { requireDevice, resolveDevice, supportedBackends, detectAscendToolkit, DEVICE_KINDS, DeviceKind, Device, DeviceOptions, AscendToolkit } from './runtime/device';
 export * as ppocr from './eval/ppocr';
 export * as metrics from './eval/metrics';
 export { readImage, resizeImage, RgbaImage } from './eval/image';

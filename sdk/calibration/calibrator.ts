@@ -40,6 +40,8 @@ export interface CalibrateOptions {
   backend?: BackendName;
   /** reduction kernels: 'auto' times both once per process and keeps the faster per kernel */
   kernels?: 'auto' | ReductionImpl;
+  /** ORT execution providers for the instrumented runs (a Device's executionProviders; default cpu) */
+  executionProviders?: import('onnxruntime-node').InferenceSession.SessionOptions['executionProviders'];
   /** drop named tensors that turn out not to be float32 (e.g. shape arithmetic) instead of failing */
   skipNonFloat?: boolean;
 }
@@ -179,7 +181,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   }
 
   const sessionStart = Date.now();
-  const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor) });
+  const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor), executionProviders: options.executionProviders });
   const started = Date.now();
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
   // ORT runs off the JS thread: start batch k+1 before observing batch k, so the two overlap.

@@ -7,7 +7,7 @@
 import { invalidArgument } from '../errors';
 import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
-import { CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
+import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
 import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
@@ -33,6 +33,8 @@ export interface W8A8Options {
   weightPerChannel?: boolean;
   onProgress?: (p: CalibrationProgress) => void;
   signal?: AbortSignal;
+  /** where calibration runs (a Device's executionProviders; default cpu) */
+  executionProviders?: CalibrateOptions['executionProviders'];
 }
 
 export interface W8A8Result {
@@ -76,6 +78,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     onProgress: options.onProgress,
     signal: options.signal,
     skipNonFloat: opSet === 'extended',
+    executionProviders: options.executionProviders,
   });
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();

@@ -13,7 +13,8 @@ export type ProcessorName = (typeof PROCESSORS)[number];
 /** Processors this version runs; the others are recognised and refused with a clear message. */
 export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['w8a8', 'w8a8_dynamic', 'save'];
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
-export const DEVICES = ['cpu', 'npu'] as const;
+/** msModelSlim's 'cpu' | 'npu', and quantbook's 'cuda' */
+export const DEVICES = ['cpu', 'npu', 'cuda'] as const;
 /** 'safe_tensor' is msModelSlim's (weights + description JSON); the others are quantbook's ONNX and statistics files. */
 export const SAVE_TYPES = ['safe_tensor', 'onnx', 'fake_quant_onnx', 'stats'] as const;
 export type SaveType = (typeof SAVE_TYPES)[number];

@@ -92,12 +92,12 @@ function modelFrom(source: Model | string | Uint8Array): { model: Model; baseNam
 }
 
 async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void): Promise<QuantizationResult> {
-  requireDevice(config.device);
+  const device = requireDevice(config.device);
   const { model, baseName } = modelFrom(source);
   const map = config.processorCfgMap;
   let result: QuantizationResult;
   if (map.w8a8) {
-    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress });
+    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders: device.executionProviders });
     result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration);
   } else {
     const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
@@ -113,7 +113,7 @@ export function runSession(model: Model | string | Uint8Array, config: unknown |
   return execute(model, normalized, options.onProgress);
 }
 
-export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' }
+export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' | 'cuda' }
 
 export class QuantSession {
   private processors: Record<string, { cfg: Record<string, string>; disable_names: string[] }> = {};

@@ -27,7 +27,7 @@ describe('session API and SessionConfig', () => {
       assert.deepEqual(a, b);
     });
     it("device 'npu' without a CANN build of ONNX Runtime fails saying what is missing", async () => {
-      await assert.rejects(session(MODELS.cls, { calibData: calib, device: 'npu' }).w8a8().run(), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /no CANN \(Ascend\) execution provider/.test(e.message));
+      await assert.rejects(session(MODELS.cls, { calibData: calib, device: 'npu' }).w8a8().run(), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /device 'npu': missing an ONNX Runtime build with the CANN \(Ascend\) execution provider/.test(e.message));
     });
   });
 
