@@ -1,17 +1,22 @@
 #!/usr/bin/env node
 /**
- * The `quantbook` command. Subcommands grow with the SDK (see the README); today:
- *   inspect <model.onnx> [--json]   what the model holds and which layers are quantizable
- *   start                           the main job on the shipped PP-OCRv4 rec model
+ * The `quantbook` command: quantize, calibrate, compare, report, inspect, start.
+ * Exit codes: 0 done; 1 failed while running (ONNX Runtime, I/O); 2 bad input (usage, missing
+ * file, bad config key or value — the message names what is allowed); 3 not supported here
+ * (e.g. device 'npu' without CANN, a processor this version does not run).
  */
-import { QuantbookError } from '../errors';
+import { ErrorCode, QuantbookError } from '../errors';
+import { COMMANDS, COMMAND_USAGE } from './commands';
 import { loadModel } from '../onnx/model';
 import { runStart } from './start';
 import { formatSummary, summarize } from './inspect';
 
 const USAGE = `usage: quantbook <command>
+${COMMAND_USAGE}
   inspect <model.onnx> [--json]   layers, operators, quantizable ops, shapes
   start [out/]                    quantize the shipped PP-OCRv4 rec model, evaluate it, write out/`;
+
+const EXIT_CODES: Partial<Record<ErrorCode, number>> = { INVALID_ARGUMENT: 2, FILE_NOT_FOUND: 2, INVALID_MODEL: 2, UNKNOWN_TENSOR: 2, UNSUPPORTED: 3 };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -26,6 +31,8 @@ async function main(argv: string[]): Promise<number> {
     case 'start':
       await runStart(rest.find((a) => !a.startsWith('--')) ?? 'out');
       return 0;
+    case 'quantize': case 'calibrate': case 'compare': case 'report':
+      return COMMANDS[command](rest);
     case undefined: case '--help': case '-h':
       console.log(USAGE);
       return command ? 0 : 2;
@@ -39,6 +46,6 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e) => {
     console.error(e instanceof QuantbookError ? `quantbook: ${e.message}` : e);
-    process.exit(1);
+    process.exit(e instanceof QuantbookError ? EXIT_CODES[e.code] ?? 1 : 1);
   },
 );

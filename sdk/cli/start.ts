@@ -1,7 +1,8 @@
 /**
  * `npm start`: the main job on a fresh clone. Quantizes the shipped PP-OCRv4 recognition model
  * (W8A8, default config) on data/rec/calib, evaluates fp32 and int8 on data/rec/held, writes
- * out/ and prints accuracy, latency and size side by side.
+ * out/ (QDQ and fake-quant ONNX, msModelSlim safetensors + description, stats .arrow,
+ * report.html) and prints accuracy, latency and size side by side.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -11,6 +12,8 @@ import { DATA_DIR, folderLabels, recBatches } from '../eval/ocr-data';
 import { characterAccuracy, exactMatchRate } from '../eval/metrics';
 import { ctcDecode, loadRecKeys } from '../eval/ppocr';
 import { session } from '../session/session';
+import { compareModels } from '../quantize/compare';
+import { environment, hashPath, writeReport } from '../export/report';
 
 const DATA = path.join(DATA_DIR, 'rec');
 
@@ -62,6 +65,23 @@ export async function runStart(outDir = 'out'): Promise<void> {
     [`latency, batch ${held[0].x.dims.join('x')} (ORT CPU)`, `${fp32.msPerBatch.toFixed(1)} ms`, `${int8.msPerBatch.toFixed(1)} ms (${(fp32.msPerBatch / int8.msPerBatch).toFixed(2)}x)`],
     ['model size', `${size(modelPath).toFixed(2)} MB`, `${size(qdqFile).toFixed(2)} MB (${(size(modelPath) / size(qdqFile)).toFixed(2)}x smaller)`],
   ];
+  progressLine('  comparing layers for the report…');
+  const g = result.float.graph;
+  const layers = result.layers.map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' })).filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
+  const comparison = await compareModels(result.float, result.qdq, layers, held.slice(0, 2));
+  if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
+  files.push(writeReport(path.join(outDir, 'report.html'), {
+    title: 'quantbook: PP-OCRv4 rec, W8A8 (minmax)',
+    model: path.relative(process.cwd(), modelPath),
+    config: { processorCfgMap: result.config.processorCfgMap, device: result.config.device },
+    environment: environment({ 'tfjs backend': result.calibration?.metadata.backend ?? '' }),
+    data: { description: 'data/rec/calib (calibration), data/rec/held (evaluation)', sha256: hashPath(path.join(DATA, 'calib')), batches: calib.length },
+    layers: result.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+    skipped: result.selection.skipped,
+    comparison,
+    accuracy: rows.slice(1).map((r) => ({ metric: r[0], fp32: r[1], int8: r[2] })),
+    files: files.map((f) => path.relative(outDir, f)),
+  }));
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log('');
   for (const r of rows) console.log(`  ${r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd()}`);

@@ -1,0 +1,223 @@
+/**
+ * The `quantbook` subcommands that work on the user's own model and data:
+ *   quantize   model + calibration data (+ session config file or flags) → output folder
+ *   calibrate  statistics only → .arrow
+ *   compare    fp32 vs quantized, per layer
+ *   report     quantize + compare → self-contained HTML
+ * Results go to stdout (a table, or JSON with --json); progress to stderr on a TTY.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError } from '../errors';
+import { CalibrationSource, FILE_EXTENSIONS } from '../calibration/data';
+import { calibrate } from '../calibration/calibrator';
+import { OBSERVER_KINDS, ObserverKind } from '../observers';
+import { Model, loadModel } from '../onnx/model';
+import { compareModels, LayerComparison } from '../quantize/compare';
+import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
+import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
+import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
+import { QuantizationResult, runSession } from '../session/session';
+import { environment, hashPath, writeReport } from '../export/report';
+import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional } from './args';
+import { ProgressBar } from './progress';
+
+const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg'];
+
+const DATA_OPTIONS = { data: 'value', 'image-size': 'value', mean: 'value', std: 'value', bgr: 'flag', 'batch-size': 'value', json: 'flag', quiet: 'flag' } as const;
+
+/** --data folder: .npy/.json batches, or images with --image-size HxW [--mean --std --bgr --batch-size]. */
+function dataSource(args: ParsedArgs, command: string): { source: CalibrationSource; dir: string } {
+  const dir = args.values.get('data');
+  if (!dir) throw new QuantbookError('INVALID_ARGUMENT', `${command}: --data <folder> is required (a folder of .npy/.json batches, or of images with --image-size HxW)`);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new QuantbookError('FILE_NOT_FOUND', `${command}: --data folder not found: ${dir}`);
+  const files = fs.readdirSync(dir);
+  const hasBatches = files.some((f) => FILE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
+  const hasImages = files.some((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
+  const size = args.values.get('image-size');
+  if (!hasBatches && hasImages) {
+    if (!size) throw new QuantbookError('INVALID_ARGUMENT', `${command}: ${dir} holds images; say how to feed them with --image-size HxW (and --mean r,g,b --std r,g,b --bgr --batch-size N as the model expects)`);
+    const [h, w] = numberList(size, 2, 'image-size');
+    const triple = (name: string) => (args.values.has(name) ? (numberList(args.values.get(name)!, 3, name) as [number, number, number]) : undefined);
+    return { dir, source: { imageFolder: dir, preprocess: { size: [h, w], mean: triple('mean'), std: triple('std'), channelOrder: args.flags.has('bgr') ? 'bgr' : 'rgb', batchSize: positiveInt(args.values.get('batch-size'), 'batch-size') } } };
+  }
+  return { dir, source: dir };
+}
+
+function output(args: ParsedArgs, json: unknown, text: string): void {
+  if (args.flags.has('json')) console.log(JSON.stringify(json, null, 2));
+  else if (!args.flags.has('quiet')) console.log(text);
+}
+
+function progress(args: ParsedArgs, label: string): ProgressBar {
+  return new ProgressBar(label, undefined, !!process.stderr.isTTY && !args.flags.has('json') && !args.flags.has('quiet'));
+}
+
+function list(v: string | undefined): string[] {
+  return v ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+}
+
+function formatRows(rows: string[][]): string {
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  return rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
+}
+
+const QUANTIZE_OPTIONS = { ...DATA_OPTIONS, config: 'value', method: 'value', dynamic: 'flag', 'op-set': 'value', disable: 'value', device: 'value', 'save-type': 'value', out: 'value', report: 'flag' } as const;
+
+/** The SessionConfig from --config, or from the flags that mirror the fluent API. */
+function sessionConfig(args: ParsedArgs, calibData: CalibrationSource | undefined, out: string): SessionConfig {
+  const saveType = args.values.has('save-type') ? list(args.values.get('save-type')) : [...SAVE_TYPES];
+  const file = args.values.get('config');
+  if (file) {
+    const conflicting = ['method', 'op-set', 'disable', 'device'].filter((k) => args.values.has(k)).concat(args.flags.has('dynamic') ? ['dynamic'] : []);
+    if (conflicting.length) throw new QuantbookError('INVALID_ARGUMENT', `quantize: --config sets the processors; drop ${conflicting.map((c) => `--${c}`).join(', ')} or put them in the config`);
+    const raw = readConfigFile(file);
+    const map = { ...(raw.processor_cfg_map ?? raw.processorCfgMap) as Record<string, unknown> };
+    if (!map.save) map.save = { output_path: out, save_type: saveType };
+    return normalizeSessionConfig({ ...raw, processorCfgMap: undefined, processor_cfg_map: map, calib_data: calibData });
+  }
+  const method = args.values.get('method') ?? 'minmax';
+  const disable = list(args.values.get('disable'));
+  const processor = args.flags.has('dynamic')
+    ? { w8a8_dynamic: { cfg: { act_method: method === 'histogram' ? 'histogram' : 'minmax' }, disable_names: disable } }
+    : { w8a8: { cfg: { act_method: method, op_set: args.values.get('op-set') ?? 'amct' }, disable_names: disable } };
+  if (!args.flags.has('dynamic') && !(ACT_METHODS as readonly string[]).includes(method)) throw new QuantbookError('INVALID_ARGUMENT', `--method: got "${method}"; expected one of ${ACT_METHODS.join(', ')}`);
+  if (args.values.has('op-set') && !(OP_SETS as readonly string[]).includes(args.values.get('op-set')!)) throw new QuantbookError('INVALID_ARGUMENT', `--op-set: got "${args.values.get('op-set')}"; expected one of ${OP_SETS.join(', ')}`);
+  const device = args.values.get('device') ?? 'cpu';
+  if (!(DEVICES as readonly string[]).includes(device)) throw new QuantbookError('INVALID_ARGUMENT', `--device: got "${device}"; expected one of ${DEVICES.join(', ')}`);
+  return normalizeSessionConfig({ processor_cfg_map: { ...processor, save: { output_path: out, save_type: saveType } }, calib_data: calibData, device });
+}
+
+/** A session config file as JSON (validated when combined with the data). */
+function readConfigFile(file: string): Record<string, unknown> {
+  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `--config: session config not found: ${file}`);
+  try {
+    const raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('the top level must be an object');
+    if ('calib_data' in raw || 'calibData' in raw) throw new QuantbookError('INVALID_ARGUMENT', `${file}: calib_data comes from --data on the command line; remove it from the file`);
+    return raw;
+  } catch (e) {
+    if (e instanceof QuantbookError) throw e;
+    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not a valid session config JSON (${(e as Error).message})`);
+  }
+}
+
+function plainConfig(c: SessionConfig): unknown {
+  return { processorCfgMap: c.processorCfgMap, device: c.device };
+}
+
+function layerTensors(result: QuantizationResult): Array<{ layer: string; opType: string; tensor: string }> {
+  const g = result.float.graph;
+  return result.layers.map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' })).filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
+}
+
+async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): Promise<number> {
+  const args = parseArgs(argv, QUANTIZE_OPTIONS, command);
+  const [modelPath] = requirePositional(args, 1, 'one model path', command);
+  const out = args.values.get('out');
+  if (!out) throw new QuantbookError('INVALID_ARGUMENT', `${command}: --out <folder> is required`);
+  const cfgFile = args.values.get('config');
+  const fileMap = cfgFile ? (readConfigFile(cfgFile).processor_cfg_map ?? {}) as Record<string, unknown> : {};
+  const dynamic = args.flags.has('dynamic') || ('w8a8_dynamic' in fileMap && !('w8a8' in fileMap));
+  const data = dynamic && !args.values.has('data') ? undefined : dataSource(args, command);
+  const config = sessionConfig(args, data?.source, out);
+  const bar = progress(args, 'calibrating');
+  const result = await runSession(modelPath, config, { onProgress: (p) => bar.update(p.batch) });
+  bar.done();
+  const files = result.save(config.processorCfgMap.save!.outputPath, config.processorCfgMap.save!).files;
+  let comparison: LayerComparison[] | undefined;
+  if (command === 'report' || args.flags.has('report')) {
+    if (data) {
+      const cmp = progress(args, 'comparing');
+      comparison = await compareModels(result.float, result.qdq, layerTensors(result), data.source as never);
+      cmp.done();
+    }
+    files.push(writeReport(path.join(out, 'report.html'), {
+      title: `quantbook report: ${path.basename(modelPath)}`,
+      model: modelPath,
+      config: plainConfig(config),
+      environment: environment(result.calibration ? { 'tfjs backend': result.calibration.metadata.backend ?? '' } : {}),
+      data: data ? { description: data.dir, sha256: hashPath(data.dir), batches: result.calibration?.metadata.batches ? Number(result.calibration.metadata.batches) : undefined } : undefined,
+      layers: result.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      skipped: result.selection.skipped,
+      comparison,
+      files: files.map((f) => path.relative(out, f)),
+    }));
+  }
+  output(args, { model: modelPath, processor: result.kind, layers: result.layers.length, skipped: result.selection.skipped.length, files, comparison },
+    `quantized ${result.layers.length} layers of ${modelPath} (${result.kind}; ${result.selection.skipped.length} kept in float)\n${files.map((f) => `  wrote ${f}`).join('\n')}`);
+  return 0;
+}
+
+const CALIBRATE_OPTIONS = { ...DATA_OPTIONS, observer: 'value', 'per-channel': 'flag', symmetric: 'flag', signed: 'flag', bits: 'value', 'max-batches': 'value', out: 'value' } as const;
+
+async function calibrateCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, CALIBRATE_OPTIONS, 'calibrate');
+  const [modelPath] = requirePositional(args, 1, 'one model path', 'calibrate');
+  const out = args.values.get('out');
+  if (!out || !out.endsWith('.arrow')) throw new QuantbookError('INVALID_ARGUMENT', 'calibrate: --out <stats.arrow> is required (an Arrow IPC file)');
+  const observer = args.values.get('observer') ?? 'minmax';
+  if (!(OBSERVER_KINDS as readonly string[]).includes(observer)) throw new QuantbookError('INVALID_ARGUMENT', `--observer: got "${observer}"; expected one of ${OBSERVER_KINDS.join(', ')}`);
+  const { source } = dataSource(args, 'calibrate');
+  const bar = progress(args, 'calibrating');
+  const result = await calibrate(loadModel(modelPath), source, {
+    observer: observer as ObserverKind,
+    spec: { perChannel: args.flags.has('per-channel'), symmetric: args.flags.has('symmetric'), signed: args.flags.has('signed'), numBits: positiveInt(args.values.get('bits'), 'bits') ?? 8 },
+    maxBatches: positiveInt(args.values.get('max-batches'), 'max-batches'),
+    onProgress: (p) => bar.update(p.batch),
+  });
+  bar.done();
+  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
+  result.save(out);
+  const rows = result.rows();
+  output(args, { model: modelPath, observer, tensors: new Set(rows.map((r) => r.tensor)).size, rows: rows.length, file: out, metadata: result.metadata },
+    `calibrated ${new Set(rows.map((r) => r.tensor)).size} tensors of ${modelPath} with ${observer} over ${result.metadata.batches} batches\n  wrote ${out}`);
+  return 0;
+}
+
+const COMPARE_OPTIONS = { ...DATA_OPTIONS, 'max-batches': 'value' } as const;
+
+/** Layers of the quantized model whose output tensor the float model also has. */
+function sharedLayerOutputs(float: Model, quantized: Model): Array<{ layer: string; opType: string; tensor: string }> {
+  const f = float.graph;
+  const q = quantized.graph;
+  return q.nodes
+    .filter((n) => (QUANTIZABLE_OP_TYPES as readonly string[]).includes(n.op_type!) && n.output[0] && f.producer(n.output[0]) && !f.outputNames.includes(n.output[0]))
+    .map((n) => ({ layer: n.name || n.output[0], opType: n.op_type!, tensor: n.output[0] }));
+}
+
+async function compareCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, COMPARE_OPTIONS, 'compare');
+  const [floatPath, quantPath] = requirePositional(args, 2, 'two model paths: <float.onnx> <quantized.onnx>', 'compare');
+  const { source } = dataSource(args, 'compare');
+  const float = loadModel(floatPath);
+  const quantized = loadModel(quantPath);
+  const layers = sharedLayerOutputs(float, quantized);
+  const max = positiveInt(args.values.get('max-batches'), 'max-batches');
+  const { batchesFrom } = await import('../calibration/data');
+  async function* limited() {
+    let n = 0;
+    for await (const b of batchesFrom(source, float.graph.inputNames)) {
+      if (max && n++ >= max) return;
+      yield b;
+    }
+  }
+  const rows = await compareModels(float, quantized, layers, limited());
+  output(args, rows, formatRows([['layer', 'op', 'SQNR dB', 'cosine', 'max |error|'], ...rows.map((r) => [r.layer, r.opType, r.sqnrDb.toFixed(2), r.cosine.toFixed(6), r.maxAbsError.toPrecision(4)])]));
+  return 0;
+}
+
+export const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  quantize: (a) => quantizeCommand(a, 'quantize'),
+  report: (a) => quantizeCommand(a, 'report'),
+  calibrate: calibrateCommand,
+  compare: compareCommand,
+};
+
+export const COMMAND_USAGE = `  quantize <model.onnx> --data <folder> --out <folder> [--config session.json | --method minmax|histogram|mixed
+           [--dynamic] [--op-set amct|extended] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
+  calibrate <model.onnx> --data <folder> --out <stats.arrow> [--observer ${OBSERVER_KINDS.join('|')}] [--per-channel] [--symmetric] [--signed] [--bits N] [--max-batches N]
+  compare <float.onnx> <quantized.onnx> --data <folder> [--max-batches N]
+  report <model.onnx> --data <folder> --out <folder> [quantize options]   quantize, compare, write report.html
+  data: a folder of .npy/.json batches, or of images with --image-size HxW [--mean r,g,b] [--std r,g,b] [--bgr] [--batch-size N]
+  every command: --json (machine-readable result on stdout), --quiet`;
