@@ -9,7 +9,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
-import { CalibrationSource, FILE_EXTENSIONS } from '../calibration/data';
+import { CalibrationSource, FILE_EXTENSIONS, batchesFrom } from '../calibration/data';
 import { calibrate } from '../calibration/calibrator';
 import { OBSERVER_KINDS, ObserverKind } from '../observers';
 import { Model, loadModel } from '../onnx/model';
@@ -129,7 +129,7 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   if (command === 'report' || args.flags.has('report')) {
     if (data) {
       const cmp = progress(args, 'comparing');
-      comparison = await compareModels(result.float, result.qdq, layerTensors(result), data.source as never);
+      comparison = await compareModels(result.float, result.qdq, layerTensors(result), batchesFrom(data.source, result.float.graph.inputNames));
       cmp.done();
     }
     files.push(writeReport(path.join(out, 'report.html'), {
@@ -194,7 +194,6 @@ async function compareCommand(argv: string[]): Promise<number> {
   const quantized = loadModel(quantPath);
   const layers = sharedLayerOutputs(float, quantized);
   const max = positiveInt(args.values.get('max-batches'), 'max-batches');
-  const { batchesFrom } = await import('../calibration/data');
   async function* limited() {
     let n = 0;
     for await (const b of batchesFrom(source, float.graph.inputNames)) {

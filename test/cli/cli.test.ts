@@ -1,0 +1,101 @@
+import * as assert from 'assert';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ort from 'onnxruntime-node';
+import { loadSafetensors, readStats } from '../../sdk';
+import { MODELS, tempDir } from '../helpers';
+import { clsBatch } from '../ocr-fixtures';
+
+const CLI = path.join(__dirname, '..', '..', 'sdk', 'cli', 'main.js');
+
+function run(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300000 });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A NumPy .npy file (format 1.0) holding one float32 tensor. */
+function writeNpy(file: string, t: ort.Tensor): void {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${t.dims.join(', ')}${t.dims.length === 1 ? ',' : ''}), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const pre = Buffer.alloc(10);
+  Buffer.from('\x93NUMPY', 'latin1').copy(pre);
+  pre[6] = 1;
+  pre.writeUInt16LE(header.length, 8);
+  const data = t.data as Float32Array;
+  fs.writeFileSync(file, Buffer.concat([pre, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
+}
+
+describe('quantbook command', function () {
+  const dir = tempDir();
+  const data = path.join(dir, 'data');
+
+  before(() => {
+    fs.mkdirSync(data);
+    const { x } = clsBatch();
+    const per = x.dims.slice(1).reduce((a, b) => a * b, 1);
+    for (let b = 0; b < 2; b++) {
+      const slice = (x.data as Float32Array).slice(b * 8 * per, (b + 1) * 8 * per);
+      writeNpy(path.join(data, `batch${b}.npy`), new ort.Tensor('float32', slice, [8, ...x.dims.slice(1)]));
+    }
+  });
+
+  it('quantize --report writes the models, safetensors, report.html and a JSON summary', () => {
+    const out = path.join(dir, 'q');
+    const r = run(['quantize', MODELS.cls, '--data', data, '--out', out, '--method', 'histogram', '--disable', 'p2o.Conv.0', '--report', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout);
+    assert.equal(summary.processor, 'w8a8');
+    assert.ok(summary.layers > 10);
+    assert.equal(summary.skipped, 1);
+    assert.ok(summary.comparison.length > 10 && summary.comparison.every((c: { sqnrDb: number }) => Number.isFinite(c.sqnrDb)));
+    const files = fs.readdirSync(out).sort();
+    for (const f of ['quant_model_weight_w8a8.safetensors', 'quant_model_description_w8a8.json', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx', 'report.html']) assert.ok(files.includes(f), `${f} in ${files}`);
+    assert.ok(loadSafetensors(path.join(out, 'quant_model_weight_w8a8.safetensors')).tensors.size > 0);
+    const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
+    assert.match(html, /Plotly\.newPlot\("sqnr"/);
+    assert.match(html, /data sha256<\/td><td>[0-9a-f]{64}/);
+    assert.ok(!/<script src=/.test(html), 'no external scripts');
+  });
+
+  it('quantize from a session config file (snake_case) and --save-type', () => {
+    const cfg = path.join(dir, 'session.json');
+    fs.writeFileSync(cfg, JSON.stringify({ processor_cfg_map: { w8a8_dynamic: { cfg: { act_method: 'minmax' }, disable_names: [] } } }));
+    const out = path.join(dir, 'dyn');
+    const r = run(['quantize', MODELS.cls, '--config', cfg, '--out', out, '--save-type', 'safe_tensor', '--quiet']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.ok(fs.existsSync(path.join(out, 'quant_model_description_w8a8_dynamic.json')));
+    assert.ok(!fs.existsSync(path.join(out, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_dynamic.onnx')));
+  });
+
+  it('calibrate writes Arrow statistics; compare prints per-layer errors', () => {
+    const stats = path.join(dir, 'stats.arrow');
+    const c = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--observer', 'percentile', '--max-batches', '1', '--json']);
+    assert.equal(c.code, 0, c.stderr);
+    assert.equal(JSON.parse(c.stdout).metadata.batches, '1');
+    assert.ok(readStats(stats).rows.every((row) => row.observer === 'percentile'));
+    const cmp = run(['compare', MODELS.cls, path.join(dir, 'q', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'), '--data', data, '--max-batches', '1']);
+    assert.equal(cmp.code, 0, cmp.stderr);
+    assert.match(cmp.stdout, /^layer\s+op\s+SQNR dB\s+cosine/);
+    assert.ok(cmp.stdout.trim().split('\n').length > 5);
+  });
+
+  it('bad input: exit code 2 with what is allowed; unsupported device: exit code 3', () => {
+    const unknown = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--methd', 'minmax']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown option --methd; allowed: --data, .*--method/);
+    const noData = run(['quantize', MODELS.cls, '--data', path.join(dir, 'nope'), '--out', dir]);
+    assert.equal(noData.code, 2);
+    assert.match(noData.stderr, /--data folder not found/);
+    const badKey = path.join(dir, 'bad.json');
+    fs.writeFileSync(badKey, JSON.stringify({ processor_cfg_map: { w8a8: { cfg: { act_methd: 'minmax' } } } }));
+    const bad = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--config', badKey]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /w8a8.cfg: unknown key "act_methd"; allowed: act_method, op_set/);
+    const npu = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--device', 'npu']);
+    assert.equal(npu.code, 3);
+    assert.match(npu.stderr, /device 'npu': missing/);
+    assert.equal(run(['frobnicate']).code, 2);
+  });
+});
