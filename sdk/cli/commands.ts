@@ -17,8 +17,8 @@ import { compareModels, LayerComparison } from '../quantize/compare';
 import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
 import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
-import { QuantizationResult, runSession } from '../session/session';
-import { environment, hashPath, writeReport } from '../export/report';
+import { runSession } from '../session/session';
+import { hashPath, writeReport } from '../export/report';
 import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional } from './args';
 import { ProgressBar } from './progress';
 
@@ -102,14 +102,6 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
 }
 
-function plainConfig(c: SessionConfig): unknown {
-  return { processorCfgMap: c.processorCfgMap, device: c.device };
-}
-
-function layerTensors(result: QuantizationResult): Array<{ layer: string; opType: string; tensor: string }> {
-  const g = result.float.graph;
-  return result.layers.map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' })).filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
-}
 
 async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): Promise<number> {
   const args = parseArgs(argv, QUANTIZE_OPTIONS, command);
@@ -129,20 +121,16 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   if (command === 'report' || args.flags.has('report')) {
     if (data) {
       const cmp = progress(args, 'comparing');
-      comparison = await compareModels(result.float, result.qdq, layerTensors(result), batchesFrom(data.source, result.float.graph.inputNames));
+      comparison = await result.compare(batchesFrom(data.source, result.float.graph.inputNames));
       cmp.done();
     }
-    files.push(writeReport(path.join(out, 'report.html'), {
+    files.push(writeReport(path.join(out, 'report.html'), result.reportInput({
       title: `quantbook report: ${path.basename(modelPath)}`,
       model: modelPath,
-      config: plainConfig(config),
-      environment: environment(result.calibration ? { 'tfjs backend': result.calibration.metadata.backend ?? '' } : {}),
       data: data ? { description: data.dir, sha256: hashPath(data.dir), batches: result.calibration?.metadata.batches ? Number(result.calibration.metadata.batches) : undefined } : undefined,
-      layers: result.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
-      skipped: result.selection.skipped,
       comparison,
       files: files.map((f) => path.relative(out, f)),
-    }));
+    })));
   }
   output(args, { model: modelPath, processor: result.kind, layers: result.layers.length, skipped: result.selection.skipped.length, files, comparison },
     `quantized ${result.layers.length} layers of ${modelPath} (${result.kind}; ${result.selection.skipped.length} kept in float)\n${files.map((f) => `  wrote ${f}`).join('\n')}`);

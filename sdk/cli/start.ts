@@ -12,8 +12,7 @@ import { DATA_DIR, folderLabels, recBatches } from '../eval/ocr-data';
 import { characterAccuracy, exactMatchRate } from '../eval/metrics';
 import { ctcDecode, loadRecKeys } from '../eval/ppocr';
 import { session } from '../session/session';
-import { compareModels } from '../quantize/compare';
-import { environment, hashPath, writeReport } from '../export/report';
+import { hashPath, writeReport } from '../export/report';
 
 const DATA = path.join(DATA_DIR, 'rec');
 
@@ -66,22 +65,16 @@ export async function runStart(outDir = 'out'): Promise<void> {
     ['model size', `${size(modelPath).toFixed(2)} MB`, `${size(qdqFile).toFixed(2)} MB (${(size(modelPath) / size(qdqFile)).toFixed(2)}x smaller)`],
   ];
   progressLine('  comparing layers for the report…');
-  const g = result.float.graph;
-  const layers = result.layers.map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' })).filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
-  const comparison = await compareModels(result.float, result.qdq, layers, held.slice(0, 2));
+  const comparison = await result.compare(held.slice(0, 2));
   if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
-  files.push(writeReport(path.join(outDir, 'report.html'), {
+  files.push(writeReport(path.join(outDir, 'report.html'), result.reportInput({
     title: 'quantbook: PP-OCRv4 rec, W8A8 (minmax)',
     model: path.relative(process.cwd(), modelPath),
-    config: { processorCfgMap: result.config.processorCfgMap, device: result.config.device },
-    environment: environment({ 'tfjs backend': result.calibration?.metadata.backend ?? '' }),
     data: { description: 'data/rec/calib (calibration), data/rec/held (evaluation)', sha256: hashPath(path.join(DATA, 'calib')), batches: calib.length },
-    layers: result.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
-    skipped: result.selection.skipped,
     comparison,
     accuracy: rows.slice(1).map((r) => ({ metric: r[0], fp32: r[1], int8: r[2] })),
     files: files.map((f) => path.relative(outDir, f)),
-  }));
+  })));
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   console.log('');
   for (const r of rows) console.log(`  ${r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd()}`);

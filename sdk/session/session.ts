@@ -19,6 +19,7 @@ import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection } from '../quantize/layers';
 import { LayerComparison, compareModels } from '../quantize/compare';
 import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
+import { ReportInput, environment } from '../export/report';
 import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
 
 export interface SaveReport { files: string[] }
@@ -77,11 +78,26 @@ export class QuantizationResult {
 
   /** fp32 vs quantized, per quantized layer output and per model output. */
   compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>): Promise<LayerComparison[]> {
+    return compareModels(this.float, this.qdq, this.layerOutputs(), batches);
+  }
+
+  /** What a report shows of this result; `extra` adds the title, data, comparison, accuracy, files. */
+  reportInput(extra: Partial<ReportInput> & Pick<ReportInput, 'title' | 'model'>): ReportInput {
+    return {
+      config: { processorCfgMap: this.config.processorCfgMap, device: this.config.device },
+      environment: environment(this.calibration ? { 'tfjs backend': this.calibration.metadata.backend ?? '' } : {}),
+      layers: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      skipped: this.selection.skipped,
+      ...extra,
+    };
+  }
+
+  /** Each quantized layer's output tensor (model outputs left out: compare reports those separately). */
+  layerOutputs(): Array<{ layer: string; opType: string; tensor: string }> {
     const g = this.float.graph;
-    const layers = this.layers
+    return this.layers
       .map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' }))
       .filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
-    return compareModels(this.float, this.qdq, layers, batches);
   }
 }
 
