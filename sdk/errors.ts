@@ -24,6 +24,19 @@ export class QuantbookError extends Error {
   }
 }
 
+/** `value` as an object (a config section), or an error naming `where`. */
+export function requireObject(value: unknown, where: string): Record<string, unknown> {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(where, value, 'an object');
+  return value as Record<string, unknown>;
+}
+
+/** Refuses keys of `obj` outside `allowed`, naming them and the allowed ones; `spellings` lists the accepted forms of a key. */
+export function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string, spellings: (key: string) => string[] = (k) => [k]): void {
+  const known = new Set(allowed.flatMap(spellings));
+  const unknown = Object.keys(obj).filter((k) => !known.has(k));
+  if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}; allowed: ${allowed.join(', ')}`);
+}
+
 /** Shorthand for the commonest rejection: parameter `name` got `value`; `allowed` says what fits. */
 export function invalidArgument(name: string, value: unknown, allowed: string): QuantbookError {
   return new QuantbookError('INVALID_ARGUMENT', `${name}: got ${describe(value)}; expected ${allowed}`);

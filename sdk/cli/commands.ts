@@ -8,7 +8,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { QuantbookError } from '../errors';
+import { QuantbookError, requireObject } from '../errors';
+import { readJsonFile } from '../util/json-file';
 import { CalibrationSource, FILE_EXTENSIONS, batchesFrom } from '../calibration/data';
 import { calibrate } from '../calibration/calibrator';
 import { OBSERVER_KINDS, ObserverKind } from '../observers';
@@ -65,16 +66,14 @@ function formatRows(rows: string[][]): string {
 const QUANTIZE_OPTIONS = { ...DATA_OPTIONS, config: 'value', method: 'value', dynamic: 'flag', 'op-set': 'value', disable: 'value', device: 'value', 'save-type': 'value', out: 'value', report: 'flag' } as const;
 
 /** The SessionConfig from --config, or from the flags that mirror the fluent API. */
-function sessionConfig(args: ParsedArgs, calibData: CalibrationSource | undefined, out: string): SessionConfig {
+function sessionConfig(args: ParsedArgs, file: ConfigFile | undefined, calibData: CalibrationSource | undefined, out: string): SessionConfig {
   const saveType = args.values.has('save-type') ? list(args.values.get('save-type')) : [...SAVE_TYPES];
-  const file = args.values.get('config');
   if (file) {
     const conflicting = ['method', 'op-set', 'disable', 'device'].filter((k) => args.values.has(k)).concat(args.flags.has('dynamic') ? ['dynamic'] : []);
     if (conflicting.length) throw new QuantbookError('INVALID_ARGUMENT', `quantize: --config sets the processors; drop ${conflicting.map((c) => `--${c}`).join(', ')} or put them in the config`);
-    const raw = readConfigFile(file);
-    const map = { ...(raw.processor_cfg_map ?? raw.processorCfgMap) as Record<string, unknown> };
+    const map = { ...file.processors };
     if (!map.save) map.save = { output_path: out, save_type: saveType };
-    return normalizeSessionConfig({ ...raw, processorCfgMap: undefined, processor_cfg_map: map, calib_data: calibData });
+    return normalizeSessionConfig({ ...file.raw, processorCfgMap: undefined, processor_cfg_map: map, calib_data: calibData });
   }
   const method = args.values.get('method') ?? 'minmax';
   const disable = list(args.values.get('disable'));
@@ -88,18 +87,13 @@ function sessionConfig(args: ParsedArgs, calibData: CalibrationSource | undefine
   return normalizeSessionConfig({ processor_cfg_map: { ...processor, save: { output_path: out, save_type: saveType } }, calib_data: calibData, device });
 }
 
-/** A session config file as JSON (validated when combined with the data). */
-function readConfigFile(file: string): Record<string, unknown> {
-  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `--config: session config not found: ${file}`);
-  try {
-    const raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new Error('the top level must be an object');
-    if ('calib_data' in raw || 'calibData' in raw) throw new QuantbookError('INVALID_ARGUMENT', `${file}: calib_data comes from --data on the command line; remove it from the file`);
-    return raw;
-  } catch (e) {
-    if (e instanceof QuantbookError) throw e;
-    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not a valid session config JSON (${(e as Error).message})`);
-  }
+interface ConfigFile { raw: Record<string, unknown>; processors: Record<string, unknown> }
+
+/** A session config file as JSON (validated when combined with the data), and its processor map under either spelling. */
+function readConfigFile(file: string): ConfigFile {
+  const raw = requireObject(readJsonFile(file, '--config: session config'), file);
+  if ('calib_data' in raw || 'calibData' in raw) throw new QuantbookError('INVALID_ARGUMENT', `${file}: calib_data comes from --data on the command line; remove it from the file`);
+  return { raw, processors: (raw.processor_cfg_map ?? raw.processorCfgMap ?? {}) as Record<string, unknown> };
 }
 
 
@@ -108,11 +102,11 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   const [modelPath] = requirePositional(args, 1, 'one model path', command);
   const out = args.values.get('out');
   if (!out) throw new QuantbookError('INVALID_ARGUMENT', `${command}: --out <folder> is required`);
-  const cfgFile = args.values.get('config');
-  const fileMap = cfgFile ? (readConfigFile(cfgFile).processor_cfg_map ?? {}) as Record<string, unknown> : {};
+  const file = args.values.has('config') ? readConfigFile(args.values.get('config')!) : undefined;
+  const fileMap = file?.processors ?? {};
   const dynamic = args.flags.has('dynamic') || ('w8a8_dynamic' in fileMap && !('w8a8' in fileMap));
   const data = dynamic && !args.values.has('data') ? undefined : dataSource(args, command);
-  const config = sessionConfig(args, data?.source, out);
+  const config = sessionConfig(args, file, data?.source, out);
   const bar = progress(args, 'calibrating');
   const result = await runSession(modelPath, config, { onProgress: (p) => bar.update(p.batch) });
   bar.done();

@@ -51,6 +51,21 @@ function layerNode(g: Graph, p: AmctLayerParams): NodeProto {
   return node;
 }
 
+/**
+ * A copy of `float` with `rewrite` applied to each layer's node; `name(k)` gives fresh tensor
+ * names prefixed by the layer; `opset` upgrades the copy first. Constants nothing reads any
+ * more are dropped afterwards.
+ */
+function rewriteEachLayer(float: Model, layers: AmctLayerParams[], rewrite: (g: Graph, node: NodeProto, p: AmctLayerParams, name: (k: string) => string) => void, options: { opset?: number } = {}): Model {
+  const model = float.clone();
+  if (options.opset) upgradeOpset(model, options.opset);
+  const g = model.graph;
+  for (const p of layers) rewrite(g, layerNode(g, p), p, (k) => g.uniqueName(`${p.name}_${k}`));
+  g.invalidate();
+  removeUnusedConstants(g);
+  return model;
+}
+
 /** Inserts `before` ahead of the layer node and `after` behind it, keeping topological order. */
 function splice(g: Graph, node: NodeProto, before: NodeProto[], after: NodeProto[]): void {
   const i = g.proto.node.indexOf(node);
@@ -78,11 +93,7 @@ function rewireLayer(g: Graph, node: NodeProto, p: AmctLayerParams, weightType: 
 
 /** The fake-quant model (float ops only; ONNX Runtime runs it). */
 export function amctFakeQuantModel(float: Model, layers: AmctLayerParams[]): Model {
-  const model = float.clone();
-  const g = model.graph;
-  for (const p of layers) {
-    const node = layerNode(g, p);
-    const name = (k: string) => g.uniqueName(`${p.name}_${k}`);
+  return rewriteEachLayer(float, layers, (g, node, p, name) => {
     const scalar = (k: string, v: number) => g.addInitializer({ name: name(k), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
     const [inv, off, lo, hi] = [scalar('inv_scale_d', Math.fround(1 / p.scaleD)), scalar('offset_d', p.offsetD), scalar('qmin', QMIN), scalar('qmax', QMAX)];
     const [scaled, rounded, shifted, clipped, xInt] = ['scaled', 'rounded', 'shifted', 'clipped', 'x_int'].map(name);
@@ -98,10 +109,7 @@ export function amctFakeQuantModel(float: Model, layers: AmctLayerParams[]): Mod
     const deq = deqScales(p);
     const d = g.addInitializer({ name: name('deq_scale'), type: DataType.FLOAT, dims: channelShape(p, deq.length), data: deq });
     splice(g, node, before, [newNode({ op_type: 'Mul', name: name('dequant_Mul'), input: [yInt, d.name!], output: [y] })]);
-  }
-  g.invalidate();
-  removeUnusedConstants(g);
-  return model;
+  });
 }
 
 /**
@@ -110,12 +118,7 @@ export function amctFakeQuantModel(float: Model, layers: AmctLayerParams[]): Mod
  * weights and int32 bias. Equal to the fake-quant model up to float rounding; ORT fuses it.
  */
 export function amctQdqModel(float: Model, layers: AmctLayerParams[]): Model {
-  const model = float.clone();
-  upgradeOpset(model, 13);
-  const g = model.graph;
-  for (const p of layers) {
-    const node = layerNode(g, p);
-    const name = (k: string) => g.uniqueName(`${p.name}_${k}`);
+  return rewriteEachLayer(float, layers, (g, node, p, name) => {
     const init = (k: string, type: DataType, dims: number[], data: Float32Array | Int8Array | Int32Array) => g.addInitializer({ name: name(k), type, dims, data }).name!;
     const [s, z] = [init('scale_d', DataType.FLOAT, [], Float32Array.of(p.scaleD)), init('offset_d', DataType.INT8, [], Int8Array.of(p.offsetD))];
     const [xq, xdq] = [name('quantized'), name('dequantized')];
@@ -137,10 +140,7 @@ export function amctQdqModel(float: Model, layers: AmctLayerParams[]): Model {
       }
     }
     splice(g, node, before, []);
-  }
-  g.invalidate();
-  removeUnusedConstants(g);
-  return model;
+  }, { opset: 13 });
 }
 
 /** AscendQuant reads scale and offset as FLOAT attributes, whole numbers included. */
@@ -150,11 +150,7 @@ function floatAttribute(name: string, f: number) {
 
 /** The deploy model: AscendQuant / AscendDequant around int8 layers (for ATC, not ONNX Runtime). */
 export function amctDeployModel(float: Model, layers: AmctLayerParams[]): Model {
-  const model = float.clone();
-  const g = model.graph;
-  for (const p of layers) {
-    const node = layerNode(g, p);
-    const name = (k: string) => g.uniqueName(`${p.name}_${k}`);
+  return rewriteEachLayer(float, layers, (g, node, p, name) => {
     const xq = name('quant');
     const quant = newNode({
       op_type: 'AscendQuant', name: name('AscendQuant'), input: [p.input], output: [xq],
@@ -166,10 +162,7 @@ export function amctDeployModel(float: Model, layers: AmctLayerParams[]): Model 
     const d = g.addInitializer({ name: name('deq_scale'), type: DataType.UINT64, dims: [deq.length], data: new BigUint64Array(packDeqScale(deq).buffer) });
     const dequant = newNode({ op_type: 'AscendDequant', name: name('AscendDequant'), input: [yInt, d.name!], output: [y], attribute: [makeAttribute('dtype', 0), makeAttribute('sqrt_mode', 0), makeAttribute('relu_flag', 0)] });
     splice(g, node, [quant], [dequant]);
-  }
-  g.invalidate();
-  removeUnusedConstants(g);
-  return model;
+  });
 }
 
 /** AMCT's record file: one `record { key value { scale_d offset_d scale_w… offset_w… } }` per layer. */

@@ -15,6 +15,7 @@ import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { Model } from '../onnx/model';
 import { readTensor } from '../onnx/tensor';
+import { forEachChannel } from '../kernels/quant';
 import { LayerRecord } from '../quantize/qdq';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { StoredTensor, safetensorsDtype, writeSafetensorsSet } from './safetensors';
@@ -44,10 +45,10 @@ function layerPrefix(rec: LayerRecord): string {
 
 /** Σ of the integer weights feeding each output channel. */
 function channelSums(w: NonNullable<LayerRecord['weight']>): Int32Array {
-  const inner = w.dims.slice(w.axis + 1).reduce((a, b) => a * b, 1);
-  const channels = w.dims[w.axis];
-  const sums = new Int32Array(channels);
-  for (let i = 0; i < w.int8.length; i++) sums[Math.floor(i / inner) % channels] += w.int8[i];
+  const sums = new Int32Array(w.scale.length);
+  forEachChannel(w.int8.length, w.scale.length, w.dims, w.axis, (start, end, stride, c) => {
+    for (let i = start; i < end; i += stride) sums[c] += w.int8[i];
+  });
   return sums;
 }
 

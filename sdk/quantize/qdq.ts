@@ -81,6 +81,18 @@ function dequantizedConstant(g: Graph, names: NameSource, base: string, type: Da
   return out;
 }
 
+/** Int8 weights along the output-channel `axis`; `scale` has one entry per channel even when per-tensor. */
+export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array; scale: Float32Array } {
+  const q = weightQParams(data, dims, { ...WEIGHT_SPEC, ...spec, channelAxis: axis });
+  const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis));
+  return { int8, scale: q.scale.length > 1 ? q.scale : new Float32Array(dims[axis]).fill(q.scale[0]) };
+}
+
+/** Int32 bias on the accumulator's grid (`scale[c]` = s_w[c]·s_x), rounded and saturated. */
+export function quantizeBias(bias: Float32Array, scale: Float32Array): Int32Array {
+  return Int32Array.from(bias, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / scale[c]))));
+}
+
 export interface QdqOptions {
   /** per-tensor activation parameters, from calibration */
   activations: Map<string, QParams>;
@@ -116,18 +128,14 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const w = g.constantValue(layer.weight)!;
       const data = w.data as Float32Array;
       const axis = layer.weightAxis!;
-      const wq = weightQParams(data, w.dims, { ...WEIGHT_SPEC, ...options.weightSpec, channelAxis: axis });
-      const perChannel = wq.scale.length > 1;
-      const ints = quantizeLinear(data, wq.scale, wq.zeroPoint, wq, w.dims, axis);
-      const int8 = Int8Array.from(ints);
-      const scale = perChannel ? wq.scale : new Float32Array(w.dims[axis]).fill(wq.scale[0]);
+      const { int8, scale } = quantizeWeight(data, w.dims, axis, options.weightSpec);
       rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale };
       const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, axis);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = out;
       if (layer.bias && rec.input) {
         const b = g.constantValue(layer.bias)!.data as Float32Array;
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
-        const int32 = Int32Array.from(b, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / bScale[c]))));
+        const int32 = quantizeBias(b, bScale);
         rec.bias = { tensor: layer.bias, int32, scale: bScale };
         layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, 0);
       }

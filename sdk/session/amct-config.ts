@@ -7,10 +7,11 @@
  * The objects keep AMCT's snake_case field names: they are the file format.
  */
 import * as fs from 'fs';
-import { QuantbookError, closeNames, invalidArgument } from '../errors';
+import { QuantbookError, checkKeys, closeNames, invalidArgument, requireObject } from '../errors';
 import { Model, loadModel } from '../onnx/model';
 import { QuantLayer, selectLayers } from '../quantize/layers';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { readJsonFile } from '../util/json-file';
 import { TextMessage, TextValue, parseTextFormat } from '../util/prototxt';
 
 export const ACT_ALGOS = ['ifmr', 'hfmg'] as const;
@@ -101,16 +102,6 @@ function defaultLayerConfig(layer: QuantLayer, activationOffset: boolean): Layer
 }
 
 // ---------- validation of one layer's settings ----------
-
-function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
-  const bad = Object.keys(obj).filter((k) => !allowed.includes(k));
-  if (bad.length) throw new QuantbookError('INVALID_ARGUMENT', `${where}: unknown key${bad.length > 1 ? 's' : ''} ${bad.map((k) => `"${k}"`).join(', ')}; allowed: ${allowed.join(', ')}`);
-}
-
-function requireObject(v: unknown, where: string): Record<string, unknown> {
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw invalidArgument(where, v, 'an object');
-  return v as Record<string, unknown>;
-}
 
 function num(v: unknown, where: string, ok: (x: number) => boolean, allowed: string): number {
   if (typeof v !== 'number' || !ok(v)) throw invalidArgument(where, v, allowed);
@@ -208,14 +199,7 @@ export function quantConfigJson(config: AmctQuantConfig): Record<string, unknown
 }
 
 export function readQuantConfig(file: string, model: Model): AmctQuantConfig {
-  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `quant config not found: ${file}`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not valid JSON (${(e as Error).message})`);
-  }
-  return validateQuantConfig(raw, model, file);
+  return validateQuantConfig(readJsonFile(file, 'quant config'), model, file);
 }
 
 export function writeQuantConfig(file: string, config: AmctQuantConfig): void {
@@ -255,9 +239,9 @@ function fromCalibrationConfig(raw: TextValue, where: string): Partial<Record<'a
 /** Reads a simplified config: a path (.cfg text format, or .json) or an object of the same shape. */
 export function readSimpleConfig(source: string | Record<string, unknown>): TextMessage {
   if (typeof source !== 'string') return source as TextMessage;
+  if (source.endsWith('.json')) return readJsonFile(source, 'simplified quant config') as TextMessage;
   if (!fs.existsSync(source)) throw new QuantbookError('FILE_NOT_FOUND', `simplified quant config not found: ${source}`);
-  const text = fs.readFileSync(source, 'utf8');
-  return source.endsWith('.json') ? JSON.parse(text) : parseTextFormat(text, source);
+  return parseTextFormat(fs.readFileSync(source, 'utf8'), source);
 }
 
 /** Expands a simplified config into the full per-layer config for `model`. */

@@ -15,10 +15,10 @@ import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { Feeds } from '../runtime/runner';
-import { quantizeLinear } from '../kernels/quant';
-import { Observer, ObserverOptions, weightQParams } from '../observers';
+import { Observer, ObserverOptions } from '../observers';
 import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { QuantLayer } from '../quantize/layers';
+import { quantizeBias, quantizeWeight } from '../quantize/qdq';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
 import { ActivationQuantParams, AmctQuantConfig, amctLayers, readQuantConfig } from './amct-config';
@@ -90,7 +90,7 @@ export class AmctQuantization {
       const b = p.layer.bias;
       const bias = b && p.weight ? {
         tensor: b,
-        int32: Int32Array.from(this.float.graph.constantValue(b)!.data as Float32Array, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / Math.fround(p.weight!.scale[c] * r.scale))))),
+        int32: quantizeBias(this.float.graph.constantValue(b)!.data as Float32Array, Float32Array.from(p.weight.scale, (s) => Math.fround(s * r.scale))),
       } : undefined;
       return { name: p.layer.name, opType: p.layer.opType, input: p.layer.activations[0], scaleD: r.scale, offsetD: r.zeroPoint, weight: p.weight, bias };
     });
@@ -119,12 +119,8 @@ export function quantizeModel(configFile: string, model: Model | string, recordF
     let weight: AmctLayerParams['weight'];
     if (layer.weight && w) {
       const t = float.graph.constantValue(layer.weight)!;
-      const data = t.data as Float32Array;
       const axis = layer.weightAxis!;
-      const q = weightQParams(data, t.dims, { numBits: w.num_bits, perChannel: w.channel_wise, channelAxis: axis });
-      const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, t.dims, axis));
-      const scale = q.scale.length > 1 ? q.scale : new Float32Array(t.dims[axis]).fill(q.scale[0]);
-      weight = { tensor: layer.weight, dims: t.dims, axis, int8, scale };
+      weight = { tensor: layer.weight, dims: t.dims, axis, ...quantizeWeight(t.data as Float32Array, t.dims, axis, { numBits: w.num_bits, perChannel: w.channel_wise }) };
     }
     planned.push({ layer, weight, act: c.activation_quant_params });
   }

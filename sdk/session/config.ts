@@ -3,8 +3,8 @@
  * TypeScript objects in camelCase or as JSON with the original snake_case names, normalised
  * to one shape and validated: every rejection names the key, the value and what is allowed.
  */
-import * as fs from 'fs';
-import { QuantbookError, invalidArgument } from '../errors';
+import { readJsonFile } from '../util/json-file';
+import { QuantbookError, checkKeys as checkKnownKeys, invalidArgument, requireObject } from '../errors';
 import type { CalibrationSource } from '../calibration/data';
 import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 
@@ -55,15 +55,9 @@ function pick(obj: Record<string, unknown>, key: string): unknown {
   return obj[key] ?? obj[camel(key)];
 }
 
-function requireObject(value: unknown, where: string): Record<string, unknown> {
-  if (!value || typeof value !== 'object' || Array.isArray(value)) throw invalidArgument(where, value, 'an object');
-  return value as Record<string, unknown>;
-}
-
+/** Session configs accept every key in snake_case and camelCase. */
 function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
-  const known = new Set(allowed.flatMap((k) => [k, camel(k)]));
-  const unknown = Object.keys(obj).filter((k) => !known.has(k));
-  if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}; allowed: ${allowed.join(', ')}`);
+  checkKnownKeys(obj, allowed, where, (k) => [k, camel(k)]);
 }
 
 function disableNames(p: Record<string, unknown>, where: string): string[] {
@@ -97,8 +91,8 @@ export function saveConfig(raw: unknown): SaveProcessorConfig {
   if (!Array.isArray(saveType) || !saveType.length || saveType.some((t) => !(SAVE_TYPES as readonly unknown[]).includes(t))) {
     throw invalidArgument('save.save_type', saveType, `a non-empty list drawn from ${SAVE_TYPES.map((t) => `'${t}'`).join(', ')}`);
   }
-  const part = pick(p, 'part_file_size') ?? undefined;
-  if (part !== undefined && part !== null && !(typeof part === 'number' && Number.isFinite(part) && part > 0)) throw invalidArgument('save.part_file_size', part, 'a positive size in GB, or None/null for one file');
+  const part = pick(p, 'part_file_size') ?? undefined; // None/null: one file
+  if (part !== undefined && !(typeof part === 'number' && Number.isFinite(part) && part > 0)) throw invalidArgument('save.part_file_size', part, 'a positive size in GB, or None/null for one file');
   const deq = pick(p, 'deq_scale') ?? 'float32';
   if (!(DEQ_SCALE_FORMATS as readonly unknown[]).includes(deq)) throw invalidArgument('save.deq_scale', deq, `one of ${DEQ_SCALE_FORMATS.map((d) => `'${d}'`).join(', ')}`);
   return {
@@ -106,7 +100,7 @@ export function saveConfig(raw: unknown): SaveProcessorConfig {
     safetensorsName: optionalFileName(p, 'safetensors_name', '.safetensors'),
     jsonName: optionalFileName(p, 'json_name', '.json'),
     saveType: saveType as SaveType[],
-    partFileSize: (part ?? undefined) as number | undefined,
+    partFileSize: part as number | undefined,
     deqScale: deq as SaveProcessorConfig['deqScale'],
   };
 }
@@ -150,12 +144,5 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
 
 /** Reads a session config JSON file (snake_case as msModelSlim writes it, or camelCase). */
 export function loadSessionConfig(file: string): SessionConfig {
-  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `session config not found: ${file}`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not valid JSON (${(e as Error).message})`);
-  }
-  return normalizeSessionConfig(raw);
+  return normalizeSessionConfig(readJsonFile(file, 'session config'));
 }

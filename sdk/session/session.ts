@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { QuantbookError, invalidArgument } from '../errors';
+import { QuantbookError } from '../errors';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
