@@ -3,6 +3,7 @@
  * tensors exposed, feeds each activation to its observer, and drops it. Memory stays flat
  * however many batches there are: only observer summaries outlive a batch.
  */
+import * as crypto from 'crypto';
 import * as os from 'os';
 import { QuantbookError, invalidArgument } from '../errors';
 import { BackendName, describeBackend, initBackend } from '../kernels/backend';
@@ -15,7 +16,7 @@ import {
 } from '../observers';
 import { Runner } from '../runtime/runner';
 import { StatRow, readStats, writeStats } from '../stats/calibration-stats';
-import { CalibrationSource, batchesFrom } from './data';
+import { CalibrationSource, batchesFrom, hashFeeds } from './data';
 
 export interface CalibrationTarget {
   tensor: string;
@@ -186,9 +187,12 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
   // ORT runs off the JS thread: start batch k+1 before observing batch k, so the two overlap.
   // At most two batches of activations are alive at once, whatever the number of batches.
+  const dataHash = crypto.createHash('sha256');
   const runNext = async () => {
     const next = await source.next();
-    return next.done ? undefined : runner.run(next.value);
+    if (next.done) return undefined;
+    hashFeeds(dataHash, next.value);
+    return runner.run(next.value);
   };
   let batch = 0;
   let pending = runNext();
@@ -222,6 +226,8 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     backend: describeBackend(backend),
     kernels: JSON.stringify(reductionChoice()),
     batches: String(batch),
+    // sha256 over every batch's input names, types, shapes and bytes, in order: same data, same hash
+    data_sha256: dataHash.digest('hex'),
     host: `${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}`,
   };
   const timing = { sessionMs: started - sessionStart, batchesMs: Date.now() - started, batches: batch };

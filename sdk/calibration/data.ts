@@ -27,6 +27,17 @@ export async function* batchesFrom(source: CalibrationSource, inputNames: readon
   }
 }
 
+/** Adds one batch to a running hash: input names (sorted), element types, shapes and raw bytes. */
+export function hashFeeds(hash: import('crypto').Hash, feeds: Feeds): void {
+  for (const name of Object.keys(feeds).sort()) {
+    const t = feeds[name];
+    const data = t.data as ArrayBufferView | string[];
+    hash.update(`${name}:${t.type}:${t.dims.join('x')};`);
+    if (Array.isArray(data)) hash.update(JSON.stringify(data));
+    else hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+}
+
 async function* folderBatches(dir: string, inputNames: readonly string[]): AsyncGenerator<Feeds, void, undefined> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new QuantbookError('FILE_NOT_FOUND', `calibration data folder not found: ${dir}`);
   const files = fs.readdirSync(dir).filter((f) => FILE_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort();

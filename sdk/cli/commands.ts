@@ -19,7 +19,7 @@ import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
 import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
 import { runSession } from '../session/session';
-import { hashPath, writeReport } from '../export/report';
+import { writeReport } from '../export/report';
 import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional } from './args';
 import { ProgressBar } from './progress';
 
@@ -121,7 +121,6 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
     files.push(writeReport(path.join(out, 'report.html'), result.reportInput({
       title: `quantbook report: ${path.basename(modelPath)}`,
       model: modelPath,
-      data: data ? { description: data.dir, sha256: hashPath(data.dir), batches: result.calibration?.metadata.batches ? Number(result.calibration.metadata.batches) : undefined } : undefined,
       comparison,
       files: files.map((f) => path.relative(out, f)),
     })));

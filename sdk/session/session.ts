@@ -10,13 +10,14 @@ import { QuantbookError } from '../errors';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
+import { isImageFolderSource } from '../calibration/images';
 import { Model, loadModel } from '../onnx/model';
 import { requireDevice } from '../runtime/device';
 import { Feeds } from '../runtime/runner';
-import { ActMethod, OpSet, quantizeW8A8 } from '../quantize/w8a8';
+import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { LayerRecord } from '../quantize/qdq';
-import { LayerSelection } from '../quantize/layers';
+import { LayerSelection, selectLayers } from '../quantize/layers';
 import { LayerComparison, compareModels } from '../quantize/compare';
 import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
 import { ReportInput, environment } from '../export/report';
@@ -81,12 +82,23 @@ export class QuantizationResult {
     return compareModels(this.float, this.qdq, this.layerOutputs(), batches);
   }
 
-  /** What a report shows of this result; `extra` adds the title, data, comparison, accuracy, files. */
+  /**
+   * What a report shows of this result: config, environment, calibration data hash and
+   * statistics, layers and scales; `extra` adds the title, comparison, accuracy, files (and may
+   * override the rest).
+   */
   reportInput(extra: Partial<ReportInput> & Pick<ReportInput, 'title' | 'model'>): ReportInput {
+    const meta = this.calibration?.metadata;
+    const seen = new Set<string>();
+    const statistics = (this.calibration?.rows() ?? []).filter((r) => r.channel === -1 && !seen.has(r.tensor) && !!seen.add(r.tensor));
+    const weightScales = this.layers.flatMap((l) => (l.weight ? Array.from(l.weight.scale) : []));
     return {
       config: { processorCfgMap: this.config.processorCfgMap, device: this.config.device },
-      environment: environment(this.calibration ? { 'tfjs backend': this.calibration.metadata.backend ?? '' } : {}),
+      environment: environment(meta ? { 'tfjs backend': meta.backend ?? '' } : {}),
+      ...(meta ? { data: { description: describeSource(this.config.calibData), sha256: meta.data_sha256, batches: Number(meta.batches) } } : {}),
       layers: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      statistics,
+      weightScales,
       skipped: this.selection.skipped,
       ...extra,
     };
@@ -99,6 +111,12 @@ export class QuantizationResult {
       .map((l) => ({ layer: l.name, opType: l.opType, tensor: g.node(l.name)?.output[0] ?? '' }))
       .filter((l) => l.tensor && !g.outputNames.includes(l.tensor));
   }
+}
+
+function describeSource(source: CalibrationSource | undefined): string {
+  if (typeof source === 'string') return source;
+  if (source && isImageFolderSource(source)) return `images in ${source.imageFolder}`;
+  return 'calibration batches passed in memory';
 }
 
 function modelFrom(source: Model | string | Uint8Array): { model: Model; baseName: string } {
@@ -127,6 +145,13 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
 export function runSession(model: Model | string | Uint8Array, config: unknown | string, options: { onProgress?: (p: CalibrationProgress) => void } = {}): Promise<QuantizationResult> {
   const normalized = typeof config === 'string' ? loadSessionConfig(config) : normalizeSessionConfig(config);
   return execute(model, normalized, options.onProgress);
+}
+
+export interface SessionPlan {
+  processor: 'w8a8' | 'w8a8_dynamic';
+  settings: Record<string, unknown>;
+  layers: Array<{ name: string; opType: string; weight: string; activation: string }>;
+  skipped: LayerSelection['skipped'];
 }
 
 export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' | 'cuda' }
@@ -166,6 +191,27 @@ export class QuantSession {
     this.processors[name] = { cfg, disable_names: disableNames };
     this.result = undefined;
     return this;
+  }
+
+  /**
+   * What `run()` will do, without calibrating: the processor and its settings, the layers it
+   * will quantize (on the prepared float model) and those it keeps in float, with the reason.
+   */
+  plan(): SessionPlan {
+    const config = this.config();
+    const map = config.processorCfgMap;
+    const kind = map.w8a8 ? 'w8a8' : 'w8a8_dynamic';
+    const entry = map.w8a8 ?? map.w8a8_dynamic!;
+    const selection = selectLayers(prepareFloat(modelFrom(this.source).model), entry.disableNames);
+    const activation = kind === 'w8a8'
+      ? `uint8 asymmetric per tensor, static (${map.w8a8!.cfg.actMethod})`
+      : 'int8 symmetric per token, dynamic (computed at run time)';
+    return {
+      processor: kind,
+      settings: { ...entry.cfg },
+      layers: selection.layers.map((l) => ({ name: l.name, opType: l.opType, weight: l.weight ? 'int8 symmetric per output channel' : '—', activation })),
+      skipped: selection.skipped,
+    };
   }
 
   /** The SessionConfig this builder stands for (validated). */
