@@ -11,7 +11,9 @@ import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
 export type ProcessorName = (typeof PROCESSORS)[number];
 /** Processors this version runs; the others are recognised and refused with a clear message. */
-export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['w8a8', 'w8a8_dynamic', 'save'];
+export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm6', 'w8a8', 'w8a8_dynamic', 'save'];
+/** the anti-outlier processors: they rewrite the float model before a quantization processor runs */
+export const ANTI_OUTLIER_PROCESSORS = ['m3', 'm4', 'm6'] as const;
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
 /** msModelSlim's 'cpu' | 'npu', and quantbook's 'cuda' */
 export const DEVICES = ['cpu', 'npu', 'cuda'] as const;
@@ -36,7 +38,14 @@ export interface SaveProcessorConfig {
   deqScale?: (typeof DEQ_SCALE_FORMATS)[number];
 }
 
+/** msModelSlim's M6Config: either exponent missing means both are searched (a given one stays fixed). */
+export interface M6ProcessorConfig { cfg: { alpha?: number; beta?: number } }
+/** msModelSlim's M3ProcessorConfig has no parameters. */
+export type M3ProcessorConfig = Record<string, never>;
+
 export interface ProcessorCfgMap {
+  m3?: M3ProcessorConfig;
+  m6?: M6ProcessorConfig;
   w8a8?: W8A8ProcessorConfig;
   w8a8_dynamic?: W8A8DynamicProcessorConfig;
   save?: SaveProcessorConfig;
@@ -120,7 +129,30 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   const unavailable = names.filter((n) => !AVAILABLE_PROCESSORS.includes(n as ProcessorName));
   if (unavailable.length) throw new QuantbookError('UNSUPPORTED', `processor_cfg_map: ${unavailable.map((n) => `'${n}'`).join(', ')} ${unavailable.length > 1 ? 'are' : 'is'} not available in this version of quantbook; available: ${AVAILABLE_PROCESSORS.map((p) => `'${p}'`).join(', ')}`);
 
+  const antiOutlier = names.filter((n) => (ANTI_OUTLIER_PROCESSORS as readonly string[]).includes(n));
+  if (antiOutlier.length > 1) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: ${antiOutlier.map((n) => `'${n}'`).join(' and ')} both rewrite the model against outliers; choose one`);
+  if (antiOutlier.length && !names.includes('w8a8') && !names.includes('w8a8_dynamic')) {
+    throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: '${antiOutlier[0]}' only prepares the model; add a quantization processor ('w8a8' or 'w8a8_dynamic')`);
+  }
+
   const out: ProcessorCfgMap = {};
+  if (map.m3 !== undefined) {
+    const p = requireObject(map.m3, 'processor_cfg_map.m3');
+    checkKeys(p, [], 'processor_cfg_map.m3');
+    out.m3 = {};
+  }
+  if (map.m6 !== undefined) {
+    const p = requireObject(map.m6, 'processor_cfg_map.m6');
+    checkKeys(p, ['cfg'], 'processor_cfg_map.m6');
+    const cfg = pick(p, 'cfg') === undefined ? {} : requireObject(pick(p, 'cfg'), 'm6.cfg');
+    checkKeys(cfg, ['alpha', 'beta'], 'm6.cfg');
+    const unit = (k: string) => {
+      const v = pick(cfg, k) ?? undefined; // None/null: searched
+      if (v !== undefined && !(typeof v === 'number' && v >= 0 && v <= 1)) throw invalidArgument(`m6.cfg.${k}`, v, 'a number in [0, 1], or None/null to search it');
+      return v as number | undefined;
+    };
+    out.m6 = { cfg: { alpha: unit('alpha'), beta: unit('beta') } };
+  }
   if (map.w8a8 !== undefined) {
     const p = requireObject(map.w8a8, 'processor_cfg_map.w8a8');
     checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8');
@@ -138,6 +170,7 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   const device = pick(top, 'device') ?? 'cpu';
   if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
   const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;
+  if (antiOutlier.length && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: '${antiOutlier[0]}' computes its scales from activations and needs calibration data`);
   if (out.w8a8 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8' is static quantization and needs calibration data (a folder, an array or an iterable of batches); 'w8a8_dynamic' needs none");
   return { processorCfgMap: out, calibData, device: device as SessionConfig['device'] };
 }

@@ -19,6 +19,7 @@ import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
 import { LayerComparison, compareModels } from '../quantize/compare';
+import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
 import { ReportInput, environment } from '../export/report';
 import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
@@ -36,6 +37,8 @@ export class QuantizationResult {
     readonly selection: LayerSelection,
     readonly config: SessionConfig,
     readonly calibration?: CalibrationResult,
+    /** what an anti-outlier processor (m3/m6) did, per smoothed activation */
+    readonly smoothing: SmoothGroup[] = [],
   ) {}
 
   /**
@@ -127,15 +130,22 @@ function modelFrom(source: Model | string | Uint8Array): { model: Model; baseNam
 
 async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void): Promise<QuantizationResult> {
   const device = requireDevice(config.device);
-  const { model, baseName } = modelFrom(source);
+  const { model: original, baseName } = modelFrom(source);
   const map = config.processorCfgMap;
+  let model = original;
+  let smoothing: SmoothGroup[] = [];
+  if (map.m3 || map.m6) {
+    // anti-outlier first, on a float copy: the quantizer then sees the smoothed model
+    model = prepareFloat(original);
+    smoothing = await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: 'm3' });
+  }
   let result: QuantizationResult;
   if (map.w8a8) {
     const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders: device.executionProviders });
-    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration);
+    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing);
   } else {
     const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
-    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config);
+    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, undefined, smoothing);
   }
   if (map.save) result.save(map.save.outputPath, map.save);
   return result;
@@ -157,7 +167,7 @@ export interface SessionPlan {
 export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' | 'cuda' }
 
 export class QuantSession {
-  private processors: Record<string, { cfg: Record<string, string>; disable_names: string[] }> = {};
+  private processors: Record<string, { cfg: Record<string, unknown>; disable_names?: string[] }> = {};
   private disabled: string[] = [];
   private progress?: (p: CalibrationProgress) => void;
   private result?: Promise<QuantizationResult>;
@@ -175,6 +185,25 @@ export class QuantSession {
     return this.add('w8a8_dynamic', { act_method: o.actMethod ?? 'minmax' }, o.disableNames);
   }
 
+  /**
+   * m6 (Flex Smooth Quant) before quantization: s_j = max|X_j|^alpha / max|W_j|^beta per input
+   * channel, folded into the preceding LayerNorm where possible. Leave either out to search both.
+   */
+  withM6(alpha?: number, beta?: number): this {
+    delete this.processors.m3;
+    this.processors.m6 = { cfg: { ...(alpha !== undefined ? { alpha } : {}), ...(beta !== undefined ? { beta } : {}) } };
+    this.result = undefined;
+    return this;
+  }
+
+  /** m3 (AWQ-style) before quantization: s_j = mean|X_j|^alpha, alpha searched per activation. */
+  withM3(): this {
+    delete this.processors.m6;
+    this.processors.m3 = { cfg: {} };
+    this.result = undefined;
+    return this;
+  }
+
   /** Keeps these layers (names or glob patterns) in float. */
   disable(...names: string[]): this {
     this.disabled.push(...names);
@@ -187,7 +216,7 @@ export class QuantSession {
     return this;
   }
 
-  private add(name: string, cfg: Record<string, string>, disableNames: string[] = []): this {
+  private add(name: string, cfg: Record<string, unknown>, disableNames: string[] = []): this {
     this.processors[name] = { cfg, disable_names: disableNames };
     this.result = undefined;
     return this;
@@ -206,9 +235,10 @@ export class QuantSession {
     const activation = kind === 'w8a8'
       ? `uint8 asymmetric per tensor, static (${map.w8a8!.cfg.actMethod})`
       : 'int8 symmetric per token, dynamic (computed at run time)';
+    const antiOutlier = map.m6 ? { antiOutlier: `m6 (alpha ${map.m6.cfg.alpha ?? 'searched'}, beta ${map.m6.cfg.beta ?? 'searched'})` } : map.m3 ? { antiOutlier: 'm3 (alpha searched)' } : {};
     return {
       processor: kind,
-      settings: { ...entry.cfg },
+      settings: { ...antiOutlier, ...entry.cfg },
       layers: selection.layers.map((l) => ({ name: l.name, opType: l.opType, weight: l.weight ? 'int8 symmetric per output channel' : '—', activation })),
       skipped: selection.skipped,
     };
@@ -217,13 +247,17 @@ export class QuantSession {
   /** The SessionConfig this builder stands for (validated). */
   config(): SessionConfig {
     const map: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(this.processors)) map[k] = { ...v, disable_names: [...v.disable_names, ...this.disabled] };
+    for (const [k, v] of Object.entries(this.processors)) {
+      if (k === 'm3') map[k] = {};
+      else if (k === 'm6') map[k] = { cfg: v.cfg };
+      else map[k] = { ...v, disable_names: [...(v.disable_names ?? []), ...this.disabled] };
+    }
     return normalizeSessionConfig({ processor_cfg_map: map, calib_data: this.options.calibData, device: this.options.device ?? 'cpu' });
   }
 
   /** Runs the processors (once; later calls reuse the result until the builder changes). */
   run(): Promise<QuantizationResult> {
-    if (!Object.keys(this.processors).length) {
+    if (!Object.keys(this.processors).some((p) => p === 'w8a8' || p === 'w8a8_dynamic')) {
       return Promise.reject(new QuantbookError('INVALID_ARGUMENT', 'session: choose a quantization processor first, e.g. .w8a8() or .w8a8Dynamic()'));
     }
     return (this.result ??= (async () => execute(this.source, this.config(), this.progress))());

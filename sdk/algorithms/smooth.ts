@@ -1,0 +1,313 @@
+/**
+ * Outlier suppression by per-input-channel scale migration (the SmoothQuant family; msModelSlim's
+ * m1/m3/m6). For an activation X read by MatMul/Gemm layers with constant weights W,
+ *   X·W = (X·diag(1/s)) · (diag(s)·W)
+ * so dividing X's channel j by s_j and multiplying W's row j by s_j keeps the function while
+ * moving X's outlier channels into the weights, which quantize per output channel and absorb them.
+ * 1/s is folded into the LayerNormalization that produces X when it has no other readers;
+ * otherwise an explicit Mul(X, 1/s) is inserted in front of those layers only.
+ *
+ * Scales per method (X and W statistics per input channel j):
+ *   m1 (SmoothQuant)   s_j = max|X_j|^α / max|W_j|^(1−α), α given (default 0.5)
+ *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
+ *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
+ *   m3 (AWQ-style)     s_j = mean|X_j|^α, α searched on 0, 0.05, …, 1
+ * The search minimises the int8 output error ‖X·W − Q(X/s)·Q(s·W)‖² of the group's layers on a
+ * sample of calibration rows (uint8 per-tensor X, int8 per-output-channel W, as W8A8 quantizes).
+ */
+import { QuantbookError, invalidArgument } from '../errors';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { DataType } from '../onnx/dtype';
+import { Model } from '../onnx/model';
+import type { NodeProto } from '../onnx/proto';
+import { attributeValue, renameReads } from '../onnx/graph';
+import { Runner } from '../runtime/runner';
+
+export const SMOOTH_METHODS = ['m1', 'm3', 'm6'] as const;
+export type SmoothMethod = (typeof SMOOTH_METHODS)[number];
+
+export interface SmoothOptions {
+  method: SmoothMethod;
+  alpha?: number;
+  beta?: number;
+  /** calibration rows kept per group for the search (default 512) */
+  sampleRows?: number;
+  /** layers (node names) to leave alone */
+  skip?: string[];
+}
+
+/** One activation and the layers reading it that share its scales. */
+export interface SmoothGroup {
+  input: string;
+  layers: string[];
+  /** where 1/s went: the LayerNormalization folded into, or the Mul inserted */
+  absorbedBy: { kind: 'LayerNormalization' | 'Mul'; node: string };
+  alpha: number;
+  beta?: number;
+  /** output error of the group's int8 layers on the sample, before and after (sum of squares) */
+  errorBefore: number;
+  errorAfter: number;
+  /** per input channel: max|X_j| before and after smoothing */
+  channelMaxBefore: Float32Array;
+  channelMaxAfter: Float32Array;
+  scales: Float32Array;
+}
+
+interface Candidate {
+  input: string;
+  nodes: NodeProto[];
+  /** each layer's weight as [K, N] row-major (Gemm transB transposed), K = channels of X */
+  weights: Float32Array[];
+  n: number[];
+}
+
+/** Activations that feed MatMul/Gemm layers with constant 2-D weights (the smoothable edges). */
+export function smoothCandidates(model: Model, skip: string[] = []): Candidate[] {
+  const g = model.graph;
+  const byInput = new Map<string, Candidate>();
+  for (const node of g.nodes) {
+    if (node.op_type !== 'MatMul' && node.op_type !== 'Gemm') continue;
+    if (skip.includes(node.name ?? '')) continue;
+    const [x, w] = node.input;
+    if (!x || g.isConstant(x) || !w || !g.isConstant(w)) continue;
+    const wt = g.constantValue(w)!;
+    if (wt.type !== DataType.FLOAT || wt.dims.length !== 2) continue;
+    if (node.op_type === 'Gemm' && (attributeValue(node, 'transA') === 1)) continue;
+    const [k, n] = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1 ? [wt.dims[1], wt.dims[0]] : wt.dims;
+    const data = wt.data as Float32Array;
+    const kn = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1 ? transpose(data, n, k) : data;
+    const c = byInput.get(x) ?? { input: x, nodes: [], weights: [], n: [] };
+    if (c.weights.length && c.weights[0].length / c.n[0] !== k) continue;
+    c.nodes.push(node);
+    c.weights.push(kn);
+    c.n.push(n);
+    byInput.set(x, c);
+  }
+  // a weight read by two layers cannot take two different row scalings
+  return [...byInput.values()].filter((c) => c.nodes.every((n) => g.consumers(n.input[1]).length === 1));
+}
+
+function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = a[i * cols + j];
+  return out;
+}
+
+/** Streams the calibration data: per-channel max|X| and mean|X| (last axis), and a row sample. */
+async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
+  const runner = await Runner.create(model, { expose: tensors });
+  const stats = new Map<string, { max: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
+  try {
+    for await (const feeds of batchesFrom(data, runner.inputNames)) {
+      const out = await runner.run(feeds);
+      for (const t of tensors) {
+        const v = out.exposed[t];
+        if (v.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `smoothing: activation "${t}" holds ${v.type}; only float32 can be smoothed`);
+        const x = v.data as Float32Array;
+        const k = v.dims[v.dims.length - 1];
+        const s = stats.get(t) ?? { max: new Float64Array(k), sumAbs: new Float64Array(k), rows: 0, sample: [] };
+        const rows = x.length / k;
+        // keep an evenly spread sample of rows: flat memory whatever the number of batches
+        const stride = Math.max(1, Math.floor(rows / Math.max(1, Math.ceil(sampleRows / 4))));
+        for (let r = 0; r < rows; r++) {
+          for (let j = 0; j < k; j++) {
+            const a = Math.abs(x[r * k + j]);
+            if (a > s.max[j]) s.max[j] = a;
+            s.sumAbs[j] += a;
+          }
+          if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(Array.from(x.subarray(r * k, (r + 1) * k)));
+        }
+        s.rows += rows;
+        stats.set(t, s);
+      }
+    }
+  } finally {
+    await runner.dispose();
+  }
+  return stats;
+}
+
+/** ‖X·W − Q(X/s)·Q(s·W)‖² summed over the group's layers (X: uint8 per tensor, W: int8 per column). */
+export function smoothedError(sample: Float32Array, rows: number, k: number, weights: Float32Array[], ns: number[], s: ArrayLike<number>, reference: Float32Array[]): number {
+  // X/s quantized per tensor, asymmetric uint8 (range includes 0)
+  let lo = 0;
+  let hi = 0;
+  const xs = new Float32Array(sample.length);
+  for (let i = 0; i < sample.length; i++) {
+    const v = sample[i] / s[i % k];
+    xs[i] = v;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const sx = (hi - lo) / 255 || 1;
+  const zp = Math.round(-lo / sx);
+  for (let i = 0; i < xs.length; i++) xs[i] = (Math.min(255, Math.max(0, Math.round(xs[i] / sx) + zp)) - zp) * sx;
+  let err = 0;
+  weights.forEach((w, li) => {
+    const n = ns[li];
+    // s·W quantized per output column, symmetric int8
+    const wq = new Float32Array(w.length);
+    for (let c = 0; c < n; c++) {
+      let m = 0;
+      for (let j = 0; j < k; j++) m = Math.max(m, Math.abs(w[j * n + c] * s[j]));
+      const sw = m / 127 || 1;
+      for (let j = 0; j < k; j++) wq[j * n + c] = Math.min(127, Math.max(-128, Math.round((w[j * n + c] * s[j]) / sw))) * sw;
+    }
+    const ref = reference[li];
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < n; c++) {
+        let acc = 0;
+        for (let j = 0; j < k; j++) acc += xs[r * k + j] * wq[j * n + c];
+        const d = acc - ref[r * n + c];
+        err += d * d;
+      }
+    }
+  });
+  return err;
+}
+
+function matmul(x: Float32Array, rows: number, k: number, w: Float32Array, n: number): Float32Array {
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) {
+    const a = x[r * k + j];
+    if (a === 0) continue;
+    for (let c = 0; c < n; c++) out[r * n + c] += a * w[j * n + c];
+  }
+  return out;
+}
+
+const EPS = 1e-5;
+
+function scalesFor(method: SmoothMethod, xMax: Float64Array, xMeanAbs: Float64Array, wMax: Float64Array, alpha: number, beta: number): Float32Array {
+  const k = xMax.length;
+  const s = new Float32Array(k);
+  for (let j = 0; j < k; j++) {
+    const x = Math.max(xMax[j], EPS);
+    const w = Math.max(wMax[j], EPS);
+    if (method === 'm3') s[j] = Math.max(xMeanAbs[j], EPS) ** alpha;
+    else if (method === 'm1') s[j] = x ** alpha / w ** (1 - alpha);
+    else s[j] = x ** alpha / w ** beta;
+  }
+  // keep the scales centred on 1 (geometric mean): the product X·W is unchanged either way,
+  // and neither side drifts far from its original magnitude
+  let logSum = 0;
+  for (const v of s) logSum += Math.log(v);
+  const g = Math.exp(logSum / k);
+  for (let j = 0; j < k; j++) s[j] = Math.fround(s[j] / g);
+  return s;
+}
+
+function checkUnit(name: string, v: number | undefined): void {
+  if (v !== undefined && !(typeof v === 'number' && v >= 0 && v <= 1)) throw invalidArgument(name, v, 'a number in [0, 1]');
+}
+
+/**
+ * Rewrites `model` in place (float in, float out, same function) and returns what was done per
+ * group. `data` is calibration data for the activation statistics.
+ */
+export async function smoothModel(model: Model, data: CalibrationSource, options: SmoothOptions): Promise<SmoothGroup[]> {
+  if (!SMOOTH_METHODS.includes(options.method)) throw invalidArgument('method', options.method, SMOOTH_METHODS.map((m) => `'${m}'`).join(', '));
+  checkUnit('alpha', options.alpha);
+  checkUnit('beta', options.beta);
+  const g = model.graph;
+  const candidates = smoothCandidates(model, options.skip);
+  if (!candidates.length) return [];
+  const sampleRows = options.sampleRows ?? 512;
+  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows);
+  const groups: SmoothGroup[] = [];
+  for (const c of candidates) {
+    const st = stats.get(c.input)!;
+    const k = st.max.length;
+    const rows = st.sample.length;
+    const sample = Float32Array.from(st.sample.flat());
+    const meanAbs = st.sumAbs.map((v) => v / Math.max(1, st.rows));
+    const wMax = new Float64Array(k);
+    c.weights.forEach((w, li) => {
+      const n = c.n[li];
+      for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) wMax[j] = Math.max(wMax[j], Math.abs(w[j * n + col]));
+    });
+    const reference = c.weights.map((w, li) => matmul(sample, rows, k, w, c.n[li]));
+    const error = (a: number, b: number) => smoothedError(sample, rows, k, c.weights, c.n, scalesFor(options.method, st.max, meanAbs, wMax, a, b), reference);
+    const errorBefore = smoothedError(sample, rows, k, c.weights, c.n, new Float32Array(k).fill(1), reference);
+    const { alpha, beta } = chooseExponents(options, error);
+    const s = scalesFor(options.method, st.max, meanAbs, wMax, alpha, beta);
+    const errorAfter = error(alpha, beta);
+    const absorbedBy = applyScales(model, c, s);
+    groups.push({
+      input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
+      errorBefore, errorAfter, scales: s,
+      channelMaxBefore: Float32Array.from(st.max), channelMaxAfter: Float32Array.from(st.max, (v, j) => v / s[j]),
+    });
+  }
+  g.invalidate();
+  return groups;
+}
+
+function chooseExponents(options: SmoothOptions, error: (a: number, b: number) => number): { alpha: number; beta: number } {
+  const grid = (from: number, to: number, step: number) => {
+    const out: number[] = [];
+    for (let v = from; v <= to + 1e-9; v += step) out.push(Math.min(1, Math.max(0, +v.toFixed(4))));
+    return [...new Set(out)];
+  };
+  if (options.method === 'm1') return { alpha: options.alpha ?? 0.5, beta: 1 - (options.alpha ?? 0.5) };
+  if (options.method === 'm3') {
+    let best = { alpha: 0, beta: 0, e: Infinity };
+    for (const a of grid(0, 1, 0.05)) {
+      const e = error(a, 0);
+      if (e < best.e) best = { alpha: a, beta: 0, e };
+    }
+    return best;
+  }
+  if (options.alpha !== undefined && options.beta !== undefined) return { alpha: options.alpha, beta: options.beta };
+  // m6 search: coarse 0.1 grid, then ±0.05 by 0.01 around the best (a given α or β stays fixed)
+  const search = (alphas: number[], betas: number[]) => {
+    let best = { alpha: alphas[0], beta: betas[0], e: Infinity };
+    for (const a of alphas) for (const b of betas) {
+      const e = error(a, b);
+      if (e < best.e) best = { alpha: a, beta: b, e };
+    }
+    return best;
+  };
+  const fixedA = options.alpha !== undefined ? [options.alpha] : undefined;
+  const fixedB = options.beta !== undefined ? [options.beta] : undefined;
+  const coarse = search(fixedA ?? grid(0, 1, 0.1), fixedB ?? grid(0, 1, 0.1));
+  const around = (v: number) => grid(Math.max(0, v - 0.05), Math.min(1, v + 0.05), 0.01);
+  const fine = search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
+  return fine.e <= coarse.e ? fine : coarse;
+}
+
+/** W rows × s; X ÷ s folded into its LayerNormalization, or an inserted Mul. */
+function applyScales(model: Model, c: Candidate, s: Float32Array): SmoothGroup['absorbedBy'] {
+  const g = model.graph;
+  for (const node of c.nodes) {
+    const w = g.constantValue(node.input[1])!;
+    const data = Float32Array.from(w.data as Float32Array);
+    const transB = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1;
+    const [rows, cols] = w.dims;
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j] = Math.fround(data[i * cols + j] * s[transB ? j : i]);
+    g.replaceInitializer(node.input[1], { type: DataType.FLOAT, dims: w.dims, data });
+  }
+  const producer = g.producer(c.input);
+  const readers = g.consumers(c.input);
+  const foldable = producer?.op_type === 'LayerNormalization'
+    && readers.every((r) => c.nodes.includes(r))
+    && !g.outputNames.includes(c.input)
+    && [-1, (g.valueType(c.input)?.shape?.length ?? 0) - 1].includes(Number(attributeValue(producer, 'axis') ?? -1))
+    && producer.input.slice(1).every((t) => t && g.isConstant(t) && g.consumers(t).length === 1);
+  if (foldable) {
+    for (const t of producer!.input.slice(1)) {
+      const v = Float32Array.from(g.constantValue(t)!.data as Float32Array);
+      for (let j = 0; j < v.length; j++) v[j] = Math.fround(v[j] / s[j]);
+      g.replaceInitializer(t, { type: DataType.FLOAT, dims: [v.length], data: v });
+    }
+    return { kind: 'LayerNormalization', node: producer!.name ?? '' };
+  }
+  const names = g.nameSource();
+  const inv = names.fresh(`${c.input}_smooth_inv_scale`);
+  g.addInitializer({ name: inv, type: DataType.FLOAT, dims: [s.length], data: Float32Array.from(s, (v) => Math.fround(1 / v)) });
+  const mul = g.insertNodeAfter(c.input, { opType: 'Mul', extraInputs: [inv], output: names.fresh(`${c.input}_smoothed`), name: names.fresh(`${c.input}_smooth`) });
+  // only the smoothed layers read the scaled copy; every other reader keeps the original
+  for (const r of readers) if (!c.nodes.includes(r)) renameReads(r, mul.output[0], c.input);
+  g.invalidate();
+  return { kind: 'Mul', node: mul.name ?? '' };
+}

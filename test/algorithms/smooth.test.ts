@@ -1,0 +1,118 @@
+/**
+ * Outlier suppression (m1/m3/m6): the rewrite keeps the float function, scales fold into the
+ * LayerNorms that produce the smoothed activations, and on the transformer with outlier
+ * channels m6 + W8A8 beats W8A8 alone by the stated margin.
+ */
+import { strict as assert } from 'assert';
+import { QuantbookError, loadModel, normalizeSessionConfig, session } from '../../sdk';
+import { smoothModel, SmoothGroup } from '../../sdk/algorithms/smooth';
+import { MODELS, FEEDS, onnxCheck, requireChecker, tempDir } from '../helpers';
+import { TRANSFORMER, accuracy, logits, mnist, mnistBatch, transformerCalib } from '../transformer-fixtures';
+import { Runner } from '../../sdk/runtime/runner';
+import * as fs from 'fs';
+import * as path from 'path';
+
+function maxRelDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(a[i]));
+  }
+  return d / m;
+}
+
+describe('outlier suppression (m1, m3, m6)', () => {
+  const calib = transformerCalib();
+  const held = mnistBatch(mnist().test, 0, 256);
+  const dir = tempDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  for (const options of [{ method: 'm6' as const }, { method: 'm6' as const, alpha: 0.8, beta: 0.2 }, { method: 'm1' as const }, { method: 'm3' as const }]) {
+    it(`${JSON.stringify(options)} leaves the transformer's fp32 outputs unchanged (≤ 1e-4 relative)`, async () => {
+      const m = loadModel(TRANSFORMER);
+      const groups = await smoothModel(m, calib, options);
+      assert.ok(maxRelDiff(await logits(TRANSFORMER, held), await logits(m.toBytes(), held)) <= 1e-4);
+      // the pre-attention and pre-MLP LayerNorms absorb 1/s; Q, K, V share one set of scales
+      const byInput = new Map(groups.map((g) => [g.input, g]));
+      assert.deepEqual(byInput.get('ln1')!.absorbedBy, { kind: 'LayerNormalization', node: 'ln1' });
+      assert.deepEqual(byInput.get('ln1')!.layers, ['wq_mm', 'wk_mm', 'wv_mm']);
+      assert.deepEqual(byInput.get('ln2')!.absorbedBy, { kind: 'LayerNormalization', node: 'ln2' });
+      assert.equal(byInput.get('ctx')!.absorbedBy.kind, 'Mul');
+      for (const g of groups) {
+        assert.ok(g.alpha >= 0 && g.alpha <= 1);
+        if (options.method === 'm6' && options.alpha !== undefined) assert.deepEqual([g.alpha, g.beta], [0.8, 0.2]);
+        if (options.method === 'm6' && options.alpha === undefined) assert.ok(g.errorAfter <= g.errorBefore * (1 + 1e-9), `${g.input}: search made it worse`);
+      }
+      // the planted outlier channels (5, 22, 47 of ln1) are flattened
+      const ln1: SmoothGroup = byInput.get('ln1')!;
+      const ratio = (v: Float32Array) => Math.max(...v) / [...v].sort((a, b) => a - b)[v.length >> 1];
+      assert.ok(ratio(ln1.channelMaxAfter) < ratio(ln1.channelMaxBefore) / 5, `max/median ${ratio(ln1.channelMaxBefore)} → ${ratio(ln1.channelMaxAfter)}`);
+    });
+  }
+
+  it('the smoothed model passes onnx.checker', async function () {
+    requireChecker(this);
+    const m = loadModel(TRANSFORMER);
+    await smoothModel(m, calib, { method: 'm6', alpha: 0.5, beta: 0.5 });
+    const file = path.join(dir, 'smoothed.onnx');
+    m.save(file);
+    onnxCheck(file);
+  });
+
+  it("PP-OCRv4 rec's attention blocks: the m6 rewrite keeps the fp32 outputs (≤ 1e-4 relative)", async () => {
+    const rec = loadModel(MODELS.rec);
+    const feeds = FEEDS.rec();
+    const groups = await smoothModel(rec, [feeds], { method: 'm6', alpha: 0.7, beta: 0.3 });
+    assert.ok(groups.length >= 4, `${groups.length} groups`);
+    assert.ok(groups.some((g) => g.absorbedBy.kind === 'LayerNormalization' || g.absorbedBy.kind === 'Mul'));
+    const run = async (m: typeof rec) => {
+      const r = await Runner.create(m);
+      try {
+        return Object.values((await r.run(feeds)).outputs)[0].data as Float32Array;
+      } finally {
+        await r.dispose();
+      }
+    };
+    assert.ok(maxRelDiff(await run(loadModel(MODELS.rec)), await run(rec)) <= 1e-4);
+  });
+
+  it('W8A8 alone vs m6 + W8A8 on the transformer with outlier channels: output SQNR +6 dB or more, accuracy kept', async () => {
+    const { test } = mnist();
+    const all = mnistBatch(test, 0, test.count);
+    const fp32 = accuracy(await logits(TRANSFORMER, all), test.labels);
+    const plain = await session(TRANSFORMER, { calibData: calib }).w8a8('minmax').run();
+    const smoothed = await session(TRANSFORMER, { calibData: calib }).withM6().w8a8('minmax').run();
+    const sqnr = async (r: typeof plain) => (await r.compare([held])).find((c) => c.opType === 'output')!.sqnrDb;
+    const [a, b] = [await sqnr(plain), await sqnr(smoothed)];
+    const accPlain = accuracy(await logits(plain.qdq.toBytes(), all), test.labels);
+    const accSmooth = accuracy(await logits(smoothed.qdq.toBytes(), all), test.labels);
+    console.log(`      | model (${test.count} MNIST test digits) | accuracy | drop vs fp32 | output SQNR |`);
+    console.log(`      | fp32 | ${(100 * fp32).toFixed(2)}% | — | — |`);
+    console.log(`      | W8A8 | ${(100 * accPlain).toFixed(2)}% | ${(100 * (fp32 - accPlain)).toFixed(2)} | ${a.toFixed(2)} dB |`);
+    console.log(`      | m6 + W8A8 | ${(100 * accSmooth).toFixed(2)}% | ${(100 * (fp32 - accSmooth)).toFixed(2)} | ${b.toFixed(2)} dB |`);
+    assert.ok(b - a >= 6, `SQNR ${a.toFixed(2)} → ${b.toFixed(2)} dB`);
+    assert.ok(accSmooth >= accPlain && fp32 - accSmooth <= 0.005, `accuracy fp32 ${fp32}, W8A8 ${accPlain}, m6+W8A8 ${accSmooth}`);
+    assert.ok(smoothed.smoothing.length > 0 && smoothed.smoothing.every((g) => g.beta !== undefined));
+  });
+
+  describe('session processors m3 / m6 (msModelSlim rules)', () => {
+    const rejects = (config: unknown, pattern: RegExp) => assert.throws(() => normalizeSessionConfig(config), (e: QuantbookError) => pattern.test(e.message), String(pattern));
+    it('refuses alpha/beta outside [0, 1] and unknown keys', () => {
+      rejects({ processor_cfg_map: { m6: { cfg: { alpha: 1.5 } }, w8a8: {} }, calib_data: [] }, /m6.cfg.alpha: got 1.5; expected a number in \[0, 1\]/);
+      rejects({ processor_cfg_map: { m6: { cfg: { gamma: 1 } }, w8a8: {} }, calib_data: [] }, /unknown key "gamma"; allowed: alpha, beta/);
+      rejects({ processor_cfg_map: { m3: { cfg: {} }, w8a8: {} }, calib_data: [] }, /unknown key "cfg"/);
+    });
+    it('needs a quantization processor, calibration data, and one anti-outlier method', () => {
+      rejects({ processor_cfg_map: { m6: {} }, calib_data: [] }, /'m6' only prepares the model; add a quantization processor/);
+      rejects({ processor_cfg_map: { m6: {}, m3: {}, w8a8: {} }, calib_data: [] }, /'m6' and 'm3' both rewrite the model/);
+      rejects({ processor_cfg_map: { m6: {}, w8a8_dynamic: {} } }, /'m6' computes its scales from activations and needs calibration data/);
+    });
+    it('withM6(0.8, 0.2) and the JSON config { m6: { cfg: { alpha: 0.8, beta: 0.2 } } } give the same model', async () => {
+      const { runSession } = await import('../../sdk');
+      const a = await session(TRANSFORMER, { calibData: calib }).withM6(0.8, 0.2).w8a8().run();
+      const b = await runSession(TRANSFORMER, { processor_cfg_map: { m6: { cfg: { alpha: 0.8, beta: 0.2 } }, w8a8: { cfg: { act_method: 'minmax' } } }, calib_data: calib });
+      assert.equal(Buffer.compare(Buffer.from(a.qdq.toBytes()), Buffer.from(b.qdq.toBytes())), 0);
+    });
+  });
+});
