@@ -42,8 +42,8 @@ describe('notebooks (tslab kernel, nbconvert, headless Chromium)', function () {
   });
 
   const names = fs.readdirSync(NOTEBOOKS).filter((f) => f.endsWith('.ipynb')).sort();
-  it('there are notebooks for quickstart, calibration methods and Ascend export', () => {
-    for (const n of ['quickstart.ipynb', 'calibration-methods.ipynb', 'ascend-export.ipynb']) assert.ok(names.includes(n), n);
+  it('there are notebooks for quickstart, calibration methods, outlier suppression and Ascend export', () => {
+    for (const n of ['quickstart.ipynb', 'calibration-methods.ipynb', 'outlier-suppression.ipynb', 'ascend-export.ipynb']) assert.ok(names.includes(n), n);
   });
 
   for (const name of names) {
