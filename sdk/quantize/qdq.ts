@@ -41,18 +41,23 @@ export function insertQdqPairs(g: Graph, items: Array<[string, QParams]>): Map<s
     const scale = names.fresh(`${t}_scale`);
     const zp = names.fresh(`${t}_zero_point`);
     const zpType = q.signed ? DataType.INT8 : DataType.UINT8;
+    // per-axis parameters (e.g. one scale per attention head) are 1-D with an axis attribute
+    const perAxis = q.axis !== undefined && q.scale.length > 1;
+    const dims = perAxis ? [q.scale.length] : [];
+    const n = perAxis ? q.scale.length : 1;
     g.proto.initializer.push(
-      makeTensor(scale, DataType.FLOAT, [], Float32Array.of(q.scale[0])),
-      makeTensor(zp, zpType, [], zpType === DataType.INT8 ? Int8Array.of(q.zeroPoint[0]) : Uint8Array.of(q.zeroPoint[0])),
+      makeTensor(scale, DataType.FLOAT, dims, q.scale.slice(0, n)),
+      makeTensor(zp, zpType, dims, zpType === DataType.INT8 ? Int8Array.from(q.zeroPoint.slice(0, n)) : Uint8Array.from(q.zeroPoint.slice(0, n))),
     );
+    const axis = perAxis ? [makeAttribute('axis', q.axis!)] : [];
     const quantized = names.fresh(`${t}_quantized`);
     const dequantized = names.fresh(`${t}_dequantized`);
     outputs.set(t, dequantized);
     for (const r of readers) renameReads(r, t, dequantized);
     const list = after.get(producer) ?? [];
     list.push(
-      newNode({ op_type: 'QuantizeLinear', name: names.fresh(`${t}_QuantizeLinear`), input: [t, scale, zp], output: [quantized] }),
-      newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${t}_DequantizeLinear`), input: [quantized, scale, zp], output: [dequantized] }),
+      newNode({ op_type: 'QuantizeLinear', name: names.fresh(`${t}_QuantizeLinear`), input: [t, scale, zp], output: [quantized], attribute: axis }),
+      newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${t}_DequantizeLinear`), input: [quantized, scale, zp], output: [dequantized], attribute: axis }),
     );
     after.set(producer, list);
   }

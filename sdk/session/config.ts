@@ -11,7 +11,7 @@ import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
 export type ProcessorName = (typeof PROCESSORS)[number];
 /** Processors this version runs; the others are recognised and refused with a clear message. */
-export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm6', 'w8a8', 'w8a8_dynamic', 'save'];
+export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm6', 'w8a8', 'w8a8_dynamic', 'fa3', 'save'];
 /** the anti-outlier processors: they rewrite the float model before a quantization processor runs */
 export const ANTI_OUTLIER_PROCESSORS = ['m3', 'm4', 'm6'] as const;
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
@@ -43,8 +43,12 @@ export interface M6ProcessorConfig { cfg: { alpha?: number; beta?: number } }
 /** msModelSlim's M3ProcessorConfig has no parameters. */
 export type M3ProcessorConfig = Record<string, never>;
 
+/** msModelSlim's FA3ProcessorConfig has no parameters. */
+export type FA3ProcessorConfig = Record<string, never>;
+
 export interface ProcessorCfgMap {
   m3?: M3ProcessorConfig;
+  fa3?: FA3ProcessorConfig;
   m6?: M6ProcessorConfig;
   w8a8?: W8A8ProcessorConfig;
   w8a8_dynamic?: W8A8DynamicProcessorConfig;
@@ -141,6 +145,10 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
     checkKeys(p, [], 'processor_cfg_map.m3');
     out.m3 = {};
   }
+  if (map.fa3 !== undefined) {
+    checkKeys(requireObject(map.fa3, 'processor_cfg_map.fa3'), [], 'processor_cfg_map.fa3');
+    out.fa3 = {};
+  }
   if (map.m6 !== undefined) {
     const p = requireObject(map.m6, 'processor_cfg_map.m6');
     checkKeys(p, ['cfg'], 'processor_cfg_map.m6');
@@ -171,6 +179,7 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
   const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;
   if (antiOutlier.length && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: '${antiOutlier[0]}' computes its scales from activations and needs calibration data`);
+  if (out.fa3 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'fa3' calibrates per-head scales of Q, K and V and needs calibration data");
   if (out.w8a8 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8' is static quantization and needs calibration data (a folder, an array or an iterable of batches); 'w8a8_dynamic' needs none");
   return { processorCfgMap: out, calibData, device: device as SessionConfig['device'] };
 }

@@ -16,6 +16,8 @@ import { requireDevice } from '../runtime/device';
 import { Feeds } from '../runtime/runner';
 import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
+import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
+import { toFakeQuant } from '../quantize/fake-quant';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
 import { LayerComparison, compareModels } from '../quantize/compare';
@@ -39,6 +41,8 @@ export class QuantizationResult {
     readonly calibration?: CalibrationResult,
     /** what an anti-outlier processor (m3/m6) did, per smoothed activation */
     readonly smoothing: SmoothGroup[] = [],
+    /** attention sites whose Q, K, V were quantized per head (fa3) */
+    readonly attention: AttentionSite[] = [],
   ) {}
 
   /**
@@ -144,8 +148,14 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders: device.executionProviders });
     result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing);
   } else {
-    const r = quantizeW8A8Dynamic(model, { disableNames: map.w8a8_dynamic!.disableNames });
-    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, undefined, smoothing);
+    // fa3: the attention MatMuls read static per-head Q/K/V instead of per-token dynamic inputs
+    const sites = map.fa3 ? findAttention(prepareFloat(model)) : [];
+    const attention = sites.flatMap((s) => [s.scores, s.context]);
+    const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
+    const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites) : undefined;
+    const fakeQuant = fa3 ? toFakeQuant(r.qdq) : r.fakeQuant;
+    const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
+    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? []);
   }
   if (map.save) result.save(map.save.outputPath, map.save);
   return result;
@@ -204,6 +214,13 @@ export class QuantSession {
     return this;
   }
 
+  /** fa3: static per-head int8 Q, K, V in attention (with w8a8Dynamic(), as msModelSlim requires). */
+  fa3(): this {
+    this.processors.fa3 = { cfg: {} };
+    this.result = undefined;
+    return this;
+  }
+
   /** Keeps these layers (names or glob patterns) in float. */
   disable(...names: string[]): this {
     this.disabled.push(...names);
@@ -248,7 +265,7 @@ export class QuantSession {
   config(): SessionConfig {
     const map: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(this.processors)) {
-      if (k === 'm3') map[k] = {};
+      if (k === 'm3' || k === 'fa3') map[k] = {};
       else if (k === 'm6') map[k] = { cfg: v.cfg };
       else map[k] = { ...v, disable_names: [...(v.disable_names ?? []), ...this.disabled] };
     }

@@ -1,0 +1,112 @@
+/**
+ * FA3: int8 quantization of attention's Q, K and V, one scale per head, for the
+ * MatMul(Q, Kᵀ) → [scale/mask] → Softmax → MatMul(P, V) pattern (msModelSlim's FA3 processor,
+ * which runs alongside W8A8 dynamic). Scales are static, from calibration: symmetric int8 with
+ * s_h = max|x_h| / 127 per head h (axis 1 of [batch, heads, tokens, head_dim]); tensors of
+ * another rank get one scale. K is quantized before its transpose, so each head keeps its own
+ * scale. The attention MatMuls themselves are left to read the dequantized Q, K, V (the
+ * probabilities P stay float, as in FA3).
+ */
+import { QuantbookError } from '../errors';
+import { CalibrationResult, calibrate } from '../calibration/calibrator';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { Model } from '../onnx/model';
+import type { NodeProto } from '../onnx/proto';
+import { Runner } from '../runtime/runner';
+import { insertQdqPairs } from './qdq';
+import type { QParams } from '../observers';
+
+export interface AttentionSite {
+  softmax: string;
+  /** MatMul(Q, Kᵀ) and MatMul(P, V) node names */
+  scores: string;
+  context: string;
+  q: string;
+  /** K before its transpose (the transposed tensor when no Transpose precedes the MatMul) */
+  k: string;
+  v: string;
+}
+
+// elementwise scaling/masking, and the Flatten/Reshape exporters wrap an opset < 13 Softmax in
+const PASS_THROUGH = new Set(['Mul', 'Div', 'Add', 'Where', 'Cast', 'Flatten', 'Reshape']);
+const RESHAPES = new Set(['Reshape', 'Flatten', 'Cast']);
+
+/** Finds every MatMul → (Mul|Div|Add|Where|Cast|Flatten|Reshape)* → Softmax → (Reshape)* → MatMul attention pattern. */
+export function findAttention(model: Model): AttentionSite[] {
+  const g = model.graph;
+  const sites: AttentionSite[] = [];
+  for (const sm of g.nodes.filter((n) => n.op_type === 'Softmax')) {
+    // walk up through the elementwise scaling/masking to the scores MatMul
+    let t = sm.input[0];
+    let scores: NodeProto | undefined;
+    for (let hops = 0; hops < 4; hops++) {
+      const p = g.producer(t);
+      if (!p) break;
+      if (p.op_type === 'MatMul') { scores = p; break; }
+      if (!PASS_THROUGH.has(p.op_type ?? '')) break;
+      t = p.input.find((i) => i && !g.isConstant(i)) ?? '';
+    }
+    let p = sm.output[0];
+    let readers = g.consumers(p);
+    for (let hops = 0; hops < 3 && readers.length === 1 && RESHAPES.has(readers[0].op_type ?? ''); hops++) {
+      p = readers[0].output[0];
+      readers = g.consumers(p);
+    }
+    const context = readers.length === 1 && readers[0].op_type === 'MatMul' && readers[0].input[0] === p ? readers[0] : undefined;
+    if (!scores || !context) continue;
+    const [q, kt] = scores.input;
+    const v = context.input[1];
+    if ([q, kt, v].some((x) => !x || g.isConstant(x))) continue;
+    const tp = g.producer(kt);
+    const k = tp?.op_type === 'Transpose' && g.consumers(kt).length === 1 ? tp.input[0] : kt;
+    sites.push({ softmax: sm.name ?? '', scores: scores.name ?? '', context: context.name ?? '', q, k, v });
+  }
+  return sites;
+}
+
+/** Ranks of the named tensors, from one run on the first batch. */
+async function tensorRanks(model: Model, tensors: string[], data: CalibrationSource): Promise<Map<string, number>> {
+  const runner = await Runner.create(model, { expose: tensors });
+  try {
+    const first = await batchesFrom(data, runner.inputNames).next();
+    if (first.done) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: the calibration data holds no batches');
+    const out = await runner.run(first.value);
+    return new Map(tensors.map((t) => [t, out.exposed[t].dims.length]));
+  } finally {
+    await runner.dispose();
+  }
+}
+
+export interface Fa3Result {
+  sites: AttentionSite[];
+  /** per-head statistics (channel = head) of every Q, K, V tensor; saved as Arrow with the result */
+  calibration: CalibrationResult;
+  qparams: Map<string, QParams>;
+}
+
+/**
+ * Calibrates Q, K, V of every attention site on `float` and inserts their per-head QDQ into
+ * `quantized` (a copy of `float` with the same tensor names, e.g. the W8A8-dynamic model).
+ * The calibration data is read twice (a probe for shapes, then calibration): pass an array or a folder.
+ */
+export async function applyFa3(float: Model, quantized: Model, data: CalibrationSource, sites = findAttention(float)): Promise<Fa3Result> {
+  if (!sites.length) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: no attention (MatMul → Softmax → MatMul) found in the model');
+  const tensors = [...new Set(sites.flatMap((s) => [s.q, s.k, s.v]))];
+  const ranks = await tensorRanks(float, tensors, data);
+  const perHead = tensors.filter((t) => ranks.get(t) === 4);
+  const perTensor = tensors.filter((t) => ranks.get(t) !== 4);
+  const spec = { signed: true, symmetric: true, narrowRange: false, numBits: 8 };
+  const parts: CalibrationResult[] = [];
+  if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer: 'minmax', spec: { ...spec, perChannel: true, channelAxis: 1 } }));
+  if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer: 'minmax', spec }));
+  const qparams = new Map<string, QParams>();
+  for (const p of parts) for (const t of p.targets) qparams.set(t.tensor, p.qparams(t.tensor));
+  insertQdqPairs(quantized.graph, tensors.map((t) => [t, qparams.get(t)!]));
+  const calibration = parts.length === 1 ? parts[0] : mergeCalibrations(parts);
+  return { sites, calibration, qparams };
+}
+
+function mergeCalibrations(parts: CalibrationResult[]): CalibrationResult {
+  const observers = new Map(parts.flatMap((p) => [...p.observers]));
+  return new CalibrationResult(parts.flatMap((p) => p.targets), observers, parts[0].spec, parts[0].metadata, parts[0].timing);
+}

@@ -1,0 +1,80 @@
+/**
+ * fa3: static per-head int8 Q, K, V in attention, with W8A8 dynamic. Found in PP-OCRv4 rec's
+ * attention blocks (Flatten/Softmax/Reshape as paddle2onnx writes them) and in the project's
+ * transformer; the models run on ORT with their accuracy; per-head statistics land in Arrow.
+ */
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ort from 'onnxruntime-node';
+import { QuantbookError, loadModel, normalizeSessionConfig, prepareFloat, readStats, session } from '../../sdk';
+import { findAttention } from '../../sdk/quantize/fa3';
+import { characterAccuracy } from '../../sdk/eval/metrics';
+import { ctcDecode, loadRecKeys } from '../../sdk/eval/ppocr';
+import { DATA_DIR, folderLabels, recBatches } from '../../sdk/eval/ocr-data';
+import { MODELS, OCR_KEYS, tempDir } from '../helpers';
+import { TRANSFORMER, accuracy, logits, mnist, mnistBatch, transformerCalib } from '../transformer-fixtures';
+
+describe('fa3: per-head int8 Q, K, V (with W8A8 dynamic)', () => {
+  const dir = tempDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it("finds PP-OCRv4 rec's two attention blocks and the transformer's one, and nothing else", () => {
+    const rec = findAttention(prepareFloat(loadModel(MODELS.rec)));
+    assert.deepEqual(rec.map((s) => [s.scores, s.softmax, s.context]), [['p2o.MatMul.2', 'p2o.Softmax.0', 'p2o.MatMul.4'], ['p2o.MatMul.14', 'p2o.Softmax.1', 'p2o.MatMul.16']]);
+    const t = findAttention(loadModel(TRANSFORMER));
+    assert.deepEqual(t, [{ softmax: 'att', scores: 'scores', context: 'ctx_heads', q: 'wq_t', k: 'wk_t', v: 'wv_t' }]);
+  });
+
+  it('PP-OCRv4 rec: runs on ORT with the text kept; one scale per head; per-head rows in the stats file', async () => {
+    const calib = recBatches(path.join(DATA_DIR, 'rec', 'calib')).slice(0, 2);
+    const held = recBatches(path.join(DATA_DIR, 'rec', 'held')).slice(0, 4);
+    const labels = folderLabels(path.join(DATA_DIR, 'rec', 'held')).slice(0, 32);
+    const r = await session(MODELS.rec, { calibData: calib }).w8a8Dynamic().fa3().run();
+    const keys = loadRecKeys(OCR_KEYS);
+    const texts = async (m: string | Uint8Array) => {
+      const s = await ort.InferenceSession.create(m as string);
+      const out: string[] = [];
+      for (const b of held) out.push(...ctcDecode(Object.values(await s.run(b))[0], keys));
+      await s.release();
+      return out;
+    };
+    const fp32 = await texts(MODELS.rec);
+    const int8 = await texts(r.qdq.toBytes());
+    assert.ok(characterAccuracy(int8, labels) >= characterAccuracy(fp32, labels) - 0.01, `${characterAccuracy(int8, labels)} vs ${characterAccuracy(fp32, labels)}`);
+    // Q, K, V of both blocks: QuantizeLinear with axis 1 and one scale per head
+    const g = r.qdq.graph;
+    for (const site of r.attention) {
+      for (const t of [site.q, site.k, site.v]) {
+        const q = g.consumers(t).find((n) => n.op_type === 'QuantizeLinear');
+        assert.ok(q, `${t} has no QuantizeLinear`);
+        assert.equal(q!.attribute.find((a) => a.name === 'axis')?.i, 1);
+        assert.equal(g.constantValue(q!.input[1])!.dims[0], 8, 'PP-OCRv4 rec has 8 heads');
+      }
+    }
+    // the attention MatMuls are not also dynamically quantized
+    assert.deepEqual(r.selection.skipped.filter((s) => s.reason.startsWith('fa3')).map((s) => s.name).sort(), ['p2o.MatMul.14', 'p2o.MatMul.16', 'p2o.MatMul.2', 'p2o.MatMul.4']);
+    const { files } = r.save(dir, ['stats']);
+    const { rows } = readStats(files.find((f) => f.endsWith('.arrow'))!);
+    const heads = rows.filter((row) => row.tensor === 'p2o.Mul.181');
+    assert.deepEqual([...new Set(heads.map((h) => h.channel))], [0, 1, 2, 3, 4, 5, 6, 7]);
+    for (const h of heads) assert.ok(Math.abs(h.scale - Math.max(Math.abs(h.min), Math.abs(h.max)) / 127) <= 1e-6 * h.scale, 'symmetric int8: s = max|x_h| / 127');
+  });
+
+  it('the transformer: static per-head Q/K/V cost at most 0.25 points over W8A8 dynamic alone (within 1 point of fp32)', async () => {
+    const { test } = mnist();
+    const all = mnistBatch(test, 0, test.count);
+    const r = await session(TRANSFORMER, { calibData: transformerCalib() }).w8a8Dynamic().fa3().run();
+    const fp32 = accuracy(await logits(TRANSFORMER, all), test.labels);
+    const int8 = accuracy(await logits(r.qdq.toBytes(), all), test.labels);
+    const dynamicOnly = accuracy(await logits((await session(TRANSFORMER).w8a8Dynamic().run()).qdq.toBytes(), all), test.labels);
+    assert.ok(dynamicOnly - int8 <= 0.0025 && fp32 - int8 <= 0.01, `fp32 ${fp32}, W8A8 dynamic ${dynamicOnly}, + fa3 ${int8}`);
+  });
+
+  it('config rules: fa3 needs w8a8_dynamic and calibration data, and takes no parameters', () => {
+    const rejects = (config: unknown, pattern: RegExp) => assert.throws(() => normalizeSessionConfig(config), (e: QuantbookError) => pattern.test(e.message), String(pattern));
+    rejects({ processor_cfg_map: { fa3: {}, w8a8: {} }, calib_data: [] }, /'fa3' must be used together with 'w8a8_dynamic'/);
+    rejects({ processor_cfg_map: { fa3: {}, w8a8_dynamic: {} } }, /'fa3' calibrates per-head scales of Q, K and V and needs calibration data/);
+    rejects({ processor_cfg_map: { fa3: { cfg: {} }, w8a8_dynamic: {} }, calib_data: [] }, /unknown key "cfg"/);
+  });
+});
