@@ -12,6 +12,10 @@
  *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
  *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
  *   m3 (AWQ-style)     s_j = mean|X_j|^α, α searched on 0, 0.05, …, 1
+ *   m4 (iterative)     start from m1 (α = 0.5), then refine channel by channel: each round tries
+ *                      s_j × {½, 1/√2, √2, 2} on the 16 channels of largest max|X_j| (where the
+ *                      outliers are) and keeps what lowers the error on 128 sample rows, until a
+ *                      round changes nothing (at most 3 rounds)
  * The search minimises the int8 output error ‖X·W − Q(X/s)·Q(s·W)‖² of the group's layers on a
  * sample of calibration rows (uint8 per-tensor X, int8 per-output-channel W, as W8A8 quantizes).
  */
@@ -23,7 +27,7 @@ import type { NodeProto } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
 import { Runner } from '../runtime/runner';
 
-export const SMOOTH_METHODS = ['m1', 'm3', 'm6'] as const;
+export const SMOOTH_METHODS = ['m1', 'm3', 'm4', 'm6'] as const;
 export type SmoothMethod = (typeof SMOOTH_METHODS)[number];
 
 export interface SmoothOptions {
@@ -230,8 +234,17 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const error = (a: number, b: number) => smoothedError(sample, rows, k, c.weights, c.n, scalesFor(options.method, st.max, meanAbs, wMax, a, b), reference);
     const errorBefore = smoothedError(sample, rows, k, c.weights, c.n, new Float32Array(k).fill(1), reference);
     const { alpha, beta } = chooseExponents(options, error);
-    const s = scalesFor(options.method, st.max, meanAbs, wMax, alpha, beta);
-    const errorAfter = error(alpha, beta);
+    let s = scalesFor(options.method === 'm4' ? 'm1' : options.method, st.max, meanAbs, wMax, alpha, beta);
+    if (options.method === 'm4') {
+      const few = Math.min(rows, 128);
+      const sub = sample.subarray(0, few * k);
+      const subRef = reference.map((r, li) => r.subarray(0, few * c.n[li]));
+      const outliers = Array.from(st.max.keys()).sort((a, b) => st.max[b] - st.max[a]).slice(0, 16);
+      const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, c.weights, c.n, cand, subRef));
+      // the refinement looked at part of the sample: keep it only if the whole sample agrees
+      if (smoothedError(sample, rows, k, c.weights, c.n, refined, reference) < smoothedError(sample, rows, k, c.weights, c.n, s, reference)) s = refined;
+    }
+    const errorAfter = smoothedError(sample, rows, k, c.weights, c.n, s, reference);
     const absorbedBy = applyScales(model, c, s);
     groups.push({
       input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
@@ -249,7 +262,7 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
     for (let v = from; v <= to + 1e-9; v += step) out.push(Math.min(1, Math.max(0, +v.toFixed(4))));
     return [...new Set(out)];
   };
-  if (options.method === 'm1') return { alpha: options.alpha ?? 0.5, beta: 1 - (options.alpha ?? 0.5) };
+  if (options.method === 'm1' || options.method === 'm4') return { alpha: options.alpha ?? 0.5, beta: 1 - (options.alpha ?? 0.5) };
   if (options.method === 'm3') {
     let best = { alpha: 0, beta: 0, e: Infinity };
     for (const a of grid(0, 1, 0.05)) {
@@ -274,6 +287,30 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
   const around = (v: number) => grid(Math.max(0, v - 0.05), Math.min(1, v + 0.05), 0.01);
   const fine = search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
   return fine.e <= coarse.e ? fine : coarse;
+}
+
+/** m4's refinement: coordinate descent on the given channels' scales by factors of √2, while it helps. */
+function refineChannels(start: Float32Array, channels: number[], error: (s: Float32Array) => number): Float32Array {
+  const s = Float32Array.from(start);
+  let best = error(s);
+  for (let round = 0; round < 3; round++) {
+    let changed = false;
+    for (const j of channels) {
+      const keep = s[j];
+      for (const f of [0.5, Math.SQRT1_2, Math.SQRT2, 2]) {
+        s[j] = Math.fround(keep * f);
+        const e = error(s);
+        if (e < best * (1 - 1e-6)) {
+          best = e;
+          changed = true;
+          break;
+        }
+        s[j] = keep;
+      }
+    }
+    if (!changed) break;
+  }
+  return s;
 }
 
 /** W rows × s; X ÷ s folded into its LayerNormalization, or an inserted Mul. */

@@ -11,7 +11,7 @@ import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
 export type ProcessorName = (typeof PROCESSORS)[number];
 /** Processors this version runs; the others are recognised and refused with a clear message. */
-export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm6', 'w8a8', 'w8a8_dynamic', 'fa3', 'save'];
+export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'fa3', 'save'];
 /** the anti-outlier processors: they rewrite the float model before a quantization processor runs */
 export const ANTI_OUTLIER_PROCESSORS = ['m3', 'm4', 'm6'] as const;
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
@@ -40,14 +40,16 @@ export interface SaveProcessorConfig {
 
 /** msModelSlim's M6Config: either exponent missing means both are searched (a given one stays fixed). */
 export interface M6ProcessorConfig { cfg: { alpha?: number; beta?: number } }
-/** msModelSlim's M3ProcessorConfig has no parameters. */
+/** msModelSlim's M3ProcessorConfig and M4ProcessorConfig have no parameters. */
 export type M3ProcessorConfig = Record<string, never>;
+export type M4ProcessorConfig = Record<string, never>;
 
 /** msModelSlim's FA3ProcessorConfig has no parameters. */
 export type FA3ProcessorConfig = Record<string, never>;
 
 export interface ProcessorCfgMap {
   m3?: M3ProcessorConfig;
+  m4?: M4ProcessorConfig;
   fa3?: FA3ProcessorConfig;
   m6?: M6ProcessorConfig;
   w8a8?: W8A8ProcessorConfig;
@@ -140,10 +142,10 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   }
 
   const out: ProcessorCfgMap = {};
-  if (map.m3 !== undefined) {
-    const p = requireObject(map.m3, 'processor_cfg_map.m3');
-    checkKeys(p, [], 'processor_cfg_map.m3');
-    out.m3 = {};
+  for (const name of ['m3', 'm4'] as const) {
+    if (map[name] === undefined) continue;
+    checkKeys(requireObject(map[name], `processor_cfg_map.${name}`), [], `processor_cfg_map.${name}`);
+    out[name] = {};
   }
   if (map.fa3 !== undefined) {
     checkKeys(requireObject(map.fa3, 'processor_cfg_map.fa3'), [], 'processor_cfg_map.fa3');

@@ -138,10 +138,10 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
   const map = config.processorCfgMap;
   let model = original;
   let smoothing: SmoothGroup[] = [];
-  if (map.m3 || map.m6) {
+  if (map.m3 || map.m4 || map.m6) {
     // anti-outlier first, on a float copy: the quantizer then sees the smoothed model
     model = prepareFloat(original);
-    smoothing = await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: 'm3' });
+    smoothing = await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' });
   }
   let result: QuantizationResult;
   if (map.w8a8) {
@@ -201,6 +201,7 @@ export class QuantSession {
    */
   withM6(alpha?: number, beta?: number): this {
     delete this.processors.m3;
+    delete this.processors.m4;
     this.processors.m6 = { cfg: { ...(alpha !== undefined ? { alpha } : {}), ...(beta !== undefined ? { beta } : {}) } };
     this.result = undefined;
     return this;
@@ -208,8 +209,18 @@ export class QuantSession {
 
   /** m3 (AWQ-style) before quantization: s_j = mean|X_j|^alpha, alpha searched per activation. */
   withM3(): this {
+    delete this.processors.m4;
     delete this.processors.m6;
     this.processors.m3 = { cfg: {} };
+    this.result = undefined;
+    return this;
+  }
+
+  /** m4 before quantization: SmoothQuant scales (alpha 0.5) refined channel by channel while the int8 error drops. */
+  withM4(): this {
+    delete this.processors.m3;
+    delete this.processors.m6;
+    this.processors.m4 = { cfg: {} };
     this.result = undefined;
     return this;
   }
@@ -252,7 +263,7 @@ export class QuantSession {
     const activation = kind === 'w8a8'
       ? `uint8 asymmetric per tensor, static (${map.w8a8!.cfg.actMethod})`
       : 'int8 symmetric per token, dynamic (computed at run time)';
-    const antiOutlier = map.m6 ? { antiOutlier: `m6 (alpha ${map.m6.cfg.alpha ?? 'searched'}, beta ${map.m6.cfg.beta ?? 'searched'})` } : map.m3 ? { antiOutlier: 'm3 (alpha searched)' } : {};
+    const antiOutlier = map.m6 ? { antiOutlier: `m6 (alpha ${map.m6.cfg.alpha ?? 'searched'}, beta ${map.m6.cfg.beta ?? 'searched'})` } : map.m3 ? { antiOutlier: 'm3 (alpha searched)' } : map.m4 ? { antiOutlier: 'm4 (iterative per-channel)' } : {};
     return {
       processor: kind,
       settings: { ...antiOutlier, ...entry.cfg },
@@ -265,7 +276,7 @@ export class QuantSession {
   config(): SessionConfig {
     const map: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(this.processors)) {
-      if (k === 'm3' || k === 'fa3') map[k] = {};
+      if (k === 'm3' || k === 'm4' || k === 'fa3') map[k] = {};
       else if (k === 'm6') map[k] = { cfg: v.cfg };
       else map[k] = { ...v, disable_names: [...(v.disable_names ?? []), ...this.disabled] };
     }

@@ -28,7 +28,7 @@ describe('outlier suppression (m1, m3, m6)', () => {
   const dir = tempDir();
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  for (const options of [{ method: 'm6' as const }, { method: 'm6' as const, alpha: 0.8, beta: 0.2 }, { method: 'm1' as const }, { method: 'm3' as const }]) {
+  for (const options of [{ method: 'm6' as const }, { method: 'm6' as const, alpha: 0.8, beta: 0.2 }, { method: 'm1' as const }, { method: 'm3' as const }, { method: 'm4' as const }]) {
     it(`${JSON.stringify(options)} leaves the transformer's fp32 outputs unchanged (≤ 1e-4 relative)`, async () => {
       const m = loadModel(TRANSFORMER);
       const groups = await smoothModel(m, calib, options);
@@ -96,7 +96,14 @@ describe('outlier suppression (m1, m3, m6)', () => {
     assert.ok(smoothed.smoothing.length > 0 && smoothed.smoothing.every((g) => g.beta !== undefined));
   });
 
-  describe('session processors m3 / m6 (msModelSlim rules)', () => {
+  it('m4 refines m1: its per-group int8 error is never above m1\'s', async () => {
+    const m1 = await smoothModel(loadModel(TRANSFORMER), calib, { method: 'm1' });
+    const m4 = await smoothModel(loadModel(TRANSFORMER), calib, { method: 'm4' });
+    m4.forEach((g, i) => assert.ok(g.errorAfter <= m1[i].errorAfter * (1 + 1e-9), `${g.input}: m4 ${g.errorAfter} vs m1 ${m1[i].errorAfter}`));
+    assert.ok(m4.some((g, i) => g.errorAfter < m1[i].errorAfter * 0.99), 'the refinement changed nothing');
+  });
+
+  describe('session processors m3 / m4 / m6 (msModelSlim rules)', () => {
     const rejects = (config: unknown, pattern: RegExp) => assert.throws(() => normalizeSessionConfig(config), (e: QuantbookError) => pattern.test(e.message), String(pattern));
     it('refuses alpha/beta outside [0, 1] and unknown keys', () => {
       rejects({ processor_cfg_map: { m6: { cfg: { alpha: 1.5 } }, w8a8: {} }, calib_data: [] }, /m6.cfg.alpha: got 1.5; expected a number in \[0, 1\]/);
