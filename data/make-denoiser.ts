@@ -16,7 +16,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../sdk/kernels/backend';
 import { mnistSplit } from '../sdk/eval/mnist';
-import { seededRandom } from './seeded-random';
+import { seededRandom } from '../sdk/util/seeded-random';
 import { DataType } from '../sdk/onnx/dtype';
 import { makeAttribute } from '../sdk/onnx/graph';
 import { Model } from '../sdk/onnx/model';

@@ -1,4 +1,4 @@
-/** A small deterministic generator (LCG) for the data scripts: same data on every run. */
+/** A small deterministic generator (LCG): the same numbers on every run (test inputs, data scripts). */
 export function seededRandom(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
