@@ -5,6 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { bundledModelPath } from '../sdk/models';
+import { seededRandom } from '../sdk/util/seeded-random';
 
 export const MODELS = {
   det: bundledModelPath('det'),
@@ -14,14 +15,7 @@ export const MODELS = {
 };
 export const OCR_KEYS = bundledModelPath('recKeys');
 
-/** A small deterministic generator (LCG) so test inputs are the same on every run. */
-export function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
+export { seededRandom };
 
 export function randomFloats(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   const r = seededRandom(seed);
