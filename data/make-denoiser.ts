@@ -15,7 +15,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../sdk/kernels/backend';
-import { mnistSplit } from '../sdk/eval/mnist';
+import { downsample, mnistSplit } from '../sdk/eval/mnist';
 import { seededRandom } from '../sdk/util/seeded-random';
 import { DataType } from '../sdk/onnx/dtype';
 import { makeAttribute } from '../sdk/onnx/graph';
@@ -33,16 +33,6 @@ export function schedule(): { betas: number[]; alphaBars: number[] } {
   const alphaBars: number[] = [];
   betas.reduce((prod, b) => (alphaBars.push(prod * (1 - b)), prod * (1 - b)), 1);
   return { betas, alphaBars };
-}
-
-/** 28×28 in [0, 1] → 14×14 in [-1, 1] (2×2 means). */
-export function downsample(images: Float32Array, count: number): Float32Array {
-  const out = new Float32Array(count * PIXELS);
-  for (let n = 0; n < count; n++) for (let y = 0; y < 14; y++) for (let x = 0; x < 14; x++) {
-    const at = (yy: number, xx: number) => images[n * 784 + yy * 28 + xx];
-    out[n * PIXELS + y * 14 + x] = ((at(2 * y, 2 * x) + at(2 * y + 1, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x + 1)) / 4) * 2 - 1;
-  }
-  return out;
 }
 
 const freqs = Float32Array.from({ length: FREQS }, (_, i) => Math.exp(-Math.log(1000) * i / FREQS) * 1000 / STEPS);

@@ -37,3 +37,14 @@ export function mnistSplit(): { train: MnistSet; test: MnistSet } {
   };
   return { train: pack(parts.train), test: pack(parts.test) };
 }
+
+/** 28×28 in [0, 1] → 14×14 in [-1, 1] (2×2 means). */
+export function downsample(images: Float32Array, count: number): Float32Array {
+  const out = new Float32Array(count * 196);
+  for (let n = 0; n < count; n++) for (let y = 0; y < 14; y++) for (let x = 0; x < 14; x++) {
+    const at = (yy: number, xx: number) => images[n * 784 + yy * 28 + xx];
+    out[n * 196 + y * 14 + x] = ((at(2 * y, 2 * x) + at(2 * y + 1, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x + 1)) / 4) * 2 - 1;
+  }
+  return out;
+}
+

@@ -11,7 +11,7 @@ import { ACT_METHODS, ActMethod, OP_SETS, OpSet } from '../quantize/w8a8';
 export const PROCESSORS = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'w8a8_timestep', 'fa3', 'save'] as const;
 export type ProcessorName = (typeof PROCESSORS)[number];
 /** Processors this version runs; the others are recognised and refused with a clear message. */
-export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = ['m3', 'm4', 'm6', 'w8a8', 'w8a8_dynamic', 'fa3', 'save'];
+export const AVAILABLE_PROCESSORS: readonly ProcessorName[] = [...PROCESSORS];
 /** the anti-outlier processors: they rewrite the float model before a quantization processor runs */
 export const ANTI_OUTLIER_PROCESSORS = ['m3', 'm4', 'm6'] as const;
 export const DYNAMIC_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
@@ -44,6 +44,9 @@ export interface M6ProcessorConfig { cfg: { alpha?: number; beta?: number } }
 export type M3ProcessorConfig = Record<string, never>;
 export type M4ProcessorConfig = Record<string, never>;
 
+/** msModelSlim's W8A8TimeStepProcessorConfig: static scales for t ≥ timestepSep, dynamic below. */
+export interface W8A8TimestepProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[]; timestepSep: number }
+
 /** msModelSlim's FA3ProcessorConfig has no parameters. */
 export type FA3ProcessorConfig = Record<string, never>;
 
@@ -54,6 +57,7 @@ export interface ProcessorCfgMap {
   m6?: M6ProcessorConfig;
   w8a8?: W8A8ProcessorConfig;
   w8a8_dynamic?: W8A8DynamicProcessorConfig;
+  w8a8_timestep?: W8A8TimestepProcessorConfig;
   save?: SaveProcessorConfig;
 }
 
@@ -131,14 +135,15 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   const quantizers = names.filter((n) => n !== 'save');
   if (quantizers.length === 0) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: configure at least one quantization processor (${PROCESSORS.filter((p) => p !== 'save').map((p) => `'${p}'`).join(', ')}); 'save' cannot be used alone`);
   if (names.includes('fa3') && !names.includes('w8a8_dynamic')) throw new QuantbookError('INVALID_ARGUMENT', "processor_cfg_map: 'fa3' must be used together with 'w8a8_dynamic'");
-  if (names.includes('w8a8') && names.includes('w8a8_dynamic')) throw new QuantbookError('INVALID_ARGUMENT', "processor_cfg_map: 'w8a8' and 'w8a8_dynamic' both quantize every layer; choose one");
+  const layerQuantizers = names.filter((n) => ['w8a8', 'w8a8_dynamic', 'w8a8_timestep'].includes(n));
+  if (layerQuantizers.length > 1) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: ${layerQuantizers.map((n) => `'${n}'`).join(' and ')} each quantize every layer; choose one`);
   const unavailable = names.filter((n) => !AVAILABLE_PROCESSORS.includes(n as ProcessorName));
   if (unavailable.length) throw new QuantbookError('UNSUPPORTED', `processor_cfg_map: ${unavailable.map((n) => `'${n}'`).join(', ')} ${unavailable.length > 1 ? 'are' : 'is'} not available in this version of quantbook; available: ${AVAILABLE_PROCESSORS.map((p) => `'${p}'`).join(', ')}`);
 
   const antiOutlier = names.filter((n) => (ANTI_OUTLIER_PROCESSORS as readonly string[]).includes(n));
   if (antiOutlier.length > 1) throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: ${antiOutlier.map((n) => `'${n}'`).join(' and ')} both rewrite the model against outliers; choose one`);
-  if (antiOutlier.length && !names.includes('w8a8') && !names.includes('w8a8_dynamic')) {
-    throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: '${antiOutlier[0]}' only prepares the model; add a quantization processor ('w8a8' or 'w8a8_dynamic')`);
+  if (antiOutlier.length && !layerQuantizers.length) {
+    throw new QuantbookError('INVALID_ARGUMENT', `processor_cfg_map: '${antiOutlier[0]}' only prepares the model; add a quantization processor ('w8a8', 'w8a8_dynamic' or 'w8a8_timestep')`);
   }
 
   const out: ProcessorCfgMap = {};
@@ -176,12 +181,20 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
     checkKeys(p, ['cfg', 'disable_names'], 'processor_cfg_map.w8a8_dynamic');
     out.w8a8_dynamic = { cfg: { actMethod: actMethod(p, 'w8a8_dynamic', DYNAMIC_ACT_METHODS) }, disableNames: disableNames(p, 'w8a8_dynamic') };
   }
+  if (map.w8a8_timestep !== undefined) {
+    const p = requireObject(map.w8a8_timestep, 'processor_cfg_map.w8a8_timestep');
+    checkKeys(p, ['cfg', 'disable_names', 'timestep_sep'], 'processor_cfg_map.w8a8_timestep');
+    const sep = pick(p, 'timestep_sep');
+    if (!Number.isInteger(sep)) throw invalidArgument('w8a8_timestep.timestep_sep', sep, 'an integer (required; typically half the number of sampling steps)');
+    out.w8a8_timestep = { cfg: { actMethod: actMethod(p, 'w8a8_timestep', DYNAMIC_ACT_METHODS) }, disableNames: disableNames(p, 'w8a8_timestep'), timestepSep: sep as number };
+  }
   if (map.save !== undefined) out.save = saveConfig(map.save);
   const device = pick(top, 'device') ?? 'cpu';
   if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
   const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;
   if (antiOutlier.length && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: '${antiOutlier[0]}' computes its scales from activations and needs calibration data`);
   if (out.fa3 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'fa3' calibrates per-head scales of Q, K and V and needs calibration data");
+  if (out.w8a8_timestep && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8_timestep' calibrates per timestep and needs calibration data whose batches carry the timestep input");
   if (out.w8a8 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8' is static quantization and needs calibration data (a folder, an array or an iterable of batches); 'w8a8_dynamic' needs none");
   return { processorCfgMap: out, calibData, device: device as SessionConfig['device'] };
 }

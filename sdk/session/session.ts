@@ -5,6 +5,7 @@
  * normalizeSessionConfig and run the same processors.
  */
 import * as fs from 'fs';
+import * as arrow from 'apache-arrow';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
@@ -17,6 +18,7 @@ import { Feeds } from '../runtime/runner';
 import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
+import { quantizeW8A8Timestep, timestepStatsTable } from '../quantize/w8a8-timestep';
 import { toFakeQuant } from '../quantize/fake-quant';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
@@ -30,7 +32,7 @@ export interface SaveReport { files: string[] }
 
 export class QuantizationResult {
   constructor(
-    readonly kind: 'w8a8' | 'w8a8_dynamic',
+    readonly kind: 'w8a8' | 'w8a8_dynamic' | 'w8a8_timestep',
     readonly baseName: string,
     readonly float: Model,
     readonly qdq: Model,
@@ -43,6 +45,8 @@ export class QuantizationResult {
     readonly smoothing: SmoothGroup[] = [],
     /** attention sites whose Q, K, V were quantized per head (fa3) */
     readonly attention: AttentionSite[] = [],
+    /** w8a8_timestep: statistics per timestep (timestep, side, tensor, min, max, ..., scale) */
+    readonly timesteps?: arrow.Table,
   ) {}
 
   /**
@@ -56,7 +60,8 @@ export class QuantizationResult {
     const file = (suffix: string) => path.join(dir, `${this.baseName}_${this.kind}${suffix}`);
     const saveType = cfg.saveType;
     if (saveType.includes('safe_tensor')) {
-      const weights = msModelSlimWeights(this.kind === 'w8a8' ? 'W8A8' : 'W8A8_DYNAMIC', this.float, this.layers, { deqScale: cfg.deqScale });
+      // w8a8_timestep stores its static side (the int8 weights are the same on both sides)
+      const weights = msModelSlimWeights(this.kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8', this.float, this.layers, { deqScale: cfg.deqScale });
       files.push(...saveMsModelSlim(dir, weights, {
         safetensorsName: cfg.safetensorsName,
         jsonName: cfg.jsonName,
@@ -69,6 +74,11 @@ export class QuantizationResult {
     if (saveType.includes('stats') && this.calibration) {
       this.calibration.save(file('_calibration.arrow'));
       files.push(file('_calibration.arrow'));
+    }
+    if (saveType.includes('stats') && this.timesteps) {
+      const bytes = arrow.tableToIPC(this.timesteps, 'file');
+      writeFilesAtomically([{ path: file('_timesteps.arrow'), write: (fd) => writeAll(fd, bytes) }]);
+      files.push(file('_timesteps.arrow'));
     }
     const summary = {
       processor: this.kind,
@@ -144,7 +154,11 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     smoothing = await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' });
   }
   let result: QuantizationResult;
-  if (map.w8a8) {
+  if (map.w8a8_timestep) {
+    const p = map.w8a8_timestep;
+    const r = await quantizeW8A8Timestep(model, config.calibData!, { timestepSep: p.timestepSep, actMethod: p.cfg.actMethod === 'mix' ? 'mixed' : p.cfg.actMethod, disableNames: p.disableNames });
+    result = new QuantizationResult('w8a8_timestep', baseName, r.float, r.qdq, r.fakeQuant, r.static.layers, r.static.selection, config, r.static.calibration, smoothing, [], timestepStatsTable(r.perTimestep, p.timestepSep));
+  } else if (map.w8a8) {
     const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders: device.executionProviders });
     result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing);
   } else {
@@ -168,7 +182,7 @@ export function runSession(model: Model | string | Uint8Array, config: unknown |
 }
 
 export interface SessionPlan {
-  processor: 'w8a8' | 'w8a8_dynamic';
+  processor: 'w8a8' | 'w8a8_dynamic' | 'w8a8_timestep';
   settings: Record<string, unknown>;
   layers: Array<{ name: string; opType: string; weight: string; activation: string }>;
   skipped: LayerSelection['skipped'];
@@ -177,7 +191,7 @@ export interface SessionPlan {
 export interface SessionOptions { calibData?: CalibrationSource; device?: 'cpu' | 'npu' | 'cuda' }
 
 export class QuantSession {
-  private processors: Record<string, { cfg: Record<string, unknown>; disable_names?: string[] }> = {};
+  private processors: Record<string, { cfg: Record<string, unknown>; disable_names?: string[]; timestep_sep?: number }> = {};
   private disabled: string[] = [];
   private progress?: (p: CalibrationProgress) => void;
   private result?: Promise<QuantizationResult>;
@@ -225,6 +239,16 @@ export class QuantSession {
     return this;
   }
 
+  /**
+   * w8a8_timestep (diffusion models): statistics per timestep; static W8A8 for t ≥ timestepSep,
+   * dynamic below, switched inside the model by an If on the timestep input.
+   */
+  w8a8Timestep(timestepSep: number, o: { actMethod?: 'minmax' | 'histogram' | 'mix'; disableNames?: string[] } = {}): this {
+    this.processors.w8a8_timestep = { cfg: { act_method: o.actMethod ?? 'minmax' }, disable_names: o.disableNames ?? [], timestep_sep: timestepSep };
+    this.result = undefined;
+    return this;
+  }
+
   /** fa3: static per-head int8 Q, K, V in attention (with w8a8Dynamic(), as msModelSlim requires). */
   fa3(): this {
     this.processors.fa3 = { cfg: {} };
@@ -257,12 +281,14 @@ export class QuantSession {
   plan(): SessionPlan {
     const config = this.config();
     const map = config.processorCfgMap;
-    const kind = map.w8a8 ? 'w8a8' : 'w8a8_dynamic';
-    const entry = map.w8a8 ?? map.w8a8_dynamic!;
+    const kind = map.w8a8 ? 'w8a8' : map.w8a8_timestep ? 'w8a8_timestep' : 'w8a8_dynamic';
+    const entry = map.w8a8 ?? map.w8a8_timestep ?? map.w8a8_dynamic!;
     const selection = selectLayers(prepareFloat(modelFrom(this.source).model), entry.disableNames);
     const activation = kind === 'w8a8'
       ? `uint8 asymmetric per tensor, static (${map.w8a8!.cfg.actMethod})`
-      : 'int8 symmetric per token, dynamic (computed at run time)';
+      : kind === 'w8a8_timestep'
+        ? `static (${map.w8a8_timestep!.cfg.actMethod}) for t ≥ ${map.w8a8_timestep!.timestepSep}, dynamic per token below`
+        : 'int8 symmetric per token, dynamic (computed at run time)';
     const antiOutlier = map.m6 ? { antiOutlier: `m6 (alpha ${map.m6.cfg.alpha ?? 'searched'}, beta ${map.m6.cfg.beta ?? 'searched'})` } : map.m3 ? { antiOutlier: 'm3 (alpha searched)' } : map.m4 ? { antiOutlier: 'm4 (iterative per-channel)' } : {};
     return {
       processor: kind,
@@ -285,8 +311,8 @@ export class QuantSession {
 
   /** Runs the processors (once; later calls reuse the result until the builder changes). */
   run(): Promise<QuantizationResult> {
-    if (!Object.keys(this.processors).some((p) => p === 'w8a8' || p === 'w8a8_dynamic')) {
-      return Promise.reject(new QuantbookError('INVALID_ARGUMENT', 'session: choose a quantization processor first, e.g. .w8a8() or .w8a8Dynamic()'));
+    if (!Object.keys(this.processors).some((p) => p === 'w8a8' || p === 'w8a8_dynamic' || p === 'w8a8_timestep')) {
+      return Promise.reject(new QuantbookError('INVALID_ARGUMENT', 'session: choose a quantization processor first, e.g. .w8a8(), .w8a8Dynamic() or .w8a8Timestep(sep)'));
     }
     return (this.result ??= (async () => execute(this.source, this.config(), this.progress))());
   }

@@ -20,7 +20,7 @@ describe('session API and SessionConfig', () => {
     it('refuses unknown keys, naming the allowed ones', () => rejects({ processor_cfg_map: { w8a8: { cfg: {}, disabled: [] } }, calib_data: [] }, /unknown key "disabled"; allowed: cfg, disable_names/));
     it("refuses an op_set outside 'amct', 'extended'", () => rejects({ processor_cfg_map: { w8a8: { cfg: { op_set: 'all' } } }, calib_data: [] }, /w8a8.cfg.op_set: got "all"; expected one of 'amct', 'extended'/));
     it('static w8a8 needs calib_data', () => rejects({ processor_cfg_map: { w8a8: {} } }, /needs calibration data/));
-    it('says which processors are not available yet', () => assert.throws(() => normalizeSessionConfig({ processor_cfg_map: { w8a8_timestep: {}, w8a8: {} }, calib_data: [] }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /'w8a8_timestep' is not available/.test(e.message)));
+    it('refuses two processors that both quantize every layer', () => assert.throws(() => normalizeSessionConfig({ processor_cfg_map: { w8a8: {}, w8a8_timestep: { timestep_sep: 25 } }, calib_data: [] }), (e: QuantbookError) => /'w8a8' and 'w8a8_timestep' each quantize every layer; choose one/.test(e.message)));
     it('accepts camelCase and snake_case alike', () => {
       const a = normalizeSessionConfig({ processor_cfg_map: { w8a8: { cfg: { act_method: 'mixed' }, disable_names: ['a'] } }, calib_data: [] });
       const b = normalizeSessionConfig({ processorCfgMap: { w8a8: { cfg: { actMethod: 'mixed' }, disableNames: ['a'] } }, calibData: [] });
