@@ -82,7 +82,7 @@ export class QuantizationResult {
     }
     const summary = {
       processor: this.kind,
-      actMethod: this.config.processorCfgMap.w8a8?.cfg.actMethod ?? this.config.processorCfgMap.w8a8_dynamic?.cfg.actMethod,
+      actMethod: (this.config.processorCfgMap.w8a8 ?? this.config.processorCfgMap.w8a8_timestep ?? this.config.processorCfgMap.w8a8_dynamic)?.cfg.actMethod,
       opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
       quantized: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
       skipped: this.selection.skipped,
