@@ -9,8 +9,18 @@
  *
  * Scales per method (X and W statistics per input channel j):
  *   m1 (SmoothQuant)   s_j = max|X_j|^α / max|W_j|^(1−α), α given (default 0.5)
+ *   m5 (CBQ's coarse-to-fine outlier preprocessing) only the outlier channels move: coarse, the
+ *                      channels whose max|X_j| exceeds Q3 + 1.5·IQR of all channels' maxima; fine,
+ *                      the split of those candidates (sorted) that minimises the summed variance of
+ *                      the two sides keeps the upper side; each kept channel gets s_j = max|X_j| / T,
+ *                      T the largest non-outlier maximum, others s_j = 1. (CBQ's cross-block
+ *                      reconstruction and LoRA rounding are weight-rounding steps, not this.)
  *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
  *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
+ *   m2 (Outlier Suppression+) first a per-channel shift z_j = (max X_j + min X_j)/2 centres each
+ *                      channel (X − z; z·W goes into the layers' bias, exactly), then SmoothQuant
+ *                      scales on the centred ranges, s_j = ((max − min)/2)^α / max|W_j|^(1−α), α
+ *                      searched on 0, 0.05, …, 1
  *   m3 (AWQ-style)     s_j = mean|X_j|^α, α searched on 0, 0.05, …, 1
  *   m4 (iterative)     start from m1 (α = 0.5), then refine channel by channel: each round tries
  *                      s_j × {½, 1/√2, √2, 2} on the 16 channels of largest max|X_j| (where the
@@ -27,7 +37,7 @@ import type { NodeProto } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
 import { Runner } from '../runtime/runner';
 
-export const SMOOTH_METHODS = ['m1', 'm3', 'm4', 'm6'] as const;
+export const SMOOTH_METHODS = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6'] as const;
 export type SmoothMethod = (typeof SMOOTH_METHODS)[number];
 
 export interface SmoothOptions {
@@ -100,7 +110,7 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 /** Streams the calibration data: per-channel max|X| and mean|X| (last axis), and a row sample. */
 async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
   const runner = await Runner.create(model, { expose: tensors });
-  const stats = new Map<string, { max: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
+  const stats = new Map<string, { max: Float64Array; lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
   try {
     for await (const feeds of batchesFrom(data, runner.inputNames)) {
       const out = await runner.run(feeds);
@@ -109,14 +119,17 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         if (v.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `smoothing: activation "${t}" holds ${v.type}; only float32 can be smoothed`);
         const x = v.data as Float32Array;
         const k = v.dims[v.dims.length - 1];
-        const s = stats.get(t) ?? { max: new Float64Array(k), sumAbs: new Float64Array(k), rows: 0, sample: [] };
+        const s = stats.get(t) ?? { max: new Float64Array(k), lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] };
         const rows = x.length / k;
         // keep an evenly spread sample of rows: flat memory whatever the number of batches
         const stride = Math.max(1, Math.floor(rows / Math.max(1, Math.ceil(sampleRows / 4))));
         for (let r = 0; r < rows; r++) {
           for (let j = 0; j < k; j++) {
             const a = Math.abs(x[r * k + j]);
+            const v = x[r * k + j];
             if (a > s.max[j]) s.max[j] = a;
+            if (v < s.lo[j]) s.lo[j] = v;
+            if (v > s.hi[j]) s.hi[j] = v;
             s.sumAbs[j] += a;
           }
           if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(Array.from(x.subarray(r * k, (r + 1) * k)));
@@ -223,7 +236,10 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const st = stats.get(c.input)!;
     const k = st.max.length;
     const rows = st.sample.length;
-    const sample = Float32Array.from(st.sample.flat());
+    const shift = options.method === 'm2' ? Float32Array.from(st.lo, (lo, j) => Math.fround((lo + st.hi[j]) / 2)) : undefined;
+    // m2 works on the centred activation X − z (z·W is added back exactly through the bias)
+    const sample = Float32Array.from(st.sample.flat(), (v, i) => (shift ? v - shift[i % k] : v));
+    const xMax = shift ? Float64Array.from(st.lo, (lo, j) => (st.hi[j] - lo) / 2) : st.max;
     const meanAbs = st.sumAbs.map((v) => v / Math.max(1, st.rows));
     const wMax = new Float64Array(k);
     c.weights.forEach((w, li) => {
@@ -231,10 +247,10 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) wMax[j] = Math.max(wMax[j], Math.abs(w[j * n + col]));
     });
     const reference = c.weights.map((w, li) => matmul(sample, rows, k, w, c.n[li]));
-    const error = (a: number, b: number) => smoothedError(sample, rows, k, c.weights, c.n, scalesFor(options.method, st.max, meanAbs, wMax, a, b), reference);
+    const error = (a: number, b: number) => smoothedError(sample, rows, k, c.weights, c.n, scalesFor(options.method === 'm2' ? 'm1' : options.method, xMax, meanAbs, wMax, a, b), reference);
     const errorBefore = smoothedError(sample, rows, k, c.weights, c.n, new Float32Array(k).fill(1), reference);
     const { alpha, beta } = chooseExponents(options, error);
-    let s = scalesFor(options.method === 'm4' ? 'm1' : options.method, st.max, meanAbs, wMax, alpha, beta);
+    let s = options.method === 'm5' ? outlierChannelScales(st.max) : scalesFor(options.method === 'm4' || options.method === 'm2' ? 'm1' : options.method, xMax, meanAbs, wMax, alpha, beta);
     if (options.method === 'm4') {
       const few = Math.min(rows, 128);
       const sub = sample.subarray(0, few * k);
@@ -245,11 +261,12 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       if (smoothedError(sample, rows, k, c.weights, c.n, refined, reference) < smoothedError(sample, rows, k, c.weights, c.n, s, reference)) s = refined;
     }
     const errorAfter = smoothedError(sample, rows, k, c.weights, c.n, s, reference);
-    const absorbedBy = applyScales(model, c, s);
+    if (shift) addShiftToBias(model, c, shift);
+    const absorbedBy = applyScales(model, c, s, shift);
     groups.push({
       input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
       errorBefore, errorAfter, scales: s,
-      channelMaxBefore: Float32Array.from(st.max), channelMaxAfter: Float32Array.from(st.max, (v, j) => v / s[j]),
+      channelMaxBefore: Float32Array.from(st.max), channelMaxAfter: Float32Array.from(xMax, (v, j) => v / s[j]),
     });
   }
   g.invalidate();
@@ -262,12 +279,13 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
     for (let v = from; v <= to + 1e-9; v += step) out.push(Math.min(1, Math.max(0, +v.toFixed(4))));
     return [...new Set(out)];
   };
+  if (options.method === 'm5') return { alpha: 1, beta: 0 };
   if (options.method === 'm1' || options.method === 'm4') return { alpha: options.alpha ?? 0.5, beta: 1 - (options.alpha ?? 0.5) };
-  if (options.method === 'm3') {
+  if (options.method === 'm3' || options.method === 'm2') {
     let best = { alpha: 0, beta: 0, e: Infinity };
     for (const a of grid(0, 1, 0.05)) {
-      const e = error(a, 0);
-      if (e < best.e) best = { alpha: a, beta: 0, e };
+      const e = error(a, 1 - a);
+      if (e < best.e) best = { alpha: a, beta: 1 - a, e };
     }
     return best;
   }
@@ -287,6 +305,28 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
   const around = (v: number) => grid(Math.max(0, v - 0.05), Math.min(1, v + 0.05), 0.01);
   const fine = search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
   return fine.e <= coarse.e ? fine : coarse;
+}
+
+/** m5: scales that bring only the outlier channels (coarse IQR test, fine variance split) down to the rest. */
+export function outlierChannelScales(channelMax: ArrayLike<number>): Float32Array {
+  const k = channelMax.length;
+  const sorted = Array.from(channelMax).sort((a, b) => a - b);
+  const q = (p: number) => sorted[Math.min(k - 1, Math.floor(p * (k - 1)))];
+  const coarse = q(0.75) + 1.5 * (q(0.75) - q(0.25));
+  const candidates = sorted.filter((v) => v > coarse);
+  let threshold = Infinity;
+  if (candidates.length === 1) threshold = candidates[0];
+  else if (candidates.length > 1) {
+    // fine: the split point of the sorted candidates with the least within-side variance
+    const variance = (v: number[]) => { const m = v.reduce((a, b) => a + b, 0) / v.length; return v.reduce((a, b) => a + (b - m) ** 2, 0); };
+    let best = Infinity;
+    for (let i = 0; i < candidates.length; i++) {
+      const e = (i ? variance(candidates.slice(0, i)) : 0) + variance(candidates.slice(i));
+      if (e < best) { best = e; threshold = candidates[i]; }
+    }
+  }
+  const normal = Math.max(EPS, ...sorted.filter((v) => v < threshold));
+  return Float32Array.from(channelMax, (v) => (v >= threshold ? Math.fround(v / normal) : 1));
 }
 
 /** m4's refinement: coordinate descent on the given channels' scales by factors of √2, while it helps. */
@@ -314,7 +354,37 @@ function refineChannels(start: Float32Array, channels: number[], error: (s: Floa
 }
 
 /** W rows × s; X ÷ s folded into its LayerNormalization, or an inserted Mul. */
-function applyScales(model: Model, c: Candidate, s: Float32Array): SmoothGroup['absorbedBy'] {
+/** m2: each layer's output gains z·W (its bias grows by it), so reading X − z instead of X changes nothing. */
+function addShiftToBias(model: Model, c: Candidate, z: Float32Array): void {
+  const g = model.graph;
+  const names = g.nameSource();
+  c.nodes.forEach((node, li) => {
+    const w = c.weights[li];
+    const n = c.n[li];
+    const k = z.length;
+    const delta = new Float32Array(n);
+    for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) delta[col] += z[j] * w[j * n + col];
+    const out = node.output[0];
+    const readers = g.consumers(out);
+    const add = readers.length === 1 && readers[0].op_type === 'Add' ? readers[0] : undefined;
+    const biasName = node.op_type === 'Gemm' ? node.input[2] : add?.input.find((t) => t !== out && g.isConstant(t));
+    const bias = biasName ? g.constantValue(biasName) : undefined;
+    if (biasName && bias && bias.type === DataType.FLOAT && bias.data.length === n && g.consumers(biasName).length === 1) {
+      g.replaceInitializer(biasName, { type: DataType.FLOAT, dims: bias.dims, data: Float32Array.from(bias.data as Float32Array, (b, i) => Math.fround(b + delta[i])) });
+    } else if (node.op_type === 'Gemm' && !node.input[2]) {
+      const name = names.fresh(`${node.name}_shift_bias`);
+      g.addInitializer({ name, type: DataType.FLOAT, dims: [n], data: delta });
+      node.input[2] = name;
+    } else {
+      const name = names.fresh(`${node.name}_shift_bias`);
+      g.addInitializer({ name, type: DataType.FLOAT, dims: [n], data: delta });
+      g.insertNodeAfter(out, { opType: 'Add', extraInputs: [name], output: names.fresh(`${out}_shift_compensated`), name: names.fresh(`${node.name}_shift_compensation`) }, { rewireGraphOutputs: true });
+    }
+  });
+  g.invalidate();
+}
+
+function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array): SmoothGroup['absorbedBy'] {
   const g = model.graph;
   for (const node of c.nodes) {
     const w = g.constantValue(node.input[1])!;
@@ -331,20 +401,31 @@ function applyScales(model: Model, c: Candidate, s: Float32Array): SmoothGroup['
     && !g.outputNames.includes(c.input)
     && [-1, (g.valueType(c.input)?.shape?.length ?? 0) - 1].includes(Number(attributeValue(producer, 'axis') ?? -1))
     && producer.input.slice(1).every((t) => t && g.isConstant(t) && g.consumers(t).length === 1);
-  if (foldable) {
-    for (const t of producer!.input.slice(1)) {
+  const [lnScale, lnBias] = producer?.input.slice(1) ?? [];
+  if (foldable && (!shift || lnBias)) {
+    // LayerNorm: y = n·γ + β → (y − z)/s = n·(γ/s) + (β − z)/s
+    for (const t of [lnScale, lnBias].filter(Boolean)) {
       const v = Float32Array.from(g.constantValue(t)!.data as Float32Array);
-      for (let j = 0; j < v.length; j++) v[j] = Math.fround(v[j] / s[j]);
+      for (let j = 0; j < v.length; j++) v[j] = Math.fround((v[j] - (t === lnBias && shift ? shift[j] : 0)) / s[j]);
       g.replaceInitializer(t, { type: DataType.FLOAT, dims: [v.length], data: v });
     }
     return { kind: 'LayerNormalization', node: producer!.name ?? '' };
   }
   const names = g.nameSource();
+  let source = c.input;
+  if (shift) {
+    const neg = names.fresh(`${c.input}_shift`);
+    g.addInitializer({ name: neg, type: DataType.FLOAT, dims: [shift.length], data: Float32Array.from(shift, (v) => -v) });
+    const add = g.insertNodeAfter(c.input, { opType: 'Add', extraInputs: [neg], output: names.fresh(`${c.input}_centred`), name: names.fresh(`${c.input}_centre`) });
+    for (const r of readers) if (!c.nodes.includes(r)) renameReads(r, add.output[0], c.input);
+    g.invalidate();
+    source = add.output[0];
+  }
   const inv = names.fresh(`${c.input}_smooth_inv_scale`);
   g.addInitializer({ name: inv, type: DataType.FLOAT, dims: [s.length], data: Float32Array.from(s, (v) => Math.fround(1 / v)) });
-  const mul = g.insertNodeAfter(c.input, { opType: 'Mul', extraInputs: [inv], output: names.fresh(`${c.input}_smoothed`), name: names.fresh(`${c.input}_smooth`) });
+  const mul = g.insertNodeAfter(source, { opType: 'Mul', extraInputs: [inv], output: names.fresh(`${c.input}_smoothed`), name: names.fresh(`${c.input}_smooth`) });
   // only the smoothed layers read the scaled copy; every other reader keeps the original
-  for (const r of readers) if (!c.nodes.includes(r)) renameReads(r, mul.output[0], c.input);
+  if (!shift) for (const r of readers) if (!c.nodes.includes(r)) renameReads(r, mul.output[0], c.input);
   g.invalidate();
   return { kind: 'Mul', node: mul.name ?? '' };
 }

@@ -1,5 +1,5 @@
 /**
- * Outlier suppression (m1/m3/m6): the rewrite keeps the float function, scales fold into the
+ * Outlier suppression (m1–m6): the rewrite keeps the float function, scales fold into the
  * LayerNorms that produce the smoothed activations, and on the transformer with outlier
  * channels m6 + W8A8 beats W8A8 alone by the stated margin.
  */
@@ -22,13 +22,13 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
   return d / m;
 }
 
-describe('outlier suppression (m1, m3, m6)', () => {
+describe('outlier suppression (m1–m6 scale migration)', () => {
   const calib = transformerCalib();
   const held = mnistBatch(mnist().test, 0, 256);
   const dir = tempDir();
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  for (const options of [{ method: 'm6' as const }, { method: 'm6' as const, alpha: 0.8, beta: 0.2 }, { method: 'm1' as const }, { method: 'm3' as const }, { method: 'm4' as const }]) {
+  for (const options of [{ method: 'm6' as const }, { method: 'm6' as const, alpha: 0.8, beta: 0.2 }, { method: 'm1' as const }, { method: 'm2' as const }, { method: 'm3' as const }, { method: 'm4' as const }, { method: 'm5' as const }]) {
     it(`${JSON.stringify(options)} leaves the transformer's fp32 outputs unchanged (≤ 1e-4 relative)`, async () => {
       const m = loadModel(TRANSFORMER);
       const groups = await smoothModel(m, calib, options);
@@ -60,10 +60,10 @@ describe('outlier suppression (m1, m3, m6)', () => {
     onnxCheck(file);
   });
 
-  it("PP-OCRv4 rec's attention blocks: the m6 rewrite keeps the fp32 outputs (≤ 1e-4 relative)", async () => {
+  for (const method of ['m6', 'm2'] as const) it(`PP-OCRv4 rec's attention blocks: the ${method} rewrite keeps the fp32 outputs (≤ 1e-4 relative)`, async () => {
     const rec = loadModel(MODELS.rec);
     const feeds = FEEDS.rec();
-    const groups = await smoothModel(rec, [feeds], { method: 'm6', alpha: 0.7, beta: 0.3 });
+    const groups = await smoothModel(rec, [feeds], method === 'm6' ? { method, alpha: 0.7, beta: 0.3 } : { method });
     assert.ok(groups.length >= 4, `${groups.length} groups`);
     assert.ok(groups.some((g) => g.absorbedBy.kind === 'LayerNormalization' || g.absorbedBy.kind === 'Mul'));
     const run = async (m: typeof rec) => {
