@@ -214,27 +214,23 @@ export class QuantSession {
    * channel, folded into the preceding LayerNorm where possible. Leave either out to search both.
    */
   withM6(alpha?: number, beta?: number): this {
-    delete this.processors.m3;
-    delete this.processors.m4;
-    this.processors.m6 = { cfg: { ...(alpha !== undefined ? { alpha } : {}), ...(beta !== undefined ? { beta } : {}) } };
-    this.result = undefined;
-    return this;
+    return this.antiOutlier('m6', { ...(alpha !== undefined ? { alpha } : {}), ...(beta !== undefined ? { beta } : {}) });
   }
 
   /** m3 (AWQ-style) before quantization: s_j = mean|X_j|^alpha, alpha searched per activation. */
   withM3(): this {
-    delete this.processors.m4;
-    delete this.processors.m6;
-    this.processors.m3 = { cfg: {} };
-    this.result = undefined;
-    return this;
+    return this.antiOutlier('m3', {});
   }
 
   /** m4 before quantization: SmoothQuant scales (alpha 0.5) refined channel by channel while the int8 error drops. */
   withM4(): this {
-    delete this.processors.m3;
-    delete this.processors.m6;
-    this.processors.m4 = { cfg: {} };
+    return this.antiOutlier('m4', {});
+  }
+
+  /** One anti-outlier processor at a time: choosing one replaces the other. */
+  private antiOutlier(name: 'm3' | 'm4' | 'm6', cfg: Record<string, unknown>): this {
+    for (const other of ['m3', 'm4', 'm6']) delete this.processors[other];
+    this.processors[name] = { cfg };
     this.result = undefined;
     return this;
   }
