@@ -177,13 +177,14 @@ async function outlierRows(): Promise<string> {
     ['W8A8 dynamic', () => session(file, { calibData: calib }).w8a8Dynamic()],
     ['W8A8 dynamic + fa3', () => session(file, { calibData: calib }).w8a8Dynamic().fa3()],
   ];
-  const rows: Array<Array<string | number>> = [['fp32', pct(fp32), '—', '—', '—']];
+  const pct2 = (v: number) => `${(100 * v).toFixed(2)}%`;
+  const rows: Array<Array<string | number>> = [['fp32', pct2(fp32), '—', '—', '—']];
   for (const [name, make] of recipes) {
     let r!: QuantizationResult;
     const ms = await timeMs(async () => { r = await make().run(); });
     const acc = await accuracy(r.qdq.toBytes());
     const sqnr = (await r.compare([batch(test, 0, 256)])).find((c) => c.opType === 'output')!.sqnrDb;
-    rows.push([name, pct(acc), (100 * (fp32 - acc)).toFixed(2), `${sqnr.toFixed(2)} dB`, `${(ms / 1000).toFixed(1)} s`]);
+    rows.push([name, pct2(acc), (100 * (fp32 - acc)).toFixed(2), `${sqnr.toFixed(2)} dB`, `${(ms / 1000).toFixed(1)} s`]);
   }
   return table(`Outlier suppression on the MNIST transformer (data/make-transformer.ts, LayerNorm outlier channels; ${test.count} test digits; goal: m6 + W8A8 ≥ 6 dB over W8A8 alone)`,
     ['recipe', 'accuracy', 'drop vs fp32 (points)', 'output SQNR', 'quantization time'], rows);
