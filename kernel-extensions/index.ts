@@ -3,7 +3,7 @@
  * live progress and reports. Everything also works outside a kernel (text on the terminal).
  *
  *   import * as qb from 'quantbook';
- *   import { show, plots, progress } from 'quantbook/kernel-extensions';
+ *   import { show, plots, progress } from 'quantbook/dist/kernel-extensions';   // in this repo: '../dist/kernel-extensions'
  *   const s = qb.session(model, { calibData }).w8a8('histogram');
  *   show(s);                        // the plan: layers and their settings
  *   const r = await s.onProgress(progress('calibrating', n).onProgress).run();
