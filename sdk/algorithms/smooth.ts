@@ -1,22 +1,15 @@
 /**
  * Outlier suppression by per-input-channel scale migration (the SmoothQuant family; msModelSlim's
- * m1/m3/m6). For an activation X read by MatMul/Gemm layers with constant weights W,
+ * m1–m6). For an activation X read by MatMul/Gemm layers with constant weights W,
  *   X·W = (X·diag(1/s)) · (diag(s)·W)
  * so dividing X's channel j by s_j and multiplying W's row j by s_j keeps the function while
  * moving X's outlier channels into the weights, which quantize per output channel and absorb them.
  * 1/s is folded into the LayerNormalization that produces X when it has no other readers;
  * otherwise an explicit Mul(X, 1/s) is inserted in front of those layers only.
  *
- * Scales per method (X and W statistics per input channel j):
+ * Scales per method (X and W statistics per input channel j), all of the form
+ * s_j = stat(X_j)^α / max|W_j|^β:
  *   m1 (SmoothQuant)   s_j = max|X_j|^α / max|W_j|^(1−α), α given (default 0.5)
- *   m5 (CBQ's coarse-to-fine outlier preprocessing) only the outlier channels move: coarse, the
- *                      channels whose max|X_j| exceeds Q3 + 1.5·IQR of all channels' maxima; fine,
- *                      the split of those candidates (sorted) that minimises the summed variance of
- *                      the two sides keeps the upper side; each kept channel gets s_j = max|X_j| / T,
- *                      T the largest non-outlier maximum, others s_j = 1. (CBQ's cross-block
- *                      reconstruction and LoRA rounding are weight-rounding steps, not this.)
- *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
- *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
  *   m2 (Outlier Suppression+) first a per-channel shift z_j = (max X_j + min X_j)/2 centres each
  *                      channel (X − z; z·W goes into the layers' bias, exactly), then SmoothQuant
  *                      scales on the centred ranges, s_j = ((max − min)/2)^α / max|W_j|^(1−α), α
@@ -26,6 +19,14 @@
  *                      s_j × {½, 1/√2, √2, 2} on the 16 channels of largest max|X_j| (where the
  *                      outliers are) and keeps what lowers the error on 128 sample rows, until a
  *                      round changes nothing (at most 3 rounds)
+ *   m5 (CBQ's coarse-to-fine outlier preprocessing) only the outlier channels move: coarse, the
+ *                      channels whose max|X_j| exceeds Q3 + 1.5·IQR of all channels' maxima; fine,
+ *                      the split of those candidates (sorted) that minimises the summed variance of
+ *                      the two sides keeps the upper side; each kept channel gets s_j = max|X_j| / T,
+ *                      T the largest non-outlier maximum, others s_j = 1. (CBQ's cross-block
+ *                      reconstruction and LoRA rounding are weight-rounding steps, not this.)
+ *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
+ *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
  * The search minimises the int8 output error ‖X·W − Q(X/s)·Q(s·W)‖² of the group's layers on a
  * sample of calibration rows (uint8 per-tensor X, int8 per-output-channel W, as W8A8 quantizes).
  */
@@ -107,10 +108,10 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   return out;
 }
 
-/** Streams the calibration data: per-channel max|X| and mean|X| (last axis), and a row sample. */
+/** Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample. */
 async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
   const runner = await Runner.create(model, { expose: tensors });
-  const stats = new Map<string, { max: Float64Array; lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
+  const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
   try {
     for await (const feeds of batchesFrom(data, runner.inputNames)) {
       const out = await runner.run(feeds);
@@ -119,18 +120,16 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         if (v.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `smoothing: activation "${t}" holds ${v.type}; only float32 can be smoothed`);
         const x = v.data as Float32Array;
         const k = v.dims[v.dims.length - 1];
-        const s = stats.get(t) ?? { max: new Float64Array(k), lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] };
+        const s = stats.get(t) ?? { lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] };
         const rows = x.length / k;
         // keep an evenly spread sample of rows: flat memory whatever the number of batches
         const stride = Math.max(1, Math.floor(rows / Math.max(1, Math.ceil(sampleRows / 4))));
         for (let r = 0; r < rows; r++) {
           for (let j = 0; j < k; j++) {
-            const a = Math.abs(x[r * k + j]);
-            const v = x[r * k + j];
-            if (a > s.max[j]) s.max[j] = a;
-            if (v < s.lo[j]) s.lo[j] = v;
-            if (v > s.hi[j]) s.hi[j] = v;
-            s.sumAbs[j] += a;
+            const value = x[r * k + j];
+            if (value < s.lo[j]) s.lo[j] = value;
+            if (value > s.hi[j]) s.hi[j] = value;
+            s.sumAbs[j] += Math.abs(value);
           }
           if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(Array.from(x.subarray(r * k, (r + 1) * k)));
         }
@@ -195,16 +194,11 @@ function matmul(x: Float32Array, rows: number, k: number, w: Float32Array, n: nu
 
 const EPS = 1e-5;
 
-function scalesFor(method: SmoothMethod, xMax: Float64Array, xMeanAbs: Float64Array, wMax: Float64Array, alpha: number, beta: number): Float32Array {
-  const k = xMax.length;
+/** s_j = xStat_j^α / wMax_j^β, centred on 1. */
+function migrationScales(xStat: ArrayLike<number>, wMax: Float64Array, alpha: number, beta: number): Float32Array {
+  const k = xStat.length;
   const s = new Float32Array(k);
-  for (let j = 0; j < k; j++) {
-    const x = Math.max(xMax[j], EPS);
-    const w = Math.max(wMax[j], EPS);
-    if (method === 'm3') s[j] = Math.max(xMeanAbs[j], EPS) ** alpha;
-    else if (method === 'm1') s[j] = x ** alpha / w ** (1 - alpha);
-    else s[j] = x ** alpha / w ** beta;
-  }
+  for (let j = 0; j < k; j++) s[j] = Math.max(xStat[j], EPS) ** alpha / Math.max(wMax[j], EPS) ** beta;
   // keep the scales centred on 1 (geometric mean): the product X·W is unchanged either way,
   // and neither side drifts far from its original magnitude
   let logSum = 0;
@@ -234,39 +228,41 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
   const groups: SmoothGroup[] = [];
   for (const c of candidates) {
     const st = stats.get(c.input)!;
-    const k = st.max.length;
+    const k = st.lo.length;
     const rows = st.sample.length;
+    const absMax = Float64Array.from(st.lo, (lo, j) => Math.max(-lo, st.hi[j]));
     const shift = options.method === 'm2' ? Float32Array.from(st.lo, (lo, j) => Math.fround((lo + st.hi[j]) / 2)) : undefined;
     // m2 works on the centred activation X − z (z·W is added back exactly through the bias)
     const sample = Float32Array.from(st.sample.flat(), (v, i) => (shift ? v - shift[i % k] : v));
-    const xMax = shift ? Float64Array.from(st.lo, (lo, j) => (st.hi[j] - lo) / 2) : st.max;
-    const meanAbs = st.sumAbs.map((v) => v / Math.max(1, st.rows));
+    const xMax = shift ? Float64Array.from(st.lo, (lo, j) => (st.hi[j] - lo) / 2) : absMax;
+    const xStat = options.method === 'm3' ? st.sumAbs.map((v) => v / Math.max(1, st.rows)) : xMax;
     const wMax = new Float64Array(k);
     c.weights.forEach((w, li) => {
       const n = c.n[li];
       for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) wMax[j] = Math.max(wMax[j], Math.abs(w[j * n + col]));
     });
     const reference = c.weights.map((w, li) => matmul(sample, rows, k, w, c.n[li]));
-    const error = (a: number, b: number) => smoothedError(sample, rows, k, c.weights, c.n, scalesFor(options.method === 'm2' ? 'm1' : options.method, xMax, meanAbs, wMax, a, b), reference);
-    const errorBefore = smoothedError(sample, rows, k, c.weights, c.n, new Float32Array(k).fill(1), reference);
-    const { alpha, beta } = chooseExponents(options, error);
-    let s = options.method === 'm5' ? outlierChannelScales(st.max) : scalesFor(options.method === 'm4' || options.method === 'm2' ? 'm1' : options.method, xMax, meanAbs, wMax, alpha, beta);
+    const errorOf = (scales: ArrayLike<number>) => smoothedError(sample, rows, k, c.weights, c.n, scales, reference);
+    const errorBefore = errorOf(new Float32Array(k).fill(1));
+    const { alpha, beta } = chooseExponents(options, (a, b) => errorOf(migrationScales(xStat, wMax, a, b)));
+    let s = options.method === 'm5' ? outlierChannelScales(absMax) : migrationScales(xStat, wMax, alpha, beta);
+    let errorAfter = errorOf(s);
     if (options.method === 'm4') {
       const few = Math.min(rows, 128);
       const sub = sample.subarray(0, few * k);
       const subRef = reference.map((r, li) => r.subarray(0, few * c.n[li]));
-      const outliers = Array.from(st.max.keys()).sort((a, b) => st.max[b] - st.max[a]).slice(0, 16);
+      const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
       const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, c.weights, c.n, cand, subRef));
       // the refinement looked at part of the sample: keep it only if the whole sample agrees
-      if (smoothedError(sample, rows, k, c.weights, c.n, refined, reference) < smoothedError(sample, rows, k, c.weights, c.n, s, reference)) s = refined;
+      const refinedError = errorOf(refined);
+      if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];
     }
-    const errorAfter = smoothedError(sample, rows, k, c.weights, c.n, s, reference);
     if (shift) addShiftToBias(model, c, shift);
     const absorbedBy = applyScales(model, c, s, shift);
     groups.push({
       input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
       errorBefore, errorAfter, scales: s,
-      channelMaxBefore: Float32Array.from(st.max), channelMaxAfter: Float32Array.from(xMax, (v, j) => v / s[j]),
+      channelMaxBefore: Float32Array.from(absMax), channelMaxAfter: Float32Array.from(xMax, (v, j) => v / s[j]),
     });
   }
   g.invalidate();
@@ -282,10 +278,12 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
   if (options.method === 'm5') return { alpha: 1, beta: 0 };
   if (options.method === 'm1' || options.method === 'm4') return { alpha: options.alpha ?? 0.5, beta: 1 - (options.alpha ?? 0.5) };
   if (options.method === 'm3' || options.method === 'm2') {
+    // m3 has no weight term (β = 0); m2 is SmoothQuant on the centred ranges (β = 1 − α)
+    const betaOf = (a: number) => (options.method === 'm3' ? 0 : 1 - a);
     let best = { alpha: 0, beta: 0, e: Infinity };
     for (const a of grid(0, 1, 0.05)) {
-      const e = error(a, 1 - a);
-      if (e < best.e) best = { alpha: a, beta: 1 - a, e };
+      const e = error(a, betaOf(a));
+      if (e < best.e) best = { alpha: a, beta: betaOf(a), e };
     }
     return best;
   }
@@ -353,7 +351,6 @@ function refineChannels(start: Float32Array, channels: number[], error: (s: Floa
   return s;
 }
 
-/** W rows × s; X ÷ s folded into its LayerNormalization, or an inserted Mul. */
 /** m2: each layer's output gains z·W (its bias grows by it), so reading X − z instead of X changes nothing. */
 function addShiftToBias(model: Model, c: Candidate, z: Float32Array): void {
   const g = model.graph;
@@ -371,19 +368,18 @@ function addShiftToBias(model: Model, c: Candidate, z: Float32Array): void {
     const bias = biasName ? g.constantValue(biasName) : undefined;
     if (biasName && bias && bias.type === DataType.FLOAT && bias.data.length === n && g.consumers(biasName).length === 1) {
       g.replaceInitializer(biasName, { type: DataType.FLOAT, dims: bias.dims, data: Float32Array.from(bias.data as Float32Array, (b, i) => Math.fround(b + delta[i])) });
-    } else if (node.op_type === 'Gemm' && !node.input[2]) {
-      const name = names.fresh(`${node.name}_shift_bias`);
-      g.addInitializer({ name, type: DataType.FLOAT, dims: [n], data: delta });
-      node.input[2] = name;
-    } else {
-      const name = names.fresh(`${node.name}_shift_bias`);
-      g.addInitializer({ name, type: DataType.FLOAT, dims: [n], data: delta });
-      g.insertNodeAfter(out, { opType: 'Add', extraInputs: [name], output: names.fresh(`${out}_shift_compensated`), name: names.fresh(`${node.name}_shift_compensation`) }, { rewireGraphOutputs: true });
+      return;
     }
+    // no bias of its own to grow: a Gemm without C gets one, anything else an Add after it
+    const name = names.fresh(`${node.name}_shift_bias`);
+    g.addInitializer({ name, type: DataType.FLOAT, dims: [n], data: delta });
+    if (node.op_type === 'Gemm' && !node.input[2]) node.input[2] = name;
+    else g.insertNodeAfter(out, { opType: 'Add', extraInputs: [name], output: names.fresh(`${out}_shift_compensated`), name: names.fresh(`${node.name}_shift_compensation`) }, { rewireGraphOutputs: true });
   });
   g.invalidate();
 }
 
+/** W rows × s; X ÷ s (and − shift, for m2) folded into its LayerNormalization, or inserted as Add/Mul. */
 function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array): SmoothGroup['absorbedBy'] {
   const g = model.graph;
   for (const node of c.nodes) {
