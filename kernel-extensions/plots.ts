@@ -34,8 +34,7 @@ function calibrationOf(x: QuantizationResult | CalibrationResult): CalibrationRe
  */
 export function histograms(x: QuantizationResult | CalibrationResult, options: { tensors?: string[]; limit?: number } = {}): void {
   const c = calibrationOf(x);
-  const seen = new Set<string>();
-  const rows = c.rows().filter((r) => r.channel === -1 && !seen.has(r.tensor) && !!seen.add(r.tensor));
+  const rows = c.tensorRows().filter((r) => r.channel === -1);
   if (!rows.some((r) => r.histogram)) {
     throw new QuantbookError('INVALID_ARGUMENT', `these statistics hold no histograms (observer "${rows[0]?.observer}" keeps only min/max); calibrate with act_method 'histogram' or a histogram-family observer`);
   }
@@ -57,7 +56,7 @@ export function histograms(x: QuantizationResult | CalibrationResult, options: {
  * method's statistics give it.
  */
 export function ranges(withHistograms: CalibrationResult, tensor: string, methods: Record<string, CalibrationResult>): void {
-  const row = withHistograms.rows().find((r) => r.tensor === tensor && r.channel === -1);
+  const row = withHistograms.tensorRows().find((r) => r.tensor === tensor && r.channel === -1);
   if (!row) throw new QuantbookError('UNKNOWN_TENSOR', `no statistics for tensor "${tensor}"`);
   const chosen: Record<string, [number, number]> = {};
   for (const [name, c] of Object.entries(methods)) {
@@ -71,7 +70,7 @@ export function ranges(withHistograms: CalibrationResult, tensor: string, method
 export function scales(r: QuantizationResult): void {
   const act = r.layers.filter((l) => l.input).map((l) => l.input!.scale);
   if (act.length) draw(scaleDistributionFigure(act, 'activation (input) scale per layer'));
-  const w = r.layers.flatMap((l) => (l.weight ? Array.from(l.weight.scale) : []));
+  const w = r.weightScales();
   if (w.length) draw(scaleDistributionFigure(w, 'weight scale per output channel'));
 }
 

@@ -7,7 +7,7 @@ import * as util from 'util';
 import * as arrow from 'apache-arrow';
 import { CalibrationResult } from '../sdk/calibration/calibrator';
 import { Figure, sqnrFigure } from '../sdk/export/figures';
-import { escapeHtml, htmlTable } from '../sdk/export/html';
+import { escapeHtml, formatNumber as num, htmlTable } from '../sdk/export/html';
 import { figureHtml, plotlyLibraryTag } from '../sdk/export/plotly-html';
 import type { LayerComparison } from '../sdk/quantize/compare';
 import { QuantSession, QuantizationResult, SessionPlan } from '../sdk/session/session';
@@ -20,7 +20,11 @@ const STYLE = '<style>.quantbook table{border-collapse:collapse;font:12px system
 
 const box = (title: string, body: string) => `<div class="quantbook">${STYLE}<b>${escapeHtml(title)}</b>${body}</div>`;
 const scroll = (html: string) => `<div class="scroll">${html}</div>`;
-const num = (v: number, digits = 5) => (Number.isFinite(v) ? v.toPrecision(digits) : String(v));
+
+/** The layers kept in float and why (empty when none). */
+function skippedTable(skipped: SessionPlan['skipped']): string {
+  return skipped.length ? `<p>Kept in float (${skipped.length}):</p>${htmlTable(['layer', 'op', 'reason'], skipped.map((s) => [s.name, s.opType, s.reason]), { sortable: true })}` : '';
+}
 
 let plotCounter = 0;
 let libraryShown = false;
@@ -43,7 +47,7 @@ export function renderSetup(): Rendered {
 export function renderPlan(p: SessionPlan): Rendered {
   const settings = Object.entries(p.settings).map(([k, v]) => `${k}=${String(v)}`).join(', ');
   const rows = p.layers.map((l) => [l.name, l.opType, l.weight, l.activation]);
-  const skipped = p.skipped.length ? `<p>Kept in float (${p.skipped.length}):</p>${htmlTable(['layer', 'op', 'reason'], p.skipped.map((s) => [s.name, s.opType, s.reason]), { sortable: true })}` : '';
+  const skipped = skippedTable(p.skipped);
   return {
     html: box(`Plan: ${p.processor} (${settings}) — ${p.layers.length} layers quantized, ${p.skipped.length} kept in float`,
       scroll(htmlTable(['layer', 'op', 'weight', 'activation'], rows, { sortable: true })) + skipped),
@@ -57,7 +61,7 @@ export function renderResult(r: QuantizationResult): Rendered {
     const range = s ? `${num(Math.min(...s), 3)} … ${num(Math.max(...s), 3)} (${s.length} ch)` : '—';
     return [l.name, l.opType, range, l.input ? num(l.input.scale) : 'dynamic', l.input?.zeroPoint ?? '—'];
   });
-  const skipped = r.selection.skipped.length ? `<p>Kept in float (${r.selection.skipped.length}):</p>${htmlTable(['layer', 'op', 'reason'], r.selection.skipped.map((s) => [s.name, s.opType, s.reason]))}` : '';
+  const skipped = skippedTable(r.selection.skipped);
   return {
     html: box(`${r.baseName}: ${r.kind}, ${r.layers.length} layers quantized`, scroll(htmlTable(['layer', 'op', 'weight scale (min … max)', 'input scale', 'input zero point'], rows, { sortable: true })) + skipped),
     text: `${r.baseName}: ${r.kind}, ${r.layers.length} layers quantized, ${r.selection.skipped.length} kept in float`,
@@ -66,9 +70,7 @@ export function renderResult(r: QuantizationResult): Rendered {
 
 /** Calibration statistics: one row per tensor (per channel when per-channel), sortable. */
 export function renderCalibration(c: CalibrationResult): Rendered {
-  const rows = c.rows();
-  const seen = new Set<string>();
-  const unique = rows.filter((r) => { const k = `${r.tensor}#${r.channel}`; return !seen.has(k) && !!seen.add(k); });
+  const unique = c.tensorRows();
   return {
     html: box(`Calibration statistics: ${c.targets.length} tensors, ${c.metadata.batches} batches, backend ${c.metadata.backend}`,
       scroll(htmlTable(['tensor', 'channel', 'observer', 'min', 'max', 'mean', 'std', 'clip min', 'clip max', 'scale', 'zero point'],

@@ -109,6 +109,15 @@ export class CalibrationResult {
     return rows;
   }
 
+  /** One row per (tensor, channel): rows() repeats a tensor for every layer that reads it. */
+  tensorRows(): StatRow[] {
+    const seen = new Set<string>();
+    return this.rows().filter((r) => {
+      const key = `${r.tensor}\u0000${r.channel}`;
+      return !seen.has(key) && !!seen.add(key);
+    });
+  }
+
   save(path: string): void {
     writeStats(path, this.rows(), this.metadata);
   }

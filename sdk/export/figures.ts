@@ -5,8 +5,11 @@
  * are binned here, which also keeps the figures small.
  */
 import { QuantbookError } from '../errors';
+import { formatNumber } from './html';
 import type { LayerComparison } from '../quantize/compare';
 import type { StatRow } from '../stats/calibration-stats';
+
+const fmt = (v: number) => formatNumber(v, 4);
 
 export interface Figure {
   data: Array<Record<string, unknown>>;
@@ -204,8 +207,4 @@ function label(r: LayerComparison): string {
 
 function round(v: number, digits: number): number {
   return Number.isFinite(v) ? +v.toFixed(digits) : v;
-}
-
-function fmt(v: number): string {
-  return Number.isFinite(v) ? v.toPrecision(4) : String(v);
 }

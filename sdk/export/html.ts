@@ -1,5 +1,10 @@
 /** Small HTML helpers shared by the report and the notebook display: escaping and tables. */
 
+/** A number for a table cell: `digits` significant digits; ±Infinity and NaN as words. */
+export function formatNumber(v: number, digits = 5): string {
+  return Number.isFinite(v) ? v.toPrecision(digits) : String(v);
+}
+
 export function escapeHtml(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }

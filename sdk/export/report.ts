@@ -11,7 +11,7 @@ import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import type { LayerComparison } from '../quantize/compare';
 import type { StatRow } from '../stats/calibration-stats';
 import { activationHistogramFigure, cosineFigure, scaleDistributionFigure, sqnrFigure } from './figures';
-import { escapeHtml as esc, htmlTable as table } from './html';
+import { escapeHtml as esc, formatNumber as num, htmlTable as table } from './html';
 import { figureHtml, plotlyLibraryTag } from './plotly-html';
 
 export interface ReportInput {
@@ -48,7 +48,6 @@ export function environment(extra: Record<string, string> = {}): Record<string, 
   return { quantbook: own, node: process.version, 'onnxruntime-node': version('onnxruntime-node'), '@tensorflow/tfjs': version('@tensorflow/tfjs'), platform: `${process.platform} ${process.arch}`, ...extra };
 }
 
-const num = (v: number, digits = 5) => (Number.isFinite(v) ? v.toPrecision(digits) : String(v));
 
 /** The report as one HTML string. */
 export function renderReport(r: ReportInput): string {

@@ -66,7 +66,8 @@ export async function quantizeW8A8Timestep(model: Model, data: CalibrationSource
   let index = 0;
   for await (const feeds of batchesFrom(data, inputs)) {
     const t = timestepOf(feeds, timestepInput, index++);
-    byStep.set(t, [...(byStep.get(t) ?? []), feeds]);
+    if (!byStep.has(t)) byStep.set(t, []);
+    byStep.get(t)!.push(feeds);
   }
   const staticBatches = [...byStep].filter(([t]) => t >= options.timestepSep).flatMap(([, b]) => b);
   if (!staticBatches.length) throw new QuantbookError('INVALID_ARGUMENT', `w8a8_timestep: no calibration batch has t ≥ timestep_sep (${options.timestepSep}); timesteps seen: ${[...byStep.keys()].sort((a, b) => a - b).join(', ')}`);

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
+import { writeTable } from '../stats/calibration-stats';
 import { CalibrationSource } from '../calibration/data';
 import { isImageFolderSource } from '../calibration/images';
 import { Model, loadModel } from '../onnx/model';
@@ -76,15 +77,14 @@ export class QuantizationResult {
       files.push(file('_calibration.arrow'));
     }
     if (saveType.includes('stats') && this.timesteps) {
-      const bytes = arrow.tableToIPC(this.timesteps, 'file');
-      writeFilesAtomically([{ path: file('_timesteps.arrow'), write: (fd) => writeAll(fd, bytes) }]);
+      writeTable(file('_timesteps.arrow'), this.timesteps);
       files.push(file('_timesteps.arrow'));
     }
     const summary = {
       processor: this.kind,
       actMethod: (this.config.processorCfgMap.w8a8 ?? this.config.processorCfgMap.w8a8_timestep ?? this.config.processorCfgMap.w8a8_dynamic)?.cfg.actMethod,
       opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
-      quantized: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      quantized: this.layerSummary(),
       skipped: this.selection.skipped,
       calibration: this.calibration?.metadata,
     };
@@ -106,19 +106,26 @@ export class QuantizationResult {
    */
   reportInput(extra: Partial<ReportInput> & Pick<ReportInput, 'title' | 'model'>): ReportInput {
     const meta = this.calibration?.metadata;
-    const seen = new Set<string>();
-    const statistics = (this.calibration?.rows() ?? []).filter((r) => r.channel === -1 && !seen.has(r.tensor) && !!seen.add(r.tensor));
-    const weightScales = this.layers.flatMap((l) => (l.weight ? Array.from(l.weight.scale) : []));
+    const statistics = (this.calibration?.tensorRows() ?? []).filter((r) => r.channel === -1);
     return {
       config: { processorCfgMap: this.config.processorCfgMap, device: this.config.device },
       environment: environment(meta ? { 'tfjs backend': meta.backend ?? '' } : {}),
       ...(meta ? { data: { description: describeSource(this.config.calibData), sha256: meta.data_sha256, batches: Number(meta.batches) } } : {}),
-      layers: this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint })),
+      layers: this.layerSummary(),
       statistics,
-      weightScales,
+      weightScales: this.weightScales(),
       skipped: this.selection.skipped,
       ...extra,
     };
+  }
+
+  /** Every per-channel weight scale of the quantized layers, layer after layer. */
+  weightScales(): number[] {
+    return this.layers.flatMap((l) => (l.weight ? Array.from(l.weight.scale) : []));
+  }
+
+  private layerSummary(): ReportInput['layers'] {
+    return this.layers.map((l) => ({ name: l.name, opType: l.opType, inputScale: l.input?.scale, inputZeroPoint: l.input?.zeroPoint }));
   }
 
   /** Each quantized layer's output tensor (model outputs left out: compare reports those separately). */
@@ -146,13 +153,13 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
   const device = requireDevice(config.device);
   const { model: original, baseName } = modelFrom(source);
   const map = config.processorCfgMap;
-  let model = original;
-  let smoothing: SmoothGroup[] = [];
-  if (map.m3 || map.m4 || map.m6) {
-    // anti-outlier first, on a float copy: the quantizer then sees the smoothed model
-    model = prepareFloat(original);
-    smoothing = await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' });
-  }
+  const antiOutlier = map.m3 || map.m4 || map.m6;
+  // smoothing rewrites, and fa3 reads, the prepared float graph (opset 13, BatchNorm folded): prepare it once
+  const model = antiOutlier || map.fa3 ? prepareFloat(original) : original;
+  // anti-outlier first: the quantizer then sees the smoothed model
+  const smoothing: SmoothGroup[] = antiOutlier
+    ? await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' })
+    : [];
   let result: QuantizationResult;
   if (map.w8a8_timestep) {
     const p = map.w8a8_timestep;
@@ -163,7 +170,7 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing);
   } else {
     // fa3: the attention MatMuls read static per-head Q/K/V instead of per-token dynamic inputs
-    const sites = map.fa3 ? findAttention(prepareFloat(model)) : [];
+    const sites = map.fa3 ? findAttention(model) : [];
     const attention = sites.flatMap((s) => [s.scores, s.context]);
     const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
     const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites) : undefined;

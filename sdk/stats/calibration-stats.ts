@@ -74,9 +74,14 @@ export function rowsFromTable(table: arrow.Table): StatRow[] {
   return rows;
 }
 
-export function writeStats(path: string, rows: StatRow[], metadata: Record<string, string> = {}): void {
-  const bytes = arrow.tableToIPC(statsTable(rows, metadata), 'file');
+/** Any Arrow table as an IPC file, written atomically. */
+export function writeTable(path: string, table: arrow.Table): void {
+  const bytes = arrow.tableToIPC(table, 'file');
   writeFilesAtomically([{ path, write: (fd) => writeAll(fd, bytes) }]);
+}
+
+export function writeStats(path: string, rows: StatRow[], metadata: Record<string, string> = {}): void {
+  writeTable(path, statsTable(rows, metadata));
 }
 
 export function readStats(path: string): { rows: StatRow[]; metadata: Record<string, string> } {
