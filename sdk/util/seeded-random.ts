@@ -6,3 +6,13 @@ export function seededRandom(seed: number): () => number {
     return s / 2 ** 32;
   };
 }
+
+/** 0 … n−1 in a seeded random order (Fisher–Yates). */
+export function seededPermutation(n: number, random: () => number): Uint32Array {
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}

@@ -1,0 +1,153 @@
+/**
+ * 2-D convolution and pooling in ONNX's NCHW form on tfjs (which works in NHWC), with a
+ * filter gradient that every backend can compute.
+ *
+ * Why the custom gradient: the wasm backend (the one that installs everywhere) has no
+ * Conv2DBackpropFilter kernel, so tf.conv2d cannot be trained there. The filter gradient is
+ * a sum over output positions of input patch × output gradient; for each kernel tap it is one
+ * matrix product of a (strided) input slice with the output gradient, which every backend runs.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { QuantbookError } from '../errors';
+
+export interface Conv2dAttributes {
+  strides: [number, number];
+  dilations: [number, number];
+  /** [top, left, bottom, right] */
+  pads: [number, number, number, number];
+  group: number;
+}
+
+const toNhwc = (x: tf.Tensor4D) => x.transpose([0, 2, 3, 1]) as tf.Tensor4D;
+const toNchw = (x: tf.Tensor4D) => x.transpose([0, 3, 1, 2]) as tf.Tensor4D;
+
+function padSpatial(x: tf.Tensor4D, [t, l, b, r]: number[], value = 0): tf.Tensor4D {
+  if (!t && !l && !b && !r) return x;
+  return tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], value);
+}
+
+/** Filter gradient of a VALID NHWC convolution: per kernel tap, slice(x)ᵀ · dy. */
+function filterGradient(x: tf.Tensor4D, dy: tf.Tensor4D, [kh, kw]: number[], strides: number[], dilations: number[], depthwise: boolean, multiplier: number): tf.Tensor {
+  const [n, oh, ow, cout] = dy.shape;
+  const cin = x.shape[3];
+  const taps: tf.Tensor[] = [];
+  for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) {
+    const y0 = i * dilations[0];
+    const x0 = j * dilations[1];
+    const patch = tf.stridedSlice(x, [0, y0, x0, 0], [n, y0 + (oh - 1) * strides[0] + 1, x0 + (ow - 1) * strides[1] + 1, cin], [1, strides[0], strides[1], 1]) as tf.Tensor4D;
+    if (depthwise) {
+      // [N, OH, OW, C, 1] × [N, OH, OW, C, mult] summed over positions → [C, mult]
+      taps.push(patch.expandDims(4).mul(dy.reshape([n, oh, ow, cin, multiplier])).sum([0, 1, 2]));
+    } else {
+      taps.push(tf.matMul(patch.reshape([-1, cin]), dy.reshape([-1, cout]), true, false));
+    }
+  }
+  return tf.stack(taps).reshape(depthwise ? [kh, kw, cin, multiplier] : [kh, kw, cin, cout]);
+}
+
+/** dy with (stride − 1) zeros between neighbours: the stride-1 form of a strided output. */
+function dilateRows(dy: tf.Tensor4D, [sh, sw]: number[]): tf.Tensor4D {
+  if (sh === 1 && sw === 1) return dy;
+  const [n, oh, ow, c] = dy.shape;
+  const spread = dy.reshape([n, oh, 1, ow, 1, c]).pad([[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+  return spread.reshape([n, oh * sh, ow * sw, c]).slice([0, 0, 0, 0], [n, (oh - 1) * sh + 1, (ow - 1) * sw + 1, c]) as tf.Tensor4D;
+}
+
+/**
+ * Input gradient of a VALID NHWC convolution: the full correlation of the (stride-dilated)
+ * output gradient with the flipped filter, run as a stride-1 forward convolution. Written out
+ * rather than taken from tf.grad because a nested tf.grad clears the outer gradient tape.
+ */
+function inputGradient(dy: tf.Tensor4D, f: tf.Tensor4D, xShape: number[], strides: number[], dilations: number[], depthwise: boolean): tf.Tensor4D {
+  const [kh, kw, cin, last] = f.shape;
+  const up = dilateRows(dy, strides);
+  const reachH = (kh - 1) * dilations[0];
+  const reachW = (kw - 1) * dilations[1];
+  // rows/columns of x no window reached get zero gradient: pad them on at the end
+  const padded: tf.Tensor4D = up.pad([[0, 0], [reachH, reachH + xShape[1] - (up.shape[1] + reachH)], [reachW, reachW + xShape[2] - (up.shape[2] + reachW)], [0, 0]]);
+  const flipped = tf.reverse(f, [0, 1]) as tf.Tensor4D;
+  if (!depthwise) return tf.conv2d(padded, flipped.transpose([0, 1, 3, 2]) as tf.Tensor4D, 1, 'valid', 'NHWC', dilations as [number, number]);
+  // depthwise: every (channel, multiplier) pair is its own filter; sum the multipliers back
+  const per = tf.depthwiseConv2d(padded, flipped.reshape([kh, kw, cin * last, 1]) as tf.Tensor4D, 1, 'valid', 'NHWC', dilations as [number, number]);
+  return (last === 1 ? per : per.reshape([...per.shape.slice(0, 3), cin, last]).sum(4)) as tf.Tensor4D;
+}
+
+/** VALID NHWC convolution (plain or depthwise) whose gradients exist on every backend. */
+function trainableConv(x: tf.Tensor4D, filter: tf.Tensor4D, strides: [number, number], dilations: [number, number], depthwise: boolean): tf.Tensor4D {
+  const op = tf.customGrad((a, f, save) => {
+    (save as tf.GradSaveFunc)([a as tf.Tensor, f as tf.Tensor]);
+    const value = depthwise
+      ? tf.depthwiseConv2d(a as tf.Tensor4D, f as tf.Tensor4D, strides, 'valid', 'NHWC', dilations)
+      : tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, strides, 'valid', 'NHWC', dilations);
+    return {
+      value,
+      gradFunc: (dy, saved) => {
+        const [sa, sf] = saved as [tf.Tensor4D, tf.Tensor4D];
+        const g = dy as tf.Tensor4D;
+        return [
+          inputGradient(g, sf, sa.shape, strides, dilations, depthwise),
+          filterGradient(sa, g, [sf.shape[0], sf.shape[1]], strides, dilations, depthwise, sf.shape[3]),
+        ];
+      },
+    };
+  });
+  return op(x, filter) as tf.Tensor4D;
+}
+
+/** ONNX Conv on NCHW input with weight [Cout, Cin/group, kH, kW]. */
+export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, bias: tf.Tensor | undefined, a: Conv2dAttributes): tf.Tensor4D {
+  const cin = x.shape[1];
+  const [cout, cinPerGroup] = w.shape;
+  if (cinPerGroup * a.group !== cin) throw new QuantbookError('INVALID_MODEL', `Conv: input has ${cin} channels but the weight expects ${cinPerGroup} × group ${a.group}`);
+  const xs = padSpatial(toNhwc(x), a.pads);
+  let y: tf.Tensor4D;
+  if (a.group === 1) {
+    y = trainableConv(xs, w.transpose([2, 3, 1, 0]) as tf.Tensor4D, a.strides, a.dilations, false);
+  } else if (cinPerGroup === 1) {
+    // depthwise: weight [C·mult, 1, kH, kW] → [kH, kW, C, mult]
+    const mult = cout / cin;
+    const f = w.reshape([cin, mult, w.shape[2], w.shape[3]]).transpose([2, 3, 0, 1]) as tf.Tensor4D;
+    y = trainableConv(xs, f, a.strides, a.dilations, true);
+  } else {
+    const xg = tf.split(xs, a.group, 3);
+    const wg = tf.split(w, a.group, 0);
+    y = tf.concat(xg.map((xi, i) => trainableConv(xi as tf.Tensor4D, wg[i].transpose([2, 3, 1, 0]) as tf.Tensor4D, a.strides, a.dilations, false)), 3) as tf.Tensor4D;
+  }
+  if (bias) y = y.add(bias);
+  return toNchw(y);
+}
+
+export interface PoolAttributes {
+  kernel: [number, number];
+  strides: [number, number];
+  pads: [number, number, number, number];
+  ceilMode: boolean;
+  countIncludePad: boolean;
+}
+
+/** Extra bottom/right padding ceil_mode needs so the last partial window is produced. */
+function ceilPads(h: number, w: number, a: PoolAttributes): [number, number, number, number] {
+  const [t, l, b, r] = a.pads;
+  if (!a.ceilMode) return a.pads;
+  const extra = (size: number, k: number, s: number, begin: number, end: number) => {
+    let out = Math.ceil((size + begin + end - k) / s) + 1;
+    // the last window must start inside the input or its leading padding (ORT/PyTorch rule)
+    if ((out - 1) * s >= size + begin) out--;
+    return Math.max(0, (out - 1) * s + k - (size + begin + end));
+  };
+  return [t, l, b + extra(h, a.kernel[0], a.strides[0], t, b), r + extra(w, a.kernel[1], a.strides[1], l, r)];
+}
+
+export function pool2d(kind: 'max' | 'avg', x: tf.Tensor4D, a: PoolAttributes): tf.Tensor4D {
+  const [, , h, w] = x.shape;
+  const pads = ceilPads(h, w, a);
+  const xs = toNhwc(x);
+  if (kind === 'max') return toNchw(tf.maxPool(padSpatial(xs, pads, -Infinity), a.kernel, a.strides, 'valid'));
+  const sum = tf.avgPool(padSpatial(xs, pads), a.kernel, a.strides, 'valid');
+  if (a.countIncludePad && pads.every((p, i) => p === a.pads[i])) return toNchw(sum);
+  // divide by the number of counted cells: real ones (and the declared pads when included)
+  const ones = tf.ones([1, h, w, 1]) as tf.Tensor4D;
+  const counted = a.countIncludePad ? padSpatial(padSpatial(ones, a.pads, 1), pads.map((p, i) => p - a.pads[i])) : padSpatial(ones, pads);
+  const share = tf.avgPool(counted, a.kernel, a.strides, 'valid');
+  return toNchw(sum.div(share) as tf.Tensor4D);
+}
