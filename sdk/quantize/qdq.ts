@@ -22,7 +22,8 @@ export interface LayerRecord {
   opType: string;
   input?: { tensor: string; scale: number; zeroPoint: number; qmin: number; qmax: number };
   output?: { tensor: string; scale: number; zeroPoint: number };
-  weight?: { tensor: string; dims: number[]; axis: number; int8: Int8Array; scale: Float32Array };
+  /** zeroPoint only for asymmetric weights */
+  weight?: { tensor: string; dims: number[]; axis: number; int8: Int8Array; scale: Float32Array; zeroPoint?: Int32Array };
   bias?: { tensor: string; int32: Int32Array; scale: Float32Array };
 }
 
@@ -71,26 +72,37 @@ export function insertQdq(g: Graph, tensor: string, q: QParams): string {
   return insertQdqPairs(g, [[tensor, q]]).get(tensor)!;
 }
 
-/** Adds an integer constant behind a per-channel DequantizeLinear; returns the float output name. The caller invalidates. */
-function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Int32Array, scale: Float32Array, axis: number): string {
+/**
+ * Adds an integer constant behind a DequantizeLinear; returns the float output name. Per-channel
+ * (`axis` given) writes 1-D scale/zero point; per-tensor writes scalars (what opsets 10–12 allow).
+ * The caller invalidates.
+ */
+function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Int32Array, scale: Float32Array, axis: number | undefined, zeroPoint?: Int32Array): string {
   const values = names.fresh(`${base}_quantized`);
   const s = names.fresh(`${base}_scale`);
   const z = names.fresh(`${base}_zero_point`);
+  const n = axis === undefined ? 1 : scale.length;
+  const qdims = axis === undefined ? [] : [n];
+  const zp = zeroPoint ? zeroPoint.slice(0, n) : new Int32Array(n);
   g.proto.initializer.push(
     makeTensor(values, type, dims, data),
-    makeTensor(s, DataType.FLOAT, [scale.length], scale),
-    makeTensor(z, type, [scale.length], type === DataType.INT8 ? new Int8Array(scale.length) : new Int32Array(scale.length)),
+    makeTensor(s, DataType.FLOAT, qdims, scale.slice(0, n)),
+    makeTensor(z, type, qdims, type === DataType.INT8 ? Int8Array.from(zp) : zp),
   );
   const out = names.fresh(`${base}_dequantized`);
-  g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: [makeAttribute('axis', axis)] }));
+  g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: axis === undefined ? [] : [makeAttribute('axis', axis)] }));
   return out;
 }
 
-/** Int8 weights along the output-channel `axis`; `scale` has one entry per channel even when per-tensor. */
-export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array; scale: Float32Array } {
+/**
+ * Int8 weights along the output-channel `axis`; `scale` (and `zeroPoint`, zero unless the spec
+ * is asymmetric) have one entry per channel even when per-tensor.
+ */
+export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array; scale: Float32Array; zeroPoint: Int32Array } {
   const q = weightQParams(data, dims, { ...WEIGHT_SPEC, ...spec, channelAxis: axis });
   const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis));
-  return { int8, scale: q.scale.length > 1 ? q.scale : new Float32Array(dims[axis]).fill(q.scale[0]) };
+  const perChannel = <T extends Float32Array | Int32Array>(v: T, make: (n: number) => T): T => (v.length > 1 ? v : make(dims[axis]).fill(v[0]) as T);
+  return { int8, scale: perChannel(q.scale, (n) => new Float32Array(n)), zeroPoint: perChannel(q.zeroPoint, (n) => new Int32Array(n)) };
 }
 
 /** Int32 bias on the accumulator's grid (`scale[c]` = s_w[c]·s_x), rounded and saturated. */
@@ -104,14 +116,20 @@ export interface QdqOptions {
   weightSpec?: Partial<QuantSpec>;
   /** false: weights only (dynamic quantization adds its own activation handling) */
   quantizeActivations?: boolean;
+  /** the activation tensors to quantize (default: activationTensors(model, layers)) */
+  tensors?: string[];
 }
 
-/** Quantizes `layers` of `model` (opset ≥ 13, in place). */
+/** Quantizes `layers` of `model` in place (opset ≥ 13; ≥ 10 with per-tensor weights). */
 export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions): LayerRecord[] {
-  if ((model.opsetVersion('') ?? 0) < 13) throw new QuantbookError('UNSUPPORTED', 'QDQ with per-channel weights needs opset 13; call upgradeOpset(model, 13) first');
+  const perTensor = options.weightSpec?.perChannel === false;
+  if ((model.opsetVersion('') ?? 0) < (perTensor ? 10 : 13)) {
+    throw new QuantbookError('UNSUPPORTED', perTensor ? 'QDQ needs opset 10; call upgradeOpset(model, 13) first' : 'QDQ with per-channel weights needs opset 13; call upgradeOpset(model, 13) first');
+  }
   const g = model.graph;
   const withActivations = options.quantizeActivations !== false;
-  const outputs = new Set(withActivations ? quantizedOutputs(model, layers) : []);
+  const chosen = options.tensors && new Set(options.tensors);
+  const outputs = new Set(!withActivations ? [] : chosen ? layers.map((l) => l.node.output[0]).filter((t) => chosen.has(t)) : quantizedOutputs(model, layers));
   const act = (t: string) => {
     const q = options.activations.get(t);
     if (!q) throw new QuantbookError('UNKNOWN_TENSOR', `no activation quantization parameters for tensor "${t}"`);
@@ -133,23 +151,23 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const w = g.constantValue(layer.weight)!;
       const data = w.data as Float32Array;
       const axis = layer.weightAxis!;
-      const { int8, scale } = quantizeWeight(data, w.dims, axis, options.weightSpec);
-      rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale };
-      const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, axis);
+      const { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
+      rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
+      const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = out;
       if (layer.bias && rec.input) {
         const b = g.constantValue(layer.bias)!.data as Float32Array;
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
         const int32 = quantizeBias(b, bScale);
         rec.bias = { tensor: layer.bias, int32, scale: bScale };
-        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, 0);
+        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, perTensor ? undefined : 0);
       }
     }
     return rec;
   });
   g.invalidate();
   // one Q → DQ pair per activation tensor, however many layers read or write it
-  if (withActivations) insertQdqPairs(g, activationTensors(model, layers).map((t) => [t, act(t)]));
+  if (withActivations) insertQdqPairs(g, (options.tensors ?? activationTensors(model, layers)).map((t) => [t, act(t)]));
   removeUnusedConstants(g);
   return records;
 }

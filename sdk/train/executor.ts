@@ -55,6 +55,8 @@ export class TrainableGraph {
   readonly variables = new Map<string, tf.Variable>();
   readonly transforms = new Map<string, TensorTransform>();
   readonly overrides = new Map<NodeProto, NodeOverride>();
+  /** trainable variables added by hooks (learned quantization scales) */
+  readonly extraVariables = new Set<tf.Variable>();
   private readonly constants = new Map<string, tf.Tensor>();
   private readonly opset: number;
 
@@ -88,7 +90,7 @@ export class TrainableGraph {
   }
 
   trainableVariables(): tf.Variable[] {
-    return [...this.variables.values()].filter((v) => v.trainable);
+    return [...this.variables.values(), ...this.extraVariables].filter((v) => v.trainable);
   }
 
   get inputNames(): string[] { return this.model.graph.inputNames; }
@@ -189,6 +191,8 @@ export class TrainableGraph {
   dispose(): void {
     for (const v of this.variables.values()) v.dispose();
     for (const c of this.constants.values()) c.dispose();
+    for (const v of this.extraVariables) v.dispose();
+    this.extraVariables.clear();
     this.variables.clear();
     this.constants.clear();
   }

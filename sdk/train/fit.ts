@@ -104,7 +104,6 @@ export async function fit(graph: TrainableGraph, options: FitOptions): Promise<F
   if (!(lr > 0)) throw invalidArgument('learningRate', lr, 'a number > 0');
   const { input, output } = io(graph, options);
   const optimizer = makeOptimizer(options.optimizer, lr);
-  const variables = graph.trainableVariables();
   const random = seededRandom(options.seed ?? 0);
   const steps = Math.floor(options.train.count / batchSize);
   const history: HistoryRow[] = [];
@@ -123,7 +122,7 @@ export async function fit(graph: TrainableGraph, options: FitOptions): Promise<F
         const logits = graph.forward({ [input]: x }, { training: true, outputs: [output] })[output];
         predicted = tf.keep(logits.argMax(-1));
         return tf.losses.softmaxCrossEntropy(y, logits) as tf.Scalar;
-      }, true, variables) as tf.Scalar;
+      }, true, graph.trainableVariables()) as tf.Scalar;
       const [l] = await loss.data();
       const p = await predicted!.data();
       p.forEach((c, i) => { if (c === labels[i]) correct++; });
