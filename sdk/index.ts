@@ -42,3 +42,12 @@ export { parseTextFormat, formatTextFormat, TextMessage } from './util/prototxt'
 export { report, ReportOptions } from './session/report';
 export { renderReport, writeReport, ReportInput } from './export/report';
 export * as figures from './export/figures';
+export { TrainableGraph, TensorTransform, NodeOverride, FeedValue, ForwardOptions } from './train/executor';
+export { OPS as TRAINABLE_OPS, SUPPORTED_OPS as TRAINABLE_OP_TYPES } from './train/ops';
+export { fit, evaluate, historyTable, writeCheckpoint, readCheckpoint, FitOptions, FitResult, HistoryRow, LabeledSet, EvaluateOptions, Trainable } from './train/fit';
+export { fakeQuantize as fakeQuantizeSte, learnedScaleFakeQuantize, ActivationFakeQuant, WeightFakeQuant, ActivationQuantOptions } from './qat/fake-quant';
+export { QatNetwork, QatNetworkOptions, BN_FOLD_MODES, BnFoldMode } from './qat/qat-network';
+export { SimulatedQuantizationAwareTraining, SimQatConfig, QuantDtype, ValueError } from './qat/simqat';
+export { QatConfig, QatConfigOptions, qsinQat, saveQsinQatModel, SaveQatOptions, SavedQat } from './qat/qat-config';
+export { mnistSplit, downsample as downsampleMnist, MnistSet } from './eval/mnist';
+export { writeNpy } from './calibration/data';

@@ -83,6 +83,21 @@ export function readNpy(file: string): ort.Tensor {
   return new ort.Tensor(type, view(aligned.buffer, n) as Float32Array, shape);
 }
 
+/** Writes a NumPy .npy file (format 1.0, C order, little-endian) that numpy.load reads. */
+export function writeNpy(file: string, data: Float32Array | Int32Array | Int8Array | Uint8Array, shape: readonly number[]): void {
+  const descr = data instanceof Float32Array ? '<f4' : data instanceof Int32Array ? '<i4' : data instanceof Int8Array ? '|i1' : '|u1';
+  const dims = shape.length === 1 ? `${shape[0]},` : shape.join(', ');
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${dims}), }`;
+  // magic (6) + version (2) + length (2) + header + newline: a multiple of 64 bytes
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const head = Buffer.alloc(10);
+  head.write('\x93NUMPY', 0, 'latin1');
+  head.writeUInt8(1, 6);
+  head.writeUInt8(0, 7);
+  head.writeUInt16LE(header.length, 8);
+  fs.writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
+}
+
 function jsonFeeds(file: string, inputNames: readonly string[]): Feeds {
   let doc: unknown;
   try {

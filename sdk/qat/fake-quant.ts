@@ -69,6 +69,8 @@ export class ActivationFakeQuant {
   max?: number;
   /** training steps seen (the quant_delay clock) */
   steps = 0;
+  /** false: pass-through (the layer fell back to float, or a float reference is measured) */
+  enabled = true;
   /** the learned scale (LSQ), created from the range at the first quantized step */
   scale?: tf.Variable;
 
@@ -96,20 +98,26 @@ export class ActivationFakeQuant {
     return q;
   }
 
+  setLearnedScale(value: number): void {
+    if (this.scale) {
+      this.scale.assign(tf.scalar(value));
+      return;
+    }
+    this.scale = tf.variable(tf.scalar(value), true);
+    this.onVariable?.(this.scale);
+  }
+
   apply(x: tf.Tensor, training: boolean): tf.Tensor {
     if (training) {
       // a learned scale replaces range tracking once it exists
       if (!this.scale) this.observe(x);
       this.steps++;
     }
-    if (!this.active) return x;
+    if (!this.active || !this.enabled) return x;
     const q = this.qparams();
     if (this.options.learnScale !== undefined) {
-      if (!this.scale) {
-        this.scale = tf.variable(tf.scalar(q.scale[0]), true);
-        this.onVariable?.(this.scale);
-      }
-      return learnedScaleFakeQuantize(x, this.scale, q.zeroPoint[0], q.qmin, q.qmax, this.options.learnScale);
+      if (!this.scale) this.setLearnedScale(q.scale[0]);
+      return learnedScaleFakeQuantize(x, this.scale!, q.zeroPoint[0], q.qmin, q.qmax, this.options.learnScale);
     }
     return fakeQuantize(x, tf.scalar(q.scale[0]), tf.scalar(q.zeroPoint[0]), q.qmin, q.qmax);
   }
@@ -118,6 +126,7 @@ export class ActivationFakeQuant {
 
 export class WeightFakeQuant {
   steps = 0;
+  enabled = true;
 
   constructor(readonly layer: string, readonly spec: QuantSpec, readonly quantDelay: number) {}
 
@@ -133,7 +142,7 @@ export class WeightFakeQuant {
 
   apply(w: tf.Tensor, training: boolean): tf.Tensor {
     if (training) this.steps++;
-    if (this.steps < this.quantDelay) return w;
+    if (this.steps < this.quantDelay || !this.enabled) return w;
     const q = this.qparams(w);
     const shape = w.shape.map((d, i) => (this.spec.perChannel && i === this.spec.channelAxis ? d : 1));
     return fakeQuantize(w, tf.tensor(q.scale, shape), tf.tensor(q.zeroPoint, shape, 'float32'), q.qmin, q.qmax);

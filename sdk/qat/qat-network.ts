@@ -26,7 +26,8 @@ import { toFakeQuant } from '../quantize/fake-quant';
 import { QuantLayer, selectLayers } from '../quantize/layers';
 import { activationTensors, applyQdq, LayerRecord } from '../quantize/qdq';
 import { conv2d } from '../train/conv';
-import { TrainableGraph } from '../train/executor';
+import { FeedValue, TrainableGraph } from '../train/executor';
+import { readCheckpoint, writeCheckpoint } from '../train/fit';
 import { ActivationFakeQuant, ActivationQuantOptions, WeightFakeQuant } from './fake-quant';
 
 export const BN_FOLD_MODES = ['none', 'one-conv', 'two-conv'] as const;
@@ -54,11 +55,15 @@ export class QatNetwork {
   readonly activations = new Map<string, ActivationFakeQuant>();
   readonly weights = new Map<string, WeightFakeQuant>();
   private readonly pairs: ConvBnPair[] = [];
+  /** the model with fused pairs folded: where layers and quantized tensors are chosen */
+  private readonly structure: Model;
+  /** layers left in float (amp_num fallback) */
+  readonly fallenBack = new Set<string>();
 
   constructor(readonly source: Model, readonly options: QatNetworkOptions) {
     // layers and quantized tensors are chosen with fused pairs as one layer (BN folded), so
     // no quantizer sits between a fused Conv and its BatchNormalization
-    const structure = options.fusion ? source.clone() : source;
+    const structure = (this.structure = options.fusion ? source.clone() : source);
     if (options.fusion) foldBatchNorms(structure);
     const selection = selectLayers(structure, options.disableNames ?? []);
     this.layers = options.ignoreHeadTail ? selection.layers.slice(1, -1) : selection.layers;
@@ -136,6 +141,56 @@ export class QatNetwork {
     });
   }
 
+  /** Layers still quantized (all but the fallen-back ones). */
+  get quantizedLayers(): QuantLayer[] {
+    return this.layers.filter((l) => !this.fallenBack.has(l.name));
+  }
+
+  /** Enables exactly the quantizers the quantized layers need (none with `all` false). */
+  private enableQuantizers(all = true): void {
+    const layers = this.quantizedLayers;
+    const tensors = new Set(all ? activationTensors(this.structure, layers) : []);
+    for (const [t, q] of this.activations) q.enabled = tensors.has(t);
+    for (const [l, q] of this.weights) q.enabled = all && !this.fallenBack.has(l);
+  }
+
+  /**
+   * Automatic fallback (msModelSlim amp_num): over `rounds` rounds, leaves in float the `count`
+   * layers whose quantization changes the output on `data` most; each round measures, for every
+   * quantized layer, the output error (MSE against the float network) with that layer in float,
+   * and drops the layers giving the lowest error.
+   */
+  fallBack(count: number, rounds: number, data: Array<Record<string, FeedValue>>): string[] {
+    const flatOut = () => data.map((feeds) => tf.tidy(() => this.graph.forward(feeds)[this.graph.outputNames[0]].dataSync() as Float32Array));
+    this.enableQuantizers(false);
+    const reference = flatOut();
+    const error = () => {
+      const got = flatOut();
+      let sum = 0;
+      let n = 0;
+      got.forEach((g, b) => g.forEach((v, i) => { sum += (v - reference[b][i]) ** 2; n++; }));
+      return sum / n;
+    };
+    const chosen: string[] = [];
+    for (let round = 0; round < rounds && chosen.length < count; round++) {
+      const take = Math.ceil((count - chosen.length) / (rounds - round));
+      const scores: Array<[string, number]> = [];
+      for (const layer of this.quantizedLayers) {
+        this.fallenBack.add(layer.name);
+        this.enableQuantizers();
+        scores.push([layer.name, error()]);
+        this.fallenBack.delete(layer.name);
+      }
+      scores.sort((a, b) => a[1] - b[1]);
+      for (const [name] of scores.slice(0, take)) {
+        this.fallenBack.add(name);
+        chosen.push(name);
+      }
+    }
+    this.enableQuantizers();
+    return chosen;
+  }
+
   /** The trained float model (weights and BN statistics as trained, nothing folded). */
   toFloatModel(): Model {
     return this.graph.toModel();
@@ -151,7 +206,7 @@ export class QatNetwork {
    * activation Q/DQ with the trained ranges. `opset` 13 is needed for per-channel weights.
    */
   toQdqModel(opset?: number): { model: Model; records: LayerRecord[] } {
-    const uninitialised = [...this.activations.values()].filter((q) => q.min === undefined).map((q) => q.tensor);
+    const uninitialised = [...this.activations.values()].filter((q) => q.enabled && q.min === undefined).map((q) => q.tensor);
     if (uninitialised.length) throw new QuantbookError('INVALID_ARGUMENT', `no training step has run, so activation ranges are unknown for ${uninitialised.slice(0, 5).join(', ')}; train (or run a training-mode forward) before exporting`);
     const model = this.exportStructure(this.toFloatModel());
     const perChannel = this.options.weight.spec.perChannel;
@@ -159,10 +214,11 @@ export class QatNetwork {
     if (perChannel && target < 13) throw new QuantbookError('INVALID_ARGUMENT', `opset_version ${target}: per-channel weights need opset 13`);
     if ((model.opsetVersion('') ?? 0) > target) throw new QuantbookError('INVALID_ARGUMENT', `opset_version ${target}: the model already uses opset ${model.opsetVersion('')}; quantbook does not downgrade opsets`);
     upgradeOpset(model, target);
-    const layers = selectLayers(model, this.options.disableNames ?? []).layers.filter((l) => this.layers.some((k) => k.name === l.name));
+    const keep = new Set(this.quantizedLayers.map((l) => l.name));
+    const layers = selectLayers(model, this.options.disableNames ?? []).layers.filter((l) => keep.has(l.name));
     const records = applyQdq(model, layers, {
       activations: this.activationParams(),
-      tensors: [...this.activations.keys()],
+      tensors: [...this.activations.values()].filter((q) => q.enabled).map((q) => q.tensor),
       weightSpec: { ...this.options.weight.spec },
     });
     return { model, records };
@@ -189,6 +245,33 @@ export class QatNetwork {
       zero_point: Int32Array.from(rows, (r) => r.zeroPoint),
       learned_scale: rows.map((r) => r.learned),
     });
+  }
+
+  /** Variables plus quantizer state (ranges, step counts, learned scales) in one safetensors file. */
+  writeCheckpoint(file: string, metadata: Record<string, string> = {}): void {
+    const state = [...this.activations].map(([t, q]) => ({ tensor: t, min: q.min ?? null, max: q.max ?? null, steps: q.steps, scale: q.scale ? q.scale.dataSync()[0] : null }));
+    const weights = [...this.weights].map(([l, q]) => ({ layer: l, steps: q.steps }));
+    writeCheckpoint(this.graph, file, { ...metadata, qat_state: JSON.stringify({ activations: state, weights }) });
+  }
+
+  /** Restores what writeCheckpoint saved (a plain graph checkpoint restores the weights only). */
+  loadCheckpoint(file: string): void {
+    const { values, metadata } = readCheckpoint(file);
+    this.graph.restore(values);
+    if (!metadata.qat_state) return;
+    const state = JSON.parse(metadata.qat_state) as { activations: Array<{ tensor: string; min: number | null; max: number | null; steps: number; scale: number | null }>; weights: Array<{ layer: string; steps: number }> };
+    for (const a of state.activations) {
+      const q = this.activations.get(a.tensor);
+      if (!q) throw new QuantbookError('INVALID_ARGUMENT', `${file}: quantizer for tensor "${a.tensor}" is not in this network (was it prepared from another model or config?)`);
+      q.min = a.min ?? undefined;
+      q.max = a.max ?? undefined;
+      q.steps = a.steps;
+      if (a.scale !== null) q.setLearnedScale(a.scale);
+    }
+    for (const w of state.weights) {
+      const q = this.weights.get(w.layer);
+      if (q) q.steps = w.steps;
+    }
   }
 
   dispose(): void {

@@ -9,7 +9,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import * as arrow from 'apache-arrow';
 import { QuantbookError, invalidArgument } from '../errors';
-import { writeSafetensors } from '../export/safetensors';
+import { readSafetensors, writeSafetensors } from '../export/safetensors';
 import { writeTable } from '../stats/calibration-stats';
 import { seededPermutation, seededRandom } from '../util/seeded-random';
 import { TrainableGraph } from './executor';
@@ -63,7 +63,7 @@ export interface FitResult {
 
 function batchTensor(set: LabeledSet, idx: ArrayLike<number>, sampleShape: number[]): tf.Tensor {
   const per = sampleShape.reduce((a, b) => a * b, 1);
-  if (set.images.length !== set.count * per) throw new QuantbookError('INVALID_ARGUMENT', `sampleShape [${sampleShape}] (${per} values) does not divide the set's ${set.images.length} values into ${set.count} samples`);
+  if (set.images.length < set.count * per) throw new QuantbookError('INVALID_ARGUMENT', `the set holds ${set.images.length} values, fewer than ${set.count} samples of sampleShape [${sampleShape}] (${per} values each)`);
   const out = new Float32Array(idx.length * per);
   for (let i = 0; i < idx.length; i++) out.set(set.images.subarray(idx[i] * per, (idx[i] + 1) * per), i * per);
   return tf.tensor(out, [idx.length, ...sampleShape]);
@@ -74,7 +74,8 @@ function io(graph: TrainableGraph, o: EvaluateOptions): { input: string; output:
 }
 
 /** Top-1 accuracy (0–1) of the graph's logits on `set`, in inference mode. */
-export async function evaluate(graph: TrainableGraph, set: LabeledSet, options: EvaluateOptions): Promise<number> {
+export async function evaluate(target: Trainable, set: LabeledSet, options: EvaluateOptions): Promise<number> {
+  const graph = target instanceof TrainableGraph ? target : target.graph;
   const { input, output } = io(graph, options);
   const batch = options.batchSize ?? 256;
   const n = Math.min(set.count, options.limit ?? set.count);
@@ -96,7 +97,12 @@ function makeOptimizer(o: FitOptions['optimizer'], lr: number): tf.Optimizer {
   throw invalidArgument('optimizer', o, "'adam', 'sgd' or a tfjs optimizer");
 }
 
-export async function fit(graph: TrainableGraph, options: FitOptions): Promise<FitResult> {
+/** What fit() trains: an executor, or anything holding one that writes its own checkpoints (a QAT network). */
+export type Trainable = TrainableGraph | { graph: TrainableGraph; writeCheckpoint(file: string, metadata?: Record<string, string>): void };
+
+export async function fit(target: Trainable, options: FitOptions): Promise<FitResult> {
+  const graph = target instanceof TrainableGraph ? target : target.graph;
+  const save = target instanceof TrainableGraph ? (file: string, meta: Record<string, string>) => writeCheckpoint(graph, file, meta) : (file: string, meta: Record<string, string>) => target.writeCheckpoint(file, meta);
   if (!Number.isInteger(options.epochs) || options.epochs < 1) throw invalidArgument('epochs', options.epochs, 'an integer ≥ 1');
   const batchSize = options.batchSize ?? 64;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw invalidArgument('batchSize', batchSize, 'an integer ≥ 1');
@@ -135,7 +141,7 @@ export async function fit(graph: TrainableGraph, options: FitOptions): Promise<F
     if (options.checkpointDir) {
       fs.mkdirSync(options.checkpointDir, { recursive: true });
       checkpoint = path.join(options.checkpointDir, `epoch-${epoch}.safetensors`);
-      writeCheckpoint(graph, checkpoint, { epoch: String(epoch) });
+      save(checkpoint, { epoch: String(epoch) });
     }
     const row: HistoryRow = {
       epoch, steps: epoch * steps,
@@ -171,4 +177,16 @@ export function historyTable(rows: HistoryRow[]): arrow.Table {
 export function writeCheckpoint(graph: TrainableGraph, file: string, metadata: Record<string, string> = {}): void {
   const tensors = new Map([...graph.snapshot()].map(([k, v]) => [k, { dtype: 'F32' as const, shape: v.dims, data: v.data }]));
   writeSafetensors(file, tensors, { format: 'quantbook-checkpoint', ...metadata });
+}
+
+/** Reads a checkpoint written by writeCheckpoint (or a QAT network): values by name and metadata. */
+export function readCheckpoint(file: string): { values: Map<string, { dims: number[]; data: Float32Array }>; metadata: Record<string, string> } {
+  const { tensors, metadata } = readSafetensors(file);
+  if (metadata?.format !== 'quantbook-checkpoint') throw new QuantbookError('INVALID_ARGUMENT', `${file}: not a quantbook checkpoint (metadata format is ${JSON.stringify(metadata?.format)})`);
+  const values = new Map<string, { dims: number[]; data: Float32Array }>();
+  for (const [k, t] of tensors) {
+    if (t.dtype !== 'F32') throw new QuantbookError('INVALID_ARGUMENT', `${file}: tensor "${k}" is ${t.dtype}; checkpoints hold F32`);
+    values.set(k, { dims: t.shape, data: t.data as Float32Array });
+  }
+  return { values, metadata };
 }
