@@ -43,7 +43,7 @@ describe('notebooks (tslab kernel, nbconvert, headless Chromium)', function () {
 
   const names = fs.readdirSync(NOTEBOOKS).filter((f) => f.endsWith('.ipynb')).sort();
   it('there are notebooks for quickstart, calibration methods, outlier suppression and Ascend export', () => {
-    for (const n of ['quickstart.ipynb', 'calibration-methods.ipynb', 'outlier-suppression.ipynb', 'ascend-export.ipynb']) assert.ok(names.includes(n), n);
+    for (const n of ['quickstart.ipynb', 'calibration-methods.ipynb', 'outlier-suppression.ipynb', 'qat.ipynb', 'ascend-export.ipynb']) assert.ok(names.includes(n), n);
   });
 
   for (const name of names) {
