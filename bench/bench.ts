@@ -10,6 +10,7 @@ import * as path from 'path';
 import {
   BundledFile, OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel,
   metrics, ppocr, quantizeW8A8, quantizeW8A8Dynamic, reductionChoice, session, QuantSession, QuantizationResult,
+  QatConfig, QatNetwork, SimulatedQuantizationAwareTraining, TrainableGraph, fit, ortAccuracy, qsinQat, saveQsinQatModel,
 } from '../sdk';
 import { mnistSplit } from '../sdk/eval/mnist';
 import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
@@ -154,19 +155,7 @@ async function outlierRows(): Promise<string> {
   const file = path.join(DATA_DIR, 'transformer', 'mnist-transformer.onnx');
   const batch = (set: typeof train, start: number, n: number) => ({ x: new ort.Tensor('float32', set.images.slice(start * 784, (start + n) * 784), [n, 28, 28]) });
   const calib = [0, 1, 2, 3].map((i) => batch(train, i * 64, 64));
-  const all = batch(test, 0, test.count);
-  const accuracy = async (bytes: Uint8Array | string) => {
-    const s = await ort.InferenceSession.create(bytes as string);
-    const out = (await s.run(all)).logits.data as Float32Array;
-    await s.release();
-    let ok = 0;
-    for (let i = 0; i < test.count; i++) {
-      let best = 0;
-      for (let j = 1; j < 10; j++) if (out[i * 10 + j] > out[i * 10 + best]) best = j;
-      if (best === test.labels[i]) ok++;
-    }
-    return ok / test.count;
-  };
+  const accuracy = (bytes: Uint8Array | string) => ortAccuracy(bytes, test, [28, 28]);
   const fp32 = await accuracy(file);
   const recipes: Array<[string, () => QuantSession]> = [
     ['W8A8 (minmax)', () => session(file, { calibData: calib }).w8a8('minmax')],
@@ -177,7 +166,6 @@ async function outlierRows(): Promise<string> {
     ['W8A8 dynamic', () => session(file, { calibData: calib }).w8a8Dynamic()],
     ['W8A8 dynamic + fa3', () => session(file, { calibData: calib }).w8a8Dynamic().fa3()],
   ];
-  const pct2 = (v: number) => `${(100 * v).toFixed(2)}%`;
   const rows: Array<Array<string | number>> = [['fp32', pct2(fp32), '—', '—', '—']];
   for (const [name, make] of recipes) {
     let r!: QuantizationResult;
@@ -190,6 +178,64 @@ async function outlierRows(): Promise<string> {
     ['recipe', 'accuracy', 'drop vs fp32 (points)', 'output SQNR', 'quantization time'], rows);
 }
 
+/**
+ * QAT on the MNIST CNN (data/make-mnist-cnn.ts; fixed split 8,000 train / 2,000 test): accuracy on
+ * ORT of fp32, PTQ and QAT after one epoch. The control row fine-tunes fp32 for the same epoch at
+ * the same rate, separating what quantization-aware training recovers from what one more epoch
+ * of training adds.
+ */
+async function qatRows(): Promise<string> {
+  const { train, test } = mnistSplit();
+  const file = path.join(DATA_DIR, 'mnist-cnn', 'mnist-cnn.onnx');
+  const shape = [1, 28, 28];
+  const accuracy = (m: Uint8Array | string) => ortAccuracy(m, test, shape);
+  const evalBatches: Feeds[] = [{ x: new ort.Tensor('float32', test.images.slice(0, 256 * 784), [256, 1, 28, 28]) }];
+  const fp32Bytes = fs.readFileSync(file);
+  const fp32Ms = await medianLatency(fp32Bytes, evalBatches);
+  const fp32 = await accuracy(fp32Bytes);
+  const calib = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({ x: new ort.Tensor('float32', train.images.slice(i * 32 * 784, (i + 1) * 32 * 784), [32, 1, 28, 28]) }));
+  const epoch = { train, epochs: 1, batchSize: 64, learningRate: 2e-4, sampleShape: shape, seed: 3 };
+  const rows: Array<Array<string | number>> = [['fp32 (as trained, 5 epochs)', pct2(fp32), '—', '—', '—', fp32Ms, '1.00']];
+  const row = async (name: string, bytes: Uint8Array, loop: number | undefined, trainSeconds: number | undefined) => {
+    const acc = await accuracy(bytes);
+    const ms = await medianLatency(bytes, evalBatches);
+    rows.push([name, pct2(acc), (100 * (acc - fp32)).toFixed(2), loop === undefined ? '—' : pct2(loop), trainSeconds === undefined ? '—' : `${trainSeconds.toFixed(1)} s`, ms, (fp32Ms / ms).toFixed(2)]);
+  };
+  const control = TrainableGraph.fromModel(loadModel(file));
+  const controlFit = await fit(control, { ...epoch, test });
+  await row('fp32 + 1 epoch (control)', control.toModel().toBytes(), controlFit.history[0].testAccuracy, controlFit.history[0].seconds);
+  control.dispose();
+  for (const perChannel of [false, true]) {
+    const ptq = await quantizeW8A8(loadModel(file), calib, { weightPerChannel: perChannel });
+    await row(`PTQ W8A8 minmax, ${perChannel ? 'per-channel' : 'per-tensor'} weights`, ptq.qdq.toBytes(), undefined, undefined);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-bench-'));
+  const recipes: Array<[string, () => { net: QatNetwork; save: (n: QatNetwork) => Uint8Array }]> = [
+    ['QAT QatConfig() (opset 11, per-tensor)', () => {
+      const config = new QatConfig({ save_onnx_name: path.join(dir, 'qat11.onnx') });
+      return { net: qsinQat(loadModel(file), config), save: (n) => fs.readFileSync(saveQsinQatModel(n, config).qdq) };
+    }],
+    ['QAT QatConfig(opset 13, grad_scale 0.001)', () => {
+      const config = new QatConfig({ opset_version: 13, grad_scale: 0.001, save_onnx_name: path.join(dir, 'qat13.onnx') });
+      return { net: qsinQat(loadModel(file), config), save: (n) => fs.readFileSync(saveQsinQatModel(n, config).qdq) };
+    }],
+    ['SimQAT one-conv fold, per-channel symmetric weights', () => {
+      const sim = new SimulatedQuantizationAwareTraining({ enable_fusion: true, bn_fold: true, per_channel: [false, true], symmetric: [false, true] });
+      return { net: sim.apply(loadModel(file)), save: (n) => sim.convert(n).toBytes() };
+    }],
+  ];
+  for (const [name, make] of recipes) {
+    const { net, save } = make();
+    const r = await fit(net, { ...epoch, test });
+    await row(name, save(net), r.history[0].testAccuracy, r.history[0].seconds);
+    net.dispose();
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  return table(`QAT on the MNIST CNN (${test.count} test digits, ORT CPU; one epoch = ${train.count} digits at lr 2e-4; goal: QAT ≥ PTQ and within 0.3 points of fp32)`,
+    ['model', 'accuracy (ORT)', 'vs fp32 (points)', 'training-loop accuracy', 'training time', 'ORT ms / 256 digits', 'speed-up vs fp32'], rows);
+}
+
+const pct2 = (v: number) => `${(100 * v).toFixed(2)}%`;
 const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
 
@@ -204,6 +250,7 @@ async function main(): Promise<void> {
   console.log(header);
   console.log(await w8a8Rows());
   console.log(await outlierRows());
+  console.log(await qatRows());
   console.log(await kernelRows());
   console.log(await calibrationRows());
   console.log(memoryRows());

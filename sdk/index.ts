@@ -51,3 +51,4 @@ export { SimulatedQuantizationAwareTraining, SimQatConfig, QuantDtype, ValueErro
 export { QatConfig, QatConfigOptions, qsinQat, saveQsinQatModel, SaveQatOptions, SavedQat } from './qat/qat-config';
 export { mnistSplit, downsample as downsampleMnist, MnistSet } from './eval/mnist';
 export { writeNpy } from './calibration/data';
+export { ortAccuracy, OrtAccuracyOptions } from './eval/classify';

@@ -11,9 +11,9 @@ import * as tf from '@tensorflow/tfjs';
 import {
   QatConfig, QatNetwork, QuantDtype, QuantbookError, SimulatedQuantizationAwareTraining, ValueError,
   dequantizeLinear, evaluate, fakeQuantizeSte, fit, initBackend, learnedScaleFakeQuantize, loadModel, qsinQat,
-  quantizeLinear, quantizeW8A8, readNpy, saveQsinQatModel,
+  quantizeLinear, quantizeW8A8, readNpy, saveQsinQatModel, ortAccuracy as scoreOnOrt,
 } from '../../sdk';
-import { CNN, SAMPLE_SHAPE, cnnBatch, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
+import { CNN, SAMPLE_SHAPE, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
 import { onnxCheck, requireChecker, runPython, tempDir } from '../helpers';
 
 const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
@@ -105,17 +105,7 @@ describe('QAT on the MNIST CNN', () => {
     // symmetric activations: int8 zero points 0
     const aq = model.graph.nodes.filter((n) => n.op_type === 'QuantizeLinear');
     assert.ok(aq.every((n) => model.graph.constantValue(n.input[2])!.data[0] === 0));
-    const ortAcc = await (async () => {
-      const ort = await import('onnxruntime-node');
-      const s = await ort.InferenceSession.create(saved.qdq);
-      let ok = 0;
-      for (let i = 0; i < 1000; i += 500) {
-        const out = (await s.run({ image: cnnBatch(test, i, 500).x })).scores.data as Float32Array;
-        for (let j = 0; j < 500; j++) { let b = 0; for (let c = 1; c < 10; c++) if (out[j * 10 + c] > out[j * 10 + b]) b = c; if (b === test.labels[i + j]) ok++; }
-      }
-      await s.release();
-      return ok / 1000;
-    })();
+    const ortAcc = await scoreOnOrt(saved.qdq, test, SAMPLE_SHAPE, { limit: 1000, input: 'image', output: 'scores' });
     assert.equal(ortAcc, loopAcc);
     // .npy parameters numpy reads, equal to the model's
     const rec = saved.records.find((r) => r.name === 'conv2')!;
