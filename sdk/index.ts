@@ -52,3 +52,12 @@ export { QatConfig, QatConfigOptions, qsinQat, saveQsinQatModel, SaveQatOptions,
 export { mnistSplit, downsample as downsampleMnist, MnistSet } from './eval/mnist';
 export { writeNpy } from './calibration/data';
 export { ortAccuracy, OrtAccuracyOptions } from './eval/classify';
+export { quantizePtq, PtqOptions, PtqResult, WEIGHT_ROUNDINGS, WeightRounding, WeightRoundingRow } from './quantize/ptq';
+export { adaRound, AdaRoundOptions, AdaRoundResult } from './algorithms/adaround';
+export { admmWeights } from './algorithms/admm';
+export { easyQuant } from './algorithms/easy-quant';
+export { correctedBias } from './algorithms/bias-correction';
+export { crossLayerEqualize, clePairs, ClePair } from './algorithms/cle';
+export { layerSensitivity, rankLayers, sensitivityTable, Sensitivity, SensitivityRow, SensitivityOptions } from './algorithms/sensitivity';
+export { layerForward, sampleLayerInputs } from './algorithms/layer-io';
+export { QuantConfig, QuantConfigOptions, KeepAcc, Calibrator, virtualInputs } from './session/quant-config';

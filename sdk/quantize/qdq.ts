@@ -12,7 +12,7 @@ import { NodeProto } from '../onnx/proto';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
 import { quantizeLinear } from '../kernels/quant';
-import { QParams, QuantSpec, WEIGHT_SPEC, weightQParams } from '../observers';
+import { QParams, QuantSpec, WEIGHT_SPEC, quantRange, resolveSpec, weightQParams } from '../observers';
 import { removeUnusedConstants } from './fold-batchnorm';
 import { QuantLayer } from './layers';
 
@@ -118,6 +118,10 @@ export interface QdqOptions {
   quantizeActivations?: boolean;
   /** the activation tensors to quantize (default: activationTensors(model, layers)) */
   tensors?: string[];
+  /** integer weights chosen by an algorithm (AdaRound) instead of round-to-nearest, by layer name; on the weightSpec grid */
+  weightValues?: Map<string, Int32Array>;
+  /** weight scales chosen by an algorithm (ADMM, EasyQuant) instead of min/max, by layer name (one per channel, or one) */
+  weightScales?: Map<string, Float32Array>;
 }
 
 /** Quantizes `layers` of `model` in place (opset ≥ 13; ≥ 10 with per-tensor weights). */
@@ -151,7 +155,18 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const w = g.constantValue(layer.weight)!;
       const data = w.data as Float32Array;
       const axis = layer.weightAxis!;
-      const { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
+      let { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
+      const customScale = options.weightScales?.get(layer.name);
+      if (customScale) {
+        const range = quantRange(resolveSpec({ ...WEIGHT_SPEC, ...options.weightSpec }, WEIGHT_SPEC));
+        int8 = Int8Array.from(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1));
+        scale = customScale.length > 1 ? customScale : new Float32Array(w.dims[axis]).fill(customScale[0]);
+      }
+      const chosen = options.weightValues?.get(layer.name);
+      if (chosen) {
+        if (chosen.length !== int8.length) throw new QuantbookError('INVALID_ARGUMENT', `weightValues for layer "${layer.name}": ${chosen.length} values for a weight of ${int8.length}`);
+        int8.set(chosen);
+      }
       rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
       const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = out;

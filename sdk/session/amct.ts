@@ -15,15 +15,29 @@ import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { Feeds } from '../runtime/runner';
-import { Observer, ObserverOptions } from '../observers';
+import { Observer, ObserverOptions, weightQParams } from '../observers';
+import { adaRound } from '../algorithms/adaround';
+import { layerForward, sampleLayerInputs } from '../algorithms/layer-io';
+import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { QuantLayer } from '../quantize/layers';
 import { quantizeBias, quantizeWeight } from '../quantize/qdq';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
-import { ActivationQuantParams, AmctQuantConfig, amctLayers, readQuantConfig } from './amct-config';
+import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, readQuantConfig } from './amct-config';
 
-interface PlannedLayer { layer: QuantLayer; weight?: AmctLayerParams['weight']; act: ActivationQuantParams }
+/**
+ * A layer to quantize. ARQ weights are quantized at once; AdaRound (ada_quantize) and DMQ-balanced
+ * layers wait for calibrate(), which has the data they need (`deferred`).
+ */
+interface PlannedLayer { layer: QuantLayer; weight?: AmctLayerParams['weight']; act: ActivationQuantParams; wts?: WeightQuantParams; dmq?: number }
+
+function arqWeight(float: Model, layer: QuantLayer, w: WeightQuantParams): NonNullable<AmctLayerParams['weight']> {
+  const t = float.graph.constantValue(layer.weight!)!;
+  const axis = layer.weightAxis!;
+  const { int8, scale } = quantizeWeight(t.data as Float32Array, t.dims, axis, { numBits: w.num_bits, perChannel: w.channel_wise });
+  return { tensor: layer.weight!, dims: t.dims, axis, int8, scale };
+}
 
 function observerFor(p: ActivationQuantParams): { kind: 'ifmr' | 'histogram'; options: ObserverOptions } {
   if (p.act_algo === 'hfmg') return { kind: 'histogram', options: { bins: p.num_of_bins } };
@@ -33,6 +47,10 @@ function observerFor(p: ActivationQuantParams): { kind: 'ifmr' | 'histogram'; op
 /** The model being quantized: weights done, activations waiting for calibrate(). */
 export class AmctQuantization {
   private params?: AmctLayerParams[];
+  /** DMQ balancing done in calibrate(): one group per balanced activation */
+  balanced: SmoothGroup[] = [];
+  /** AdaRound per layer: output MSE on its input samples with nearest and learned rounding */
+  adaRounding: Array<{ layer: string; nearestMse: number; adaMse: number; flipped: number }> = [];
 
   constructor(
     readonly config: AmctQuantConfig,
@@ -62,6 +80,7 @@ export class AmctQuantization {
       if (batches.length === want) break;
     }
     if (batches.length < want) throw new QuantbookError('INVALID_ARGUMENT', `calibration data: batch_num is ${want} but the data holds ${batches.length} batch${batches.length === 1 ? '' : 'es'}`);
+    await this.balance(batches);
     // one calibration pass per distinct activation setting
     const groups = new Map<string, PlannedLayer[]>();
     for (const p of this.planned) {
@@ -84,6 +103,7 @@ export class AmctQuantization {
         ranges.set(p, { scale: q.scale[0], zeroPoint: q.zeroPoint[0] });
       }
     }
+    await this.roundWeights(batches);
     this.params = this.planned.map((p) => {
       const r = ranges.get(p)!;
       // int32 bias on the accumulator's grid s_w·s_d
@@ -96,12 +116,53 @@ export class AmctQuantization {
     });
     return this.params;
   }
+
+  /**
+   * DMQ balancer: SmoothQuant migration per input channel, s_j = max|X_j|^m / max|W_j|^(1−m) with
+   * m = dmq_balancer_param, applied to the float model before anything is measured (the weights
+   * of balanced layers are quantized afterwards).
+   */
+  private async balance(batches: Feeds[]): Promise<void> {
+    const strengths = [...new Set(this.planned.filter((p) => p.dmq !== undefined).map((p) => p.dmq!))];
+    const matmuls = this.float.graph.nodes.filter((n) => n.op_type === 'MatMul' || n.op_type === 'Gemm').map((n) => n.name ?? '');
+    for (const m of strengths) {
+      const members = this.planned.filter((p) => p.dmq === m).map((p) => p.layer.name);
+      this.balanced.push(...await smoothModel(this.float, batches, { method: 'm6', alpha: m, beta: 1 - m, skip: matmuls.filter((n) => !members.includes(n)) }));
+    }
+    // an inserted Mul renames the layer's activation input
+    const g = this.float.graph;
+    for (const p of this.planned) if (p.dmq !== undefined) p.layer.activations = p.layer.node.input.slice(0, 2).filter((t) => t && !g.isConstant(t));
+  }
+
+  /** Weights left for calibrate(): AdaRound on samples of the layer's float input, or ARQ after balancing. */
+  private async roundWeights(batches: Feeds[]): Promise<void> {
+    const deferred = this.planned.filter((p) => p.wts && !p.weight);
+    const ada = deferred.filter((p) => p.wts!.wts_algo === 'ada_quantize');
+    const samples = ada.length ? await sampleLayerInputs(this.float, ada.map((p) => p.layer), batches) : undefined;
+    for (const p of deferred) {
+      if (p.wts!.wts_algo !== 'ada_quantize') {
+        p.weight = arqWeight(this.float, p.layer, p.wts!);
+        continue;
+      }
+      const g = this.float.graph;
+      const t = g.constantValue(p.layer.weight!)!;
+      const axis = p.layer.weightAxis!;
+      const q = weightQParams(t.data as Float32Array, t.dims, { numBits: p.wts!.num_bits, perChannel: p.wts!.channel_wise, channelAxis: axis });
+      const bias = p.layer.bias ? (g.constantValue(p.layer.bias)!.data as Float32Array) : undefined;
+      const r = await adaRound(layerForward(g, p.layer), { data: t.data as Float32Array, dims: t.dims, axis }, q, samples!.get(p.layer.name)!, bias, {
+        numIteration: p.wts!.num_iteration, regParam: p.wts!.reg_param, betaRange: p.wts!.beta_range, warmStart: p.wts!.warm_start,
+      });
+      this.adaRounding.push({ layer: p.layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped });
+      const scale = q.scale.length > 1 ? q.scale : new Float32Array(t.dims[axis]).fill(q.scale[0]);
+      p.weight = { tensor: p.layer.weight!, dims: t.dims, axis, int8: Int8Array.from(r.values), scale };
+    }
+  }
 }
 
 /**
  * AMCT's quantize_model: reads the config, fuses Conv+BN (unless do_fusion is false or the conv is
- * in skip_fusion_layers), quantizes the weights of enabled layers (ARQ), and returns the object
- * that calibrates. `recordFile` is where saveModel writes the scales (default `<prefix>_record.txt`).
+ * in skip_fusion_layers), quantizes the weights of enabled layers (ARQ; AdaRound and DMQ-balanced
+ * layers in calibrate(), which has data), and returns the object that calibrates. `recordFile` is where saveModel writes the scales (default `<prefix>_record.txt`).
  */
 export function quantizeModel(configFile: string, model: Model | string, recordFile?: string): AmctQuantization {
   const source = typeof model === 'string' ? loadModel(model) : model;
@@ -113,16 +174,18 @@ export function quantizeModel(configFile: string, model: Model | string, recordF
   for (const layer of amctLayers(float)) {
     const c = config.layers[layer.name];
     if (!c || !c.quant_enable) continue;
-    if (c.dmq_balancer_param !== undefined) throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": dmq_balancer_param (DMQ balancing) is not implemented in this version; remove it to quantize without balancing`);
-    const w = c.weight_quant_params;
-    if (w?.wts_algo === 'ada_quantize') throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": wts_algo "ada_quantize" (AdaRound) is not implemented in this version; use "arq_quantize"`);
-    let weight: AmctLayerParams['weight'];
-    if (layer.weight && w) {
-      const t = float.graph.constantValue(layer.weight)!;
-      const axis = layer.weightAxis!;
-      weight = { tensor: layer.weight, dims: t.dims, axis, ...quantizeWeight(t.data as Float32Array, t.dims, axis, { numBits: w.num_bits, perChannel: w.channel_wise }) };
+    const dmq = c.dmq_balancer_param;
+    if (dmq !== undefined && layer.opType !== 'MatMul' && layer.opType !== 'Gemm') {
+      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": dmq_balancer_param is implemented for MatMul/Gemm layers (scales migrate into their weight rows); this layer is ${layer.opType}`);
     }
-    planned.push({ layer, weight, act: c.activation_quant_params });
+    const w = c.weight_quant_params;
+    if (w?.wts_algo === 'ada_quantize' && !['Conv', 'MatMul', 'Gemm'].includes(layer.opType)) {
+      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": ada_quantize is implemented for Conv, MatMul and Gemm layers; this layer is ${layer.opType}`);
+    }
+    // AdaRound and balanced layers get their weights in calibrate()
+    const deferred = w?.wts_algo === 'ada_quantize' || dmq !== undefined;
+    const weight = layer.weight && w && !deferred ? arqWeight(float, layer, w) : undefined;
+    planned.push({ layer, weight, act: c.activation_quant_params, wts: layer.weight ? w : undefined, dmq });
   }
   if (!planned.length) throw new QuantbookError('INVALID_ARGUMENT', `${configFile}: no layer has quant_enable true; nothing to quantize`);
   return new AmctQuantization(config, float, planned, recordFile);

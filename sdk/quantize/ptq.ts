@@ -1,0 +1,222 @@
+/**
+ * Post-training quantization with accuracy recovery: one engine, each technique an option.
+ *
+ *   float  = BN folded, opset 13 [→ cross-layer equalization]
+ *   ranges = calibration with any observer (minmax, histogram/HFMG, ifmr, sigma, …)
+ *   weights = round-to-nearest | AdaRound, per layer on samples of its float input
+ *            [→ bias correction of the rounding's mean output shift]
+ *   [→ sensitivity analysis → fallback of the amp_num most sensitive layers, or until the
+ *      task metric is within a bound]
+ *   → ONNX QDQ (+ fake-quant)
+ *
+ * msModelSlim's QuantConfig/Calibrator and AMCT's ada_quantize/dmq_balancer map onto these options.
+ */
+import { QuantbookError, invalidArgument } from '../errors';
+import { CalibrationProgress, CalibrationResult, calibrate } from '../calibration/calibrator';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { Model } from '../onnx/model';
+import { DataType } from '../onnx/dtype';
+import { Feeds } from '../runtime/runner';
+import { OBSERVER_KINDS, Observer, ObserverKind, ObserverOptions, QParams, QuantSpec, WEIGHT_SPEC, resolveSpec, weightQParams } from '../observers';
+import { dequantizeLinear, quantizeLinear } from '../kernels/quant';
+import { AdaRoundOptions, adaRound, checkAdaRoundOptions } from '../algorithms/adaround';
+import { admmWeights } from '../algorithms/admm';
+import { correctedBias } from '../algorithms/bias-correction';
+import { easyQuant } from '../algorithms/easy-quant';
+import { ClePair, crossLayerEqualize } from '../algorithms/cle';
+import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
+import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
+import { toFakeQuant } from './fake-quant';
+import { LayerSelection, QuantLayer, selectLayers } from './layers';
+import { LayerRecord, activationTensors, applyQdq } from './qdq';
+import { prepareFloat } from './w8a8';
+
+export const WEIGHT_ROUNDINGS = ['nearest', 'ada'] as const;
+export type WeightRounding = (typeof WEIGHT_ROUNDINGS)[number];
+
+export interface PtqOptions {
+  /** activation range estimator (default 'minmax') */
+  observer?: ObserverKind;
+  observerOptions?: ObserverOptions;
+  /** activation spec (default uint8 asymmetric per tensor) */
+  activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric' | 'narrowRange'>>;
+  /** weight spec (default int8 symmetric per channel) */
+  weight?: Partial<Pick<QuantSpec, 'signed' | 'symmetric' | 'narrowRange' | 'perChannel'>>;
+  rounding?: WeightRounding;
+  /** ADMM weight scales (msModelSlim keep_acc admm): alternating integer / least-squares scale iterations */
+  admm?: { iterations: number };
+  /** EasyQuant (keep_acc easy_quant): alternating activation / weight scale search for output cosine, at most `rounds` rounds */
+  easyQuant?: { rounds: number };
+  /** AdaRound settings and how much of each layer's input it learns from (default 4 samples, 32×32 crops) */
+  ada?: AdaRoundOptions & SampleLimits;
+  biasCorrection?: boolean;
+  /** cross-layer equalization before anything else */
+  cle?: boolean;
+  disableNames?: string[];
+  /** leave the N most sensitive layers in float */
+  ampNum?: number;
+  /** leave layers in float, most sensitive first, until evaluate() is within this of the float model's */
+  maxMetricDrop?: number;
+  /** task metric (higher is better) of an encoded model; used by sensitivity and maxMetricDrop */
+  evaluate?: (model: Uint8Array) => Promise<number>;
+  /** batches for the sensitivity analysis (default: the first two calibration batches) */
+  sensitivityData?: Feeds[];
+  /** always run the sensitivity analysis (it runs anyway when falling back) */
+  sensitivity?: boolean;
+  onProgress?: (p: CalibrationProgress | { stage: 'ada' | 'sensitivity'; done: number; total: number; layer: string }) => void;
+}
+
+export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: number; flipped: number; weights: number }
+
+export interface PtqResult {
+  /** the float model the ranges were measured on (opset 13, BN folded, equalized with cle) */
+  float: Model;
+  qdq: Model;
+  fakeQuant: Model;
+  layers: LayerRecord[];
+  selection: LayerSelection;
+  calibration: CalibrationResult;
+  activations: Map<string, QParams>;
+  /** AdaRound per layer: output MSE on its samples with nearest and learned rounding */
+  rounding: WeightRoundingRow[];
+  /** ADMM per layer: weight MSE with min/max scales and after */
+  admm: Array<{ layer: string; mseBefore: number; mseAfter: number }>;
+  /** EasyQuant per layer: mean output-channel cosine before and after the scale search */
+  easyQuant: Array<{ layer: string; cosineBefore: number; cosineAfter: number }>;
+  /** bias correction per layer: the largest mean output shift removed */
+  biasCorrection: Array<{ layer: string; maxShift: number }>;
+  cle: ClePair[];
+  sensitivity?: Sensitivity;
+  /** layers left in float by ampNum / maxMetricDrop */
+  fallback: string[];
+  /** the QDQ model with exactly `keep` quantized (same ranges and weights) */
+  build(keep: string[]): Model;
+}
+
+function check(o: PtqOptions): void {
+  if (o.observer !== undefined && !(OBSERVER_KINDS as readonly string[]).includes(o.observer)) throw invalidArgument('observer', o.observer, `one of ${OBSERVER_KINDS.join(', ')}`);
+  if (o.rounding !== undefined && !WEIGHT_ROUNDINGS.includes(o.rounding)) throw invalidArgument('rounding', o.rounding, "'nearest' or 'ada'");
+  if (o.ada) checkAdaRoundOptions(o.ada);
+  if (o.ampNum !== undefined && (!Number.isInteger(o.ampNum) || o.ampNum < 0)) throw invalidArgument('amp_num', o.ampNum, 'an integer ≥ 0');
+  if (o.maxMetricDrop !== undefined && (!(o.maxMetricDrop >= 0) || !o.evaluate)) throw invalidArgument('maxMetricDrop', o.maxMetricDrop, 'a number ≥ 0, together with an evaluate function');
+}
+
+export async function quantizePtq(model: Model, calibData: CalibrationSource, options: PtqOptions = {}): Promise<PtqResult> {
+  check(options);
+  const float = prepareFloat(model);
+  const cle = options.cle ? crossLayerEqualize(float) : [];
+  const batches: Feeds[] = [];
+  for await (const b of batchesFrom(calibData, float.graph.inputNames)) batches.push(b);
+  if (!batches.length) throw new QuantbookError('INVALID_ARGUMENT', 'calibration data holds no batch');
+  const selection = selectLayers(float, options.disableNames ?? []);
+  const layers = selection.layers;
+  const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
+  const calibration = await calibrate(float, batches, {
+    tensors: activationTensors(float, layers),
+    observer: options.observer ?? 'minmax',
+    observerOptions: options.observerOptions,
+    spec,
+    onProgress: options.onProgress as (p: CalibrationProgress) => void,
+  });
+  const activations = new Map<string, QParams>();
+  for (const [t, o] of calibration.observers) activations.set(t, (o as Observer).qparams());
+
+  // weights: nearest or learned rounding, then the bias that cancels their mean output shift
+  const weightSpec: Partial<QuantSpec> = { ...WEIGHT_SPEC, ...options.weight };
+  const quantFloat = float.clone();
+  const weightValues = new Map<string, Int32Array>();
+  const weightScales = new Map<string, Float32Array>();
+  const rounding: WeightRoundingRow[] = [];
+  const admm: PtqResult['admm'] = [];
+  const easy: PtqResult['easyQuant'] = [];
+  const biasCorrection: PtqResult['biasCorrection'] = [];
+  const tuned = layers.filter((l) => l.weight && ['Conv', 'MatMul', 'Gemm'].includes(l.opType) && (l.opType !== 'MatMul' || float.graph.constantValue(l.weight)!.dims.length === 2));
+  const needSamples = options.rounding === 'ada' || options.biasCorrection || options.easyQuant;
+  if ((needSamples || options.admm) && tuned.length) {
+    const samples = needSamples ? await sampleLayerInputs(float, tuned, batches, { samples: options.ada?.samples, crop: options.ada?.crop }) : new Map();
+    for (const [i, layer] of tuned.entries()) {
+      const g = float.graph;
+      const w = g.constantValue(layer.weight!)!;
+      const data = w.data as Float32Array;
+      const axis = layer.weightAxis!;
+      const q = weightQParams(data, w.dims, { ...weightSpec, channelAxis: axis });
+      const forward = layerForward(g, layer);
+      const bias = layer.bias ? (g.constantValue(layer.bias)!.data as Float32Array) : undefined;
+      const input = samples.get(layer.name)!;
+      if (options.admm) {
+        const r = admmWeights(data, w.dims, axis, q, options.admm.iterations);
+        q.scale = r.scale;
+        admm.push({ layer: layer.name, mseBefore: r.mseBefore, mseAfter: r.mseAfter });
+      }
+      if (options.easyQuant) {
+        const tensor = layer.activations[0];
+        const r = easyQuant(forward, { data, dims: w.dims, axis }, q, activations.get(tensor)!, input, bias, options.easyQuant.rounds);
+        activations.set(tensor, { ...activations.get(tensor)!, scale: Float32Array.of(r.activationScale) });
+        q.scale = r.weightScale;
+        easy.push({ layer: layer.name, cosineBefore: r.cosineBefore, cosineAfter: r.cosineAfter });
+      }
+      if (options.admm || options.easyQuant) weightScales.set(layer.name, q.scale);
+      let values = Int32Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, w.dims, q.scale.length > 1 ? axis : 1));
+      if (options.rounding === 'ada') {
+        const r = await adaRound(forward, { data, dims: w.dims, axis }, q, input, bias, options.ada);
+        rounding.push({ layer: layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, weights: data.length });
+        values = r.values;
+        weightValues.set(layer.name, values);
+        options.onProgress?.({ stage: 'ada', done: i + 1, total: tuned.length, layer: layer.name });
+      }
+      if (options.biasCorrection && layer.opType !== 'MatMul') {
+        const deq = dequantizeLinear(values, q.scale, q.zeroPoint, w.dims, q.scale.length > 1 ? axis : 1);
+        const channels = w.dims[axis];
+        const { bias: nb, shift } = correctedBias(forward, { data, dims: w.dims }, deq, input, bias, channels);
+        setBias(quantFloat, layer, nb);
+        biasCorrection.push({ layer: layer.name, maxShift: shift.reduce((m, v) => Math.max(m, Math.abs(v)), 0) });
+      }
+    }
+  }
+
+  const build = (keep: string[]): Model => {
+    const m = quantFloat.clone();
+    const chosen = selectLayers(m, options.disableNames ?? []).layers.filter((l) => keep.includes(l.name));
+    applyQdq(m, chosen, { activations, weightSpec, weightValues, weightScales });
+    return m;
+  };
+  const names = layers.map((l) => l.name);
+  let sensitivity: Sensitivity | undefined;
+  let fallback: string[] = [];
+  if (options.sensitivity || options.ampNum || options.maxMetricDrop !== undefined) {
+    const byName = (keep: QuantLayer[]) => build(keep.map((l) => l.name));
+    sensitivity = await layerSensitivity(float, layers, byName, {
+      data: options.sensitivityData ?? batches.slice(0, 2),
+      evaluate: options.evaluate,
+      onProgress: (p) => options.onProgress?.({ stage: 'sensitivity', ...p }),
+    });
+    const ranked = sensitivity.ranking();
+    if (options.ampNum) fallback = ranked.slice(0, options.ampNum);
+    if (options.maxMetricDrop !== undefined) {
+      const target = sensitivity.floatMetric - options.maxMetricDrop;
+      let metric = sensitivity.all.metric;
+      for (const name of ranked) {
+        if (metric >= target) break;
+        if (!fallback.includes(name)) fallback.push(name);
+        metric = await options.evaluate!(build(names.filter((n) => !fallback.includes(n))).toBytes());
+      }
+    }
+  }
+  const qdq = quantFloat.clone();
+  const keepLayers = selectLayers(qdq, options.disableNames ?? []).layers.filter((l) => !fallback.includes(l.name));
+  const records = applyQdq(qdq, keepLayers, { activations, weightSpec, weightValues, weightScales });
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, sensitivity, fallback, build };
+}
+
+/** Replaces (or adds) a Conv/Gemm bias. */
+function setBias(model: Model, layer: QuantLayer, bias: Float32Array): void {
+  const g = model.graph;
+  const node = g.nodes.find((n) => (n.name || n.output[0]) === layer.name)!;
+  if (node.input[2]) {
+    g.replaceInitializer(node.input[2], { type: DataType.FLOAT, dims: [bias.length], data: bias });
+    return;
+  }
+  while (node.input.length < 2) node.input.push('');
+  node.input[2] = g.addInitializer({ name: g.uniqueName(`${layer.name}.bias`), type: DataType.FLOAT, dims: [bias.length], data: bias }).name!;
+  g.invalidate();
+}
