@@ -13,7 +13,7 @@ export { Reductions, chooseReductions, reductionChoice, useReductions, loopReduc
 export { Histogram } from './kernels/histogram';
 export { roundHalfEven, quantizeLinear, dequantizeLinear, fakeQuantize } from './kernels/quant';
 export * from './observers';
-export { StatRow, statsTable, rowsFromTable, writeStats, readStats } from './stats/calibration-stats';
+export { StatRow, statsTable, rowsFromTable, writeStats, readStats, writeTable } from './stats/calibration-stats';
 export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, defaultTargets } from './calibration/calibrator';
 export { batchesFrom, readNpy, CalibrationSource } from './calibration/data';
 export { upgradeOpset } from './onnx/opset-upgrade';

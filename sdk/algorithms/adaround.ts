@@ -24,7 +24,7 @@ export interface AdaRoundOptions {
   betaRange?: [number, number];
   /** AMCT warm_start: share of iterations without the regulariser (default 0.2) */
   warmStart?: number;
-  /** Adam learning rate (default 1e-3) */
+  /** Adam learning rate on α (default 1e-2: the schedules used here are hundreds, not tens of thousands, of iterations) */
   learningRate?: number;
 }
 
@@ -36,13 +36,15 @@ export interface AdaRoundResult {
   adaMse: number;
   /** weights rounded differently from nearest */
   flipped: number;
+  /** 'nearest' when the learned rounding came out worse on the samples (then `values` are nearest's) */
+  kept: 'ada' | 'nearest';
 }
 
 const ZETA = 1.1;
 const GAMMA = -0.1;
 
 export function checkAdaRoundOptions(o: AdaRoundOptions): Required<AdaRoundOptions> {
-  const r = { numIteration: 10000, regParam: 0.01, betaRange: [20, 2] as [number, number], warmStart: 0.2, learningRate: 1e-3, ...o };
+  const r = { numIteration: 10000, regParam: 0.01, betaRange: [20, 2] as [number, number], warmStart: 0.2, learningRate: 1e-2, ...o };
   if (!Number.isInteger(r.numIteration) || r.numIteration < 1) throw invalidArgument('num_iteration', r.numIteration, 'an integer ≥ 1');
   if (!(r.regParam > 0)) throw invalidArgument('reg_param', r.regParam, 'a number > 0');
   if (!Array.isArray(r.betaRange) || r.betaRange.length !== 2 || !(r.betaRange[0] > 0) || !(r.betaRange[1] > 0)) throw invalidArgument('beta_range', r.betaRange, 'two numbers > 0 (start, end)');
@@ -106,7 +108,10 @@ export async function adaRound(
   const ada = tf.tidy(() => floorW.add(h().greaterEqual(0.5).toFloat()).add(z).clipByValue(q.qmin, q.qmax));
   const values = Int32Array.from(await ada.data() as Float32Array);
   const mseOf = (v: Int32Array) => tf.tidy(() => outputError(tf.tensor(Float32Array.from(v), weight.dims).sub(z).mul(s)).dataSync()[0]);
-  const result = { values, nearestMse: mseOf(nearest), adaMse: mseOf(values), flipped: values.reduce((k, v, i) => k + (v !== nearest[i] ? 1 : 0), 0) };
+  const [nearestMse, adaMse] = [mseOf(nearest), mseOf(values)];
+  // never worse than nearest on the data it learned from
+  const kept = adaMse < nearestMse ? 'ada' : 'nearest';
+  const result: AdaRoundResult = { values: kept === 'ada' ? values : nearest, nearestMse, adaMse, flipped: values.reduce((k, v, i) => k + (v !== nearest[i] ? 1 : 0), 0), kept };
   tf.dispose([x, w, s, z, target, floorW, alpha, ada, ...(b ? [b] : [])]);
   optimizer.dispose();
   return result;

@@ -66,7 +66,7 @@ export interface PtqOptions {
   onProgress?: (p: CalibrationProgress | { stage: 'ada' | 'sensitivity'; done: number; total: number; layer: string }) => void;
 }
 
-export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: number; flipped: number; weights: number }
+export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: number; flipped: number; weights: number; kept: 'ada' | 'nearest' }
 
 export interface PtqResult {
   /** the float model the ranges were measured on (opset 13, BN folded, equalized with cle) */
@@ -159,7 +159,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
       let values = Int32Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, w.dims, q.scale.length > 1 ? axis : 1));
       if (options.rounding === 'ada') {
         const r = await adaRound(forward, { data, dims: w.dims, axis }, q, input, bias, options.ada);
-        rounding.push({ layer: layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, weights: data.length });
+        rounding.push({ layer: layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, weights: data.length, kept: r.kept });
         values = r.values;
         weightValues.set(layer.name, values);
         options.onProgress?.({ stage: 'ada', done: i + 1, total: tuned.length, layer: layer.name });

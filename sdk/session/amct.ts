@@ -50,7 +50,7 @@ export class AmctQuantization {
   /** DMQ balancing done in calibrate(): one group per balanced activation */
   balanced: SmoothGroup[] = [];
   /** AdaRound per layer: output MSE on its input samples with nearest and learned rounding */
-  adaRounding: Array<{ layer: string; nearestMse: number; adaMse: number; flipped: number }> = [];
+  adaRounding: Array<{ layer: string; nearestMse: number; adaMse: number; flipped: number; kept: 'ada' | 'nearest' }> = [];
 
   constructor(
     readonly config: AmctQuantConfig,
@@ -152,7 +152,7 @@ export class AmctQuantization {
       const r = await adaRound(layerForward(g, p.layer), { data: t.data as Float32Array, dims: t.dims, axis }, q, samples!.get(p.layer.name)!, bias, {
         numIteration: p.wts!.num_iteration, regParam: p.wts!.reg_param, betaRange: p.wts!.beta_range, warmStart: p.wts!.warm_start,
       });
-      this.adaRounding.push({ layer: p.layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped });
+      this.adaRounding.push({ layer: p.layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, kept: r.kept });
       const scale = q.scale.length > 1 ? q.scale : new Float32Array(t.dims[axis]).fill(q.scale[0]);
       p.weight = { tensor: p.layer.weight!, dims: t.dims, axis, int8: Int8Array.from(r.values), scale };
     }

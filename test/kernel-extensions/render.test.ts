@@ -57,7 +57,8 @@ describe('kernel extensions (display)', () => {
     assert.equal([...render(c).html.matchAll(/<tr>/g)].length, 1 + c.targets.length);
     const t = arrow.tableFromArrays({ a: Float64Array.from([3, 1, 2]), b: ['x', 'y', 'z'] });
     const th = render(t).html;
-    assert.deepEqual(cells(th, 2), ['1.0000', 'y']);
+    assert.deepEqual(cells(th, 2), ['1', 'y']); // integers as integers
+    assert.deepEqual(cells(render(arrow.tableFromArrays({ a: Float64Array.from([0.123456789]) })).html, 1), ['0.12346']);
   });
 
   it('plots refuse what they cannot draw, saying why', async () => {
