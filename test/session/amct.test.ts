@@ -196,7 +196,8 @@ override_layer_configs {
     assert.throws(() => quantizeModel(bad({ 'conv_99.typo': { quant_enable: true } }), MODELS.det), /"conv_99.typo" is not a quantizable layer of the model/);
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { activation_quant_params: { act_algo: 'kl' } } }), MODELS.det), /activation_quant_params.act_algo: got "kl"; expected one of "ifmr", "hfmg"/);
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { activation_quant_params: { act_algo: 'hfmg', num_of_bins: 1000 } } }), MODELS.det), /num_of_bins: got 1000; expected one of 1024, 2048, 4096, 8192/);
-    assert.throws(() => quantizeModel(bad({ [layers[0]]: { weight_quant_params: { wts_algo: 'ada_quantize' } } }), MODELS.det), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /ada_quantize/.test(e.message));
+    assert.throws(() => quantizeModel(bad({ [layers[0]]: { dmq_balancer_param: 0.5 } }), MODELS.det), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /dmq_balancer_param is implemented for MatMul\/Gemm layers/.test(e.message));
+    assert.throws(() => quantizeModel(bad({ [layers[0]]: { dmq_balancer_param: 0.9 } }), MODELS.det), /dmq_balancer_param: got 0.9; expected a number in \[0.2, 0.8\]/);
     assert.throws(() => createQuantConfig(path.join(dir, 'x.json'), MODELS.det, null, { skipLayers: ['nope'] }), /skip_layers: "nope" is not a quantizable layer/);
     const q = quantizeModel(bad({ batch_num: 3 }), MODELS.det);
     await assert.rejects(q.calibrate(pages), /batch_num is 3 but the data holds 1 batch/);
@@ -204,3 +205,61 @@ override_layer_configs {
     assert.ok(!fs.existsSync(path.join(dir, 'never_deploy_model.onnx')));
   });
 });
+
+describe('AMCT ada_quantize and dmq_balancer', function () {
+  const dir = tempDir();
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('ada_quantize: AdaRound weights (num_iteration, reg_param, beta_range, warm_start) beat ARQ rounding on every layer and are what save_model writes', async () => {
+    const pages = detPages().slice(0, 1);
+    const file = path.join(dir, 'ada.json');
+    createQuantConfig(file, MODELS.det, pages[0], { batchNum: 1 });
+    const config = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const names = detLayerNames().filter((n) => config[n].weight_quant_params).slice(0, 3);
+    for (const n of names) config[n].weight_quant_params = { num_bits: 8, wts_algo: 'ada_quantize', channel_wise: true, num_iteration: 150, reg_param: 0.01, beta_range: [20, 2], warm_start: 0.2 };
+    fs.writeFileSync(file, JSON.stringify(config));
+    const q = quantizeModel(file, MODELS.det);
+    await q.calibrate(pages);
+    assert.deepEqual(q.adaRounding.map((r) => r.layer), names);
+    for (const r of q.adaRounding) {
+      console.log(`      ${r.layer}: output MSE ARQ ${r.nearestMse.toExponential(2)} → ADA ${r.adaMse.toExponential(2)}`);
+      assert.ok(r.adaMse < r.nearestMse && r.kept === 'ada', JSON.stringify(r));
+    }
+    const saved = saveModel(path.join(dir, 'det_ada'), q);
+    const record = parseRecord(fs.readFileSync(saved.recordFile, 'utf8'));
+    assert.ok(names.every((n) => record.has(n)));
+    // the deploy model holds the ADA integers for those layers
+    const params = q.layerParams.find((p) => p.name === names[0])!;
+    const deploy = loadModel(saved.deployModel);
+    const w = deploy.graph.constantValue(deploy.graph.nodes.find((n) => n.name === names[0])!.input[1])!;
+    assert.deepEqual(Array.from(w.data as Int8Array), Array.from(params.weight!.int8));
+  });
+
+  it('dmq_balancer: migration strength m moves activation range into MatMul weights (s = max|X|^m / max|W|^(1−m)); the int8 output error drops', async () => {
+    const { TRANSFORMER, transformerCalib } = await import('../transformer-fixtures');
+    const calib = transformerCalib();
+    const plainFile = path.join(dir, 'tf.json');
+    createQuantConfig(plainFile, TRANSFORMER, calib[0], { batchNum: 2 });
+    const config = JSON.parse(fs.readFileSync(plainFile, 'utf8'));
+    const matmuls = Object.keys(config).filter((k) => config[k].weight_quant_params && /^w[qkv1]_mm$/.test(k));
+    assert.deepEqual(matmuls.sort(), ['w1_mm', 'wk_mm', 'wq_mm', 'wv_mm']);
+    const dmqFile = path.join(dir, 'tf-dmq.json');
+    for (const n of matmuls) config[n].dmq_balancer_param = 0.5;
+    fs.writeFileSync(dmqFile, JSON.stringify(config));
+    const sqnr = async (f: string) => {
+      const q = quantizeModel(f, TRANSFORMER);
+      await q.calibrate(calib);
+      const saved = saveModel(path.join(dir, path.basename(f, '.json')), q);
+      const held = (await import('../transformer-fixtures')).mnistBatch((await import('../transformer-fixtures')).mnist().test, 0, 256);
+      const [ref, got] = [await runModel(TRANSFORMER, held), await runModel(saved.fakeQuantModel, held)];
+      return { q, db: metrics.compareOutputs(ref.logits.data as Float32Array, got.logits.data as Float32Array).sqnrDb };
+    };
+    const plain = await sqnr(plainFile);
+    const balanced = await sqnr(dmqFile);
+    console.log(`      fake-quant logits SQNR: ARQ/IFMR ${plain.db.toFixed(1)} dB → with dmq_balancer 0.5 ${balanced.db.toFixed(1)} dB (${balanced.q.balanced.length} balanced activations)`);
+    assert.deepEqual(balanced.q.balanced.flatMap((g) => g.layers).sort(), matmuls.sort());
+    assert.ok(balanced.q.balanced.every((g) => g.alpha === 0.5 && g.beta === 0.5));
+    assert.ok(balanced.db > plain.db + 3, `${balanced.db} vs ${plain.db}`);
+  });
+});
+

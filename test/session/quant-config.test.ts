@@ -1,0 +1,72 @@
+/**
+ * msModelSlim's QuantConfig + Calibrator: documented defaults and ranges, Data-Free quantization
+ * of PP-OCR cls with no data (label agreement ≥ 95%), Label-Free with keep_acc and amp_num.
+ */
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ort from 'onnxruntime-node';
+import { Calibrator, QuantConfig, QuantbookError, bundledModelPath, initBackend, loadModel, ppocr, virtualInputs } from '../../sdk';
+import { clsSet } from '../../sdk/eval/ocr-data';
+import { CNN, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
+import { tempDir } from '../helpers';
+
+async function clsLabels(model: string | Uint8Array, x: ort.Tensor): Promise<string[]> {
+  const s = await ort.InferenceSession.create(model as string);
+  const out = Object.values(await s.run({ x }))[0];
+  await s.release();
+  return ppocr.clsLabels(out);
+}
+
+describe('msModelSlim QuantConfig and Calibrator', () => {
+  before(() => initBackend());
+
+  it('has the documented defaults and rejects every out-of-range value', () => {
+    assert.deepEqual({ ...new QuantConfig() }, {
+      w_bit: 8, a_bit: 8, w_signed: true, a_signed: false, w_sym: true, a_sym: false, input_shape: null, act_quant: true, act_method: 0, quant_mode: 0,
+      disable_names: [], amp_num: 0, keep_acc: { admm: [false, 1000], easy_quant: [false, 1000], round_opt: false }, sigma: 25, device: 'cpu',
+    });
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ w_bit: 4 }, /w_bit: got 4; expected 8/], [{ a_bit: 16 }, /a_bit/], [{ act_quant: false }, /act_quant/], [{ act_method: 3 }, /act_method: got 3/],
+      [{ quant_mode: 2 }, /quant_mode: got 2; expected 0 \(Data-Free\) or 1 \(Label-Free\)/], [{ act_method: 1 }, /act_method: got 1; expected 0 with quant_mode 0/],
+      [{ amp_num: -1 }, /amp_num/], [{ sigma: 2.5 }, /sigma: got 2.5/], [{ device: 'gpu' }, /device: got "gpu"; expected "cpu" or "npu"/],
+      [{ w_sym: 1 }, /w_sym: got 1; expected true or false/], [{ input_shape: [1, 0, 3] }, /input_shape/], [{ disable_names: 'fc' }, /disable_names/],
+      [{ keep_acc: { admm: [true] } }, /keep_acc.admm: got \[true\]; expected \[bool, iterations ≥ 1\]/], [{ keep_acc: { ada: true } }, /keep_acc: unknown key "ada"/],
+      [{ keep_acc: { round_opt: 1 } }, /keep_acc.round_opt/], [{ batch_size: 4 }, /QuantConfig: unknown key "batch_size"/],
+    ];
+    for (const [o, re] of bad) assert.throws(() => new QuantConfig(o as never), (e: QuantbookError) => e.code === 'INVALID_ARGUMENT' && re.test(e.message), JSON.stringify(o));
+    assert.throws(() => new QuantConfig({ device: 'npu' }), (e: QuantbookError) => e.code === 'UNSUPPORTED');
+    assert.deepEqual(new QuantConfig({ input_shape: [1, 3, 48, 192] }).input_shape, [[1, 3, 48, 192]]);
+    assert.throws(() => new Calibrator(CNN, new QuantConfig({ quant_mode: 1, act_method: 1 })), /quant_mode 1 \(Label-Free\) needs calibration data/);
+    assert.throws(() => new Calibrator(CNN, new QuantConfig(), cnnCalib()), /quant_mode 0 \(Data-Free\) uses virtual inputs/);
+    assert.throws(() => virtualInputs(loadModel(bundledModelPath('cls')), null), /input "x" has dynamic dimensions .*needs input_shape/);
+  });
+
+  it('Data-Free: quantizes PP-OCR cls with no data at all and keeps ≥ 95% label agreement with fp32', async () => {
+    const { x } = clsSet();
+    const calibrator = new Calibrator(bundledModelPath('cls'), new QuantConfig({ input_shape: [8, 3, 48, 192] }));
+    const result = await calibrator.run();
+    const [fp32, int8] = [await clsLabels(bundledModelPath('cls'), x), await clsLabels(result.qdq.toBytes(), x)];
+    const agreement = int8.filter((l, i) => l === fp32[i]).length / fp32.length;
+    console.log(`      Data-Free (smooth virtual inputs, sigma 25): label agreement ${(100 * agreement).toFixed(1)}% on ${fp32.length} lines`);
+    assert.ok(agreement >= 0.95, `agreement ${agreement}`);
+    assert.equal(calibrator.ptqOptions().observer, 'sigma');
+    assert.equal(new Calibrator(CNN, new QuantConfig({ sigma: 0 })).ptqOptions().observer, 'minmax');
+  });
+
+  it('Label-Free with keep_acc (admm, easy_quant, round_opt) and amp_num, exported as QDQ and fake-quant ONNX', async () => {
+    const dir = tempDir();
+    const { test } = mnist();
+    const config = new QuantConfig({ quant_mode: 1, act_method: 2, amp_num: 1, keep_acc: { admm: [true, 20], easy_quant: [true, 2], round_opt: true } });
+    const calibrator = new Calibrator(CNN, config, cnnCalib(), { ada: { numIteration: 100 }, evaluate: (m) => ortAccuracy(m, test, 500) });
+    const r = await calibrator.run();
+    assert.equal(calibrator.ptqOptions().observer, 'histogram');
+    assert.deepEqual([r.admm.length, r.easyQuant.length, r.rounding.length, r.fallback.length], [3, 3, 3, 1]);
+    const files = calibrator.exportQuantOnnx(dir, 'cnn');
+    assert.ok(fs.existsSync(files.qdq) && fs.existsSync(files.fakeQuant) && path.basename(files.qdq) === 'cnn_quant.onnx');
+    const [acc, fq] = [await ortAccuracy(files.qdq, test), await ortAccuracy(files.fakeQuant, test)];
+    console.log(`      Label-Free histogram + admm + easy_quant + round_opt, amp_num 1 (${r.fallback[0]} in float): accuracy ${(100 * acc).toFixed(2)}%`);
+    assert.ok(acc > 0.965 && Math.abs(acc - fq) <= 0.001, `${acc} / ${fq}`);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
