@@ -12,7 +12,7 @@
  * msModelSlim's QuantConfig/Calibrator and AMCT's ada_quantize/dmq_balancer map onto these options.
  */
 import { QuantbookError, invalidArgument } from '../errors';
-import { CalibrationProgress, CalibrationResult, calibrate } from '../calibration/calibrator';
+import { CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
@@ -27,9 +27,9 @@ import { ClePair, crossLayerEqualize } from '../algorithms/cle';
 import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { toFakeQuant } from './fake-quant';
-import { LayerSelection, QuantLayer, selectLayers } from './layers';
-import { LayerRecord, activationTensors, applyQdq } from './qdq';
-import { prepareFloat } from './w8a8';
+import { QuantLayer, selectLayers } from './layers';
+import { activationTensors, applyQdq } from './qdq';
+import { W8A8Result, prepareFloat } from './w8a8';
 
 export const WEIGHT_ROUNDINGS = ['nearest', 'ada'] as const;
 export type WeightRounding = (typeof WEIGHT_ROUNDINGS)[number];
@@ -68,15 +68,8 @@ export interface PtqOptions {
 
 export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: number; flipped: number; weights: number; kept: 'ada' | 'nearest' }
 
-export interface PtqResult {
-  /** the float model the ranges were measured on (opset 13, BN folded, equalized with cle) */
-  float: Model;
-  qdq: Model;
-  fakeQuant: Model;
-  layers: LayerRecord[];
-  selection: LayerSelection;
-  calibration: CalibrationResult;
-  activations: Map<string, QParams>;
+/** What W8A8 returns (`float` is also equalized with cle), plus what each recovery step did. */
+export interface PtqResult extends Omit<W8A8Result, 'methods'> {
   /** AdaRound per layer: output MSE on its samples with nearest and learned rounding */
   rounding: WeightRoundingRow[];
   /** ADMM per layer: weight MSE with min/max scales and after */

@@ -14,7 +14,7 @@ import {
   sampleLayerInputs, selectLayers, writeTable,
 } from '../../sdk';
 import { weightQParams } from '../../sdk/observers';
-import { CNN, SAMPLE_SHAPE, cnnBatch, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
+import { CNN, cnnBatch, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
 import { DATA, recBatches } from '../ocr-fixtures';
 import { tempDir } from '../helpers';
 
