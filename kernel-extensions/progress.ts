@@ -13,8 +13,8 @@ import { inKernel, updatingOutput } from './kernel';
 export interface Progress {
   /** `done` units of `total` finished; `detail` is shown after the bar */
   update(done: number, detail?: string): void;
-  /** the SDK's progress callback shape ({ batch }), bound to this bar */
-  onProgress: (p: { batch: number }) => void;
+  /** the SDK's progress callbacks, bound to this bar: calibration ({ batch }), AdaRound and sensitivity ({ done, layer }) */
+  onProgress: (p: { batch?: number; done?: number; layer?: string }) => void;
   done(detail?: string): void;
 }
 
@@ -22,7 +22,7 @@ export function progress(label: string, total?: number): Progress {
   const started = Date.now();
   if (!inKernel()) {
     const bar = new ProgressBar(label, total);
-    return { update: (n) => bar.update(n), onProgress: (p) => bar.update(p.batch), done: () => bar.done() };
+    return { update: (n) => bar.update(n), onProgress: (p) => bar.update(p.done ?? p.batch ?? 0), done: () => bar.done() };
   }
   const out = updatingOutput();
   // updates are throttled: a display message per batch would flood the notebook's websocket
@@ -46,7 +46,7 @@ export function progress(label: string, total?: number): Progress {
   let current = 0;
   return {
     update: (n, detail) => draw((current = n), detail, false),
-    onProgress: (p) => draw((current = p.batch), undefined, false),
+    onProgress: (p) => draw((current = p.done ?? p.batch ?? current), p.layer, false),
     done: (detail) => draw(current, detail, true),
   };
 }
