@@ -1,7 +1,7 @@
 /**
  * Post-training quantization with accuracy recovery: one engine, each technique an option.
  *
- *   float  = BN folded, opset 13 [→ cross-layer equalization]
+ *   float  = BN folded, opset 13 [→ cross-layer equalization] [→ DMQ balancing]
  *   ranges = calibration with any observer (minmax, histogram/HFMG, ifmr, sigma, …)
  *   weights = round-to-nearest | AdaRound, per layer on samples of its float input
  *            [→ bias correction of the rounding's mean output shift]
@@ -24,6 +24,7 @@ import { admmWeights } from '../algorithms/admm';
 import { correctedBias } from '../algorithms/bias-correction';
 import { easyQuant } from '../algorithms/easy-quant';
 import { ClePair, crossLayerEqualize } from '../algorithms/cle';
+import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { toFakeQuant } from './fake-quant';
@@ -52,6 +53,8 @@ export interface PtqOptions {
   biasCorrection?: boolean;
   /** cross-layer equalization before anything else */
   cle?: boolean;
+  /** DMQ balancer (AMCT): SmoothQuant migration into MatMul/Gemm weights with strength m in [0.2, 0.8], before calibration */
+  dmq?: number;
   disableNames?: string[];
   /** leave the N most sensitive layers in float */
   ampNum?: number;
@@ -80,6 +83,8 @@ export interface PtqResult extends Omit<W8A8Result, 'methods'> {
   biasCorrection: Array<{ layer: string; maxShift: number }>;
   cle: ClePair[];
   sensitivity?: Sensitivity;
+  /** activations balanced by dmq */
+  balanced: SmoothGroup[];
   /** layers left in float by ampNum / maxMetricDrop */
   fallback: string[];
   /** the QDQ model with exactly `keep` quantized (same ranges and weights) */
@@ -90,6 +95,7 @@ function check(o: PtqOptions): void {
   if (o.observer !== undefined && !(OBSERVER_KINDS as readonly string[]).includes(o.observer)) throw invalidArgument('observer', o.observer, `one of ${OBSERVER_KINDS.join(', ')}`);
   if (o.rounding !== undefined && !WEIGHT_ROUNDINGS.includes(o.rounding)) throw invalidArgument('rounding', o.rounding, "'nearest' or 'ada'");
   if (o.ada) checkAdaRoundOptions(o.ada);
+  if (o.dmq !== undefined && !(o.dmq >= 0.2 && o.dmq <= 0.8)) throw invalidArgument('dmq (migration strength)', o.dmq, 'a number in [0.2, 0.8]');
   if (o.ampNum !== undefined && (!Number.isInteger(o.ampNum) || o.ampNum < 0)) throw invalidArgument('amp_num', o.ampNum, 'an integer ≥ 0');
   if (o.maxMetricDrop !== undefined && (!(o.maxMetricDrop >= 0) || !o.evaluate)) throw invalidArgument('maxMetricDrop', o.maxMetricDrop, 'a number ≥ 0, together with an evaluate function');
 }
@@ -101,6 +107,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   const batches: Feeds[] = [];
   for await (const b of batchesFrom(calibData, float.graph.inputNames)) batches.push(b);
   if (!batches.length) throw new QuantbookError('INVALID_ARGUMENT', 'calibration data holds no batch');
+  const balanced = options.dmq === undefined ? [] : await smoothModel(float, batches, { method: 'm6', alpha: options.dmq, beta: 1 - options.dmq });
   const selection = selectLayers(float, options.disableNames ?? []);
   const layers = selection.layers;
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
@@ -198,7 +205,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   const qdq = quantFloat.clone();
   const keepLayers = selectLayers(qdq, options.disableNames ?? []).layers.filter((l) => !fallback.includes(l.name));
   const records = applyQdq(qdq, keepLayers, { activations, weightSpec, weightValues, weightScales });
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, sensitivity, fallback, build };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */

@@ -125,4 +125,26 @@ describe('PTQ recovery', () => {
     assert.ok(await evaluate(bound.qdq.toBytes()) >= bound.sensitivity!.floatMetric, 'fallback until the metric is back to fp32');
     fs.rmSync(dir, { recursive: true, force: true });
   });
+
+  it('dmq (AMCT DMQ balancer) as an engine option: the transformer keeps its function in float and gains output SQNR in int8', async () => {
+    const { TRANSFORMER, transformerCalib, mnist: digits, mnistBatch } = await import('../transformer-fixtures');
+    const held = mnistBatch(digits().test, 0, 256);
+    const ref = await logits(TRANSFORMER, held);
+    const sqnr = async (m: Uint8Array) => {
+      const q = await logits(m, held);
+      let s = 0;
+      let n = 0;
+      ref.forEach((v, i) => { s += v * v; n += (v - q[i]) ** 2; });
+      return 10 * Math.log10(s / n);
+    };
+    const plain = await quantizePtq(loadModel(TRANSFORMER), transformerCalib());
+    const dmq = await quantizePtq(loadModel(TRANSFORMER), transformerCalib(), { dmq: 0.5 });
+    const floatOut = await logits(dmq.float.toBytes(), held);
+    assert.ok(ref.every((v, i) => Math.abs(v - floatOut[i]) <= 1e-3 * Math.max(1, Math.abs(v))), 'balancing keeps the float function');
+    assert.ok(dmq.balanced.length >= 2 && dmq.balanced.every((g) => g.alpha === 0.5 && g.beta === 0.5));
+    const [a, b] = [await sqnr(plain.qdq.toBytes()), await sqnr(dmq.qdq.toBytes())];
+    console.log(`      transformer logits SQNR: ${a.toFixed(1)} dB → ${b.toFixed(1)} dB with dmq 0.5`);
+    assert.ok(b > a + 3, `${b} vs ${a}`);
+    await assert.rejects(quantizePtq(loadModel(TRANSFORMER), transformerCalib(), { dmq: 0.9 }), /dmq \(migration strength\): got 0.9; expected a number in \[0.2, 0.8\]/);
+  });
 });
