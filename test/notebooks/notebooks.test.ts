@@ -42,7 +42,7 @@ describe('notebooks (tslab kernel, nbconvert, headless Chromium)', function () {
   });
 
   const names = fs.readdirSync(NOTEBOOKS).filter((f) => f.endsWith('.ipynb')).sort();
-  it('there are notebooks for quickstart, calibration methods, outlier suppression and Ascend export', () => {
+  it('there are notebooks for quickstart, calibration methods, outlier suppression, QAT and Ascend export', () => {
     for (const n of ['quickstart.ipynb', 'calibration-methods.ipynb', 'outlier-suppression.ipynb', 'qat.ipynb', 'ascend-export.ipynb']) assert.ok(names.includes(n), n);
   });
 
