@@ -87,8 +87,8 @@ export interface PtqResult extends Omit<W8A8Result, 'methods'> {
   balanced: SmoothGroup[];
   /** layers left in float by ampNum / maxMetricDrop */
   fallback: string[];
-  /** the QDQ model with exactly `keep` quantized (same ranges and weights) */
-  build(keep: string[]): Model;
+  /** the QDQ model with exactly `keep` quantized (same ranges and weights); `biasCorrection: false` leaves the biases as they were */
+  build(keep: string[], options?: { biasCorrection?: boolean }): Model;
 }
 
 function check(o: PtqOptions): void {
@@ -174,8 +174,8 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
 
-  const build = (keep: string[]): Model => {
-    const m = quantFloat.clone();
+  const build = (keep: string[], o: { biasCorrection?: boolean } = {}): Model => {
+    const m = (o.biasCorrection === false ? float : quantFloat).clone();
     const chosen = selectLayers(m, options.disableNames ?? []).layers.filter((l) => keep.includes(l.name));
     applyQdq(m, chosen, { activations, weightSpec, weightValues, weightScales });
     return m;
