@@ -273,7 +273,7 @@ async function recoveryRows(): Promise<string> {
       await row(observer, r.qdq.toBytes(), seconds);
     }
     // one run: AdaRound, bias correction on top, then the 3 most sensitive layers back to float
-    const { r, seconds } = await timed({ rounding: 'ada', ada, biasCorrection: true, ampNum: 3, sensitivityData: evalSet.slice(0, 1) });
+    const { r, seconds } = await timed({ rounding: 'ada', ada, biasCorrection: true, ampNum: 3, sensitivityData: evalSet.slice(0, 4) });
     const all = r.selection.layers.map((l) => l.name);
     const kept = r.rounding.filter((x) => x.kept === 'ada').length;
     await row('minmax + ADA', r.build(all, { biasCorrection: false }).toBytes(), seconds, `ADA beat nearest on ${kept}/${r.rounding.length} layers (output MSE on their input samples); time covers this row and the next two`);
