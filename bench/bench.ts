@@ -281,7 +281,7 @@ async function recoveryRows(): Promise<string> {
     await row('… + fallback (amp_num 3)', r.qdq.toBytes(), undefined, `float: ${r.fallback.join(', ')}`);
   }
   return table('PTQ recovery on PP-OCRv4 (fp32 = 1.0000; ADA 200 iterations per layer on samples of its input: rec 4 × 32×32 crops, det 2 × 16×16; drop = 1 − metric)',
-    ['model', 'recipe', 'metric', 'drop', 'output SQNR vs fp32', 'time', 'note'], rows).replace('| model |', `| model |`) + `\nmetrics: ${cases.map((c) => `${c[0]}: ${c[4]}`).join('; ')}\n`;
+    ['model', 'recipe', 'metric', 'drop', 'output SQNR vs fp32', 'time', 'note'], rows) + `\nmetrics: ${cases.map((c) => `${c[0]}: ${c[4]}`).join('; ')}\n`;
 }
 
 const pct2 = (v: number) => `${(100 * v).toFixed(2)}%`;

@@ -16,7 +16,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../sdk/kernels/backend';
 import { downsample, mnistSplit } from '../sdk/eval/mnist';
-import { seededRandom } from '../sdk/util/seeded-random';
+import { seededNormal, seededRandom } from '../sdk/util/seeded-random';
 import { DataType } from '../sdk/onnx/dtype';
 import { makeAttribute } from '../sdk/onnx/graph';
 import { Model } from '../sdk/onnx/model';
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   const p = init();
   const opt = tf.train.adam(1e-3);
   const rand = seededRandom(7);
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const gauss = seededNormal(rand);
   const BATCH = 128;
   for (let step = 0; step < 1500; step++) {
     const x0 = new Float32Array(BATCH * PIXELS);

@@ -22,18 +22,14 @@ import { newGraph, newModel, newNode, newValueInfo } from '../sdk/onnx/proto';
 import { makeTensor } from '../sdk/onnx/tensor';
 import { TrainableGraph } from '../sdk/train/executor';
 import { evaluate, fit } from '../sdk/train/fit';
-import { seededRandom } from '../sdk/util/seeded-random';
+import { seededNormal, seededRandom } from '../sdk/util/seeded-random';
 
 const EPOCHS = 5;
 export const SAMPLE_SHAPE = [1, 28, 28];
 
-function gaussian(random: () => number): number {
-  return Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
-}
-
 export function buildCnn(seed = 7): Model {
-  const random = seededRandom(seed);
-  const he = (dims: number[], fanIn: number) => Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => gaussian(random) * Math.sqrt(2 / fanIn));
+  const gaussian = seededNormal(seededRandom(seed));
+  const he = (dims: number[], fanIn: number) => Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => gaussian() * Math.sqrt(2 / fanIn));
   const init = [
     makeTensor('conv1.weight', DataType.FLOAT, [16, 1, 3, 3], he([16, 1, 3, 3], 9)),
     makeTensor('conv1.bias', DataType.FLOAT, [16], new Float32Array(16)),

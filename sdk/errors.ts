@@ -37,6 +37,13 @@ export function checkKeys(obj: Record<string, unknown>, allowed: string[], where
   if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `${where}: unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}; allowed: ${allowed.join(', ')}`);
 }
 
+/** An optional list of strings from a config (null/undefined → null), copied; anything else is rejected. */
+export function optionalStringList(name: string, v: unknown): string[] | null {
+  if (v === null || v === undefined) return null;
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw invalidArgument(name, v, 'a list of strings or null');
+  return [...v];
+}
+
 /** Shorthand for the commonest rejection: parameter `name` got `value`; `allowed` says what fits. */
 export function invalidArgument(name: string, value: unknown, allowed: string): QuantbookError {
   return new QuantbookError('INVALID_ARGUMENT', `${name}: got ${describe(value)}; expected ${allowed}`);

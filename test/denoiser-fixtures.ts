@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { downsample } from '../sdk/eval/mnist';
-import { seededRandom } from '../sdk/util/seeded-random';
+import { seededNormal, seededRandom } from '../sdk/util/seeded-random';
 import { mnist } from './transformer-fixtures';
 
 export const DENOISER_DIR = path.join(__dirname, '..', '..', 'data', 'denoiser');
@@ -15,7 +15,7 @@ export function noisyBatch(split: 'train' | 'test', start: number, count: number
   const set = mnist()[split];
   const x0 = downsample(set.images.subarray(start * 784, (start + count) * 784), count);
   const r = seededRandom(seed + 1000 * t);
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
+  const gauss = seededNormal(r);
   const ab = schedule().alphaBars[t];
   const xt = x0.map((v) => Math.sqrt(ab) * v + Math.sqrt(1 - ab) * gauss());
   return { x: new ort.Tensor('float32', xt, [count, 196]), t: new ort.Tensor('float32', new Float32Array(count).fill(t), [count]) };

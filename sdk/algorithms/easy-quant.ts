@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { QParams } from '../observers/qparams';
+import { fakeQuantize } from '../qat/fake-quant';
 import { LayerForward } from './layer-io';
 
 const FACTORS = Array.from({ length: 15 }, (_, i) => 0.5 + 0.05 * i);
@@ -17,10 +18,6 @@ export interface EasyQuantResult {
   weightScale: Float32Array;
   cosineBefore: number;
   cosineAfter: number;
-}
-
-function fakeQuant(x: tf.Tensor, s: tf.Tensor | number, z: tf.Tensor | number, qmin: number, qmax: number): tf.Tensor {
-  return tf.round(x.div(s)).add(z).clipByValue(qmin, qmax).sub(z).mul(s);
 }
 
 export function easyQuant(
@@ -53,7 +50,8 @@ export function easyQuant(
     const wZero = tf.tensor(Float32Array.from(wq.zeroPoint), shape);
     let sa = aq.scale[0];
     let sw = Float32Array.from(wq.scale);
-    const run = (a: number, ws: Float32Array) => forward(fakeQuant(x, a, aq.zeroPoint[0], aq.qmin, aq.qmax), fakeQuant(w, tf.tensor(ws, shape), wZero, wq.qmin, wq.qmax), b);
+    const aZero = tf.scalar(aq.zeroPoint[0]);
+    const run = (a: number, ws: Float32Array) => forward(fakeQuantize(x, tf.scalar(a), aZero, aq.qmin, aq.qmax), fakeQuantize(w, tf.tensor(ws, shape), wZero, wq.qmin, wq.qmax), b);
     const mean = (v: Float32Array) => v.reduce((s, c) => s + c, 0) / v.length;
     const before = mean(cosines(run(sa, sw)));
     for (let r = 0; r < rounds; r++) {

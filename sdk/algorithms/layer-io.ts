@@ -11,7 +11,7 @@ import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { Feeds, Runner } from '../runtime/runner';
 import { QuantLayer } from '../quantize/layers';
-import { conv2d } from '../train/conv';
+import { conv2d, convAttributes } from '../train/conv';
 
 export type LayerForward = (x: tf.Tensor, w: tf.Tensor, bias?: tf.Tensor) => tf.Tensor;
 
@@ -19,15 +19,9 @@ export type LayerForward = (x: tf.Tensor, w: tf.Tensor, bias?: tf.Tensor) => tf.
 export function layerForward(g: Graph, layer: QuantLayer): LayerForward {
   const n = layer.node;
   if (layer.opType === 'Conv') {
-    if (((attributeValue(n, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET') throw new QuantbookError('UNSUPPORTED', `layer "${layer.name}": auto_pad is not supported here`);
+    const attrs = convAttributes(n);
     const w = g.constantValue(layer.weight!)!;
     if (w.dims.length !== 4) throw new QuantbookError('UNSUPPORTED', `layer "${layer.name}": only 2-D convolutions are supported (weight rank ${w.dims.length})`);
-    const attrs = {
-      strides: ((attributeValue(n, 'strides') as number[] | undefined) ?? [1, 1]) as [number, number],
-      dilations: ((attributeValue(n, 'dilations') as number[] | undefined) ?? [1, 1]) as [number, number],
-      pads: ((attributeValue(n, 'pads') as number[] | undefined) ?? [0, 0, 0, 0]) as [number, number, number, number],
-      group: (attributeValue(n, 'group') as number | undefined) ?? 1,
-    };
     return (x, wt, b) => conv2d(x as tf.Tensor4D, wt as tf.Tensor4D, b, attrs);
   }
   if (layer.opType === 'MatMul') return (x, wt) => tf.matMul(x, wt);

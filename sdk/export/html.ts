@@ -1,7 +1,6 @@
 /** Small HTML helpers shared by the report and the notebook display: escaping and tables. */
 
-/** A number for a table cell: `digits` significant digits; ±Infinity and NaN as words. */
-/** Integers as they are (counts, epochs, zero points), other numbers to `digits` significant digits. */
+/** A number for a table cell: integers as they are (counts, epochs, zero points), others to `digits` significant digits; ±Infinity and NaN as words. */
 export function formatNumber(v: number, digits = 5): string {
   if (Number.isInteger(v) && Math.abs(v) < 1e15) return String(v);
   return Number.isFinite(v) ? v.toPrecision(digits) : String(v);

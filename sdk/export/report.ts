@@ -48,7 +48,6 @@ export function environment(extra: Record<string, string> = {}): Record<string, 
   return { quantbook: own, node: process.version, 'onnxruntime-node': version('onnxruntime-node'), '@tensorflow/tfjs': version('@tensorflow/tfjs'), platform: `${process.platform} ${process.arch}`, ...extra };
 }
 
-
 /** The report as one HTML string. */
 export function renderReport(r: ReportInput): string {
   const sections: string[] = [];

@@ -19,7 +19,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { QuantbookError, checkKeys, invalidArgument } from '../errors';
+import { QuantbookError, checkKeys, invalidArgument, optionalStringList } from '../errors';
 import { Model } from '../onnx/model';
 import { writeNpy } from '../calibration/data';
 import { toFakeQuant } from '../quantize/fake-quant';
@@ -40,11 +40,6 @@ const DEFAULTS: Required<QatConfigOptions> = {
   opset_version: 11, save_params: false, input_names: null, output_names: null, save_onnx_name: null,
 };
 
-const stringList = (name: string, v: unknown): string[] | null => {
-  if (v === null || v === undefined) return null;
-  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw invalidArgument(name, v, 'a list of strings or null');
-  return [...v];
-};
 const optString = (name: string, v: unknown): string | null => {
   if (v === null || v === undefined) return null;
   if (typeof v !== 'string' || !v) throw invalidArgument(name, v, 'a non-empty string or null');
@@ -72,9 +67,9 @@ export class QatConfig implements Readonly<Required<QatConfigOptions>> {
     if (typeof o.ema !== 'number' || !(o.ema >= 0.1 && o.ema <= 1)) throw invalidArgument('ema', o.ema, 'a number in [0.1, 1.0]');
     if (typeof o.grad_scale !== 'number' || !(o.grad_scale >= 0) || !Number.isFinite(o.grad_scale)) throw invalidArgument('grad_scale', o.grad_scale, 'a number ≥ 0 (0.001 recommended; 0 = ranges from min/max only)');
     if (o.opset_version !== 11 && o.opset_version !== 13) throw invalidArgument('opset_version', o.opset_version, '11 or 13');
-    o.disable_names = stringList('disable_names', o.disable_names);
-    o.input_names = stringList('input_names', o.input_names);
-    o.output_names = stringList('output_names', o.output_names);
+    o.disable_names = optionalStringList('disable_names', o.disable_names);
+    o.input_names = optionalStringList('input_names', o.input_names);
+    o.output_names = optionalStringList('output_names', o.output_names);
     o.save_onnx_name = optString('save_onnx_name', o.save_onnx_name);
     o.compressed_model_checkpoint = optString('compressed_model_checkpoint', o.compressed_model_checkpoint);
     Object.assign(this, o);

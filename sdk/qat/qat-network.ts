@@ -25,7 +25,7 @@ import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { toFakeQuant } from '../quantize/fake-quant';
 import { QuantLayer, selectLayers } from '../quantize/layers';
 import { activationTensors, applyQdq, LayerRecord } from '../quantize/qdq';
-import { conv2d } from '../train/conv';
+import { conv2d, convAttributes } from '../train/conv';
 import { FeedValue, TrainableGraph } from '../train/executor';
 import { readCheckpoint, writeCheckpoint } from '../train/fit';
 import { ActivationFakeQuant, ActivationQuantOptions, WeightFakeQuant } from './fake-quant';
@@ -99,13 +99,7 @@ export class QatNetwork {
   }
 
   private foldPair({ conv, bn }: ConvBnPair, wq: WeightFakeQuant): void {
-    const attrs = {
-      strides: (attributeValue(conv, 'strides') as [number, number] | undefined) ?? [1, 1],
-      dilations: (attributeValue(conv, 'dilations') as [number, number] | undefined) ?? [1, 1],
-      pads: (attributeValue(conv, 'pads') as [number, number, number, number] | undefined) ?? [0, 0, 0, 0],
-      group: (attributeValue(conv, 'group') as number | undefined) ?? 1,
-    };
-    if (((attributeValue(conv, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET') throw new QuantbookError('UNSUPPORTED', `Conv "${conv.name}": BN folding needs explicit pads, not auto_pad`);
+    const attrs = convAttributes(conv);
     const eps = (attributeValue(bn, 'epsilon') as number | undefined) ?? 1e-5;
     const momentum = (attributeValue(bn, 'momentum') as number | undefined) ?? 0.9;
     const [meanName, varName] = [bn.input[3], bn.input[4]];

@@ -174,12 +174,13 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
 
-  const build = (keep: string[], o: { biasCorrection?: boolean } = {}): Model => {
-    const m = (o.biasCorrection === false ? float : quantFloat).clone();
-    const chosen = selectLayers(m, options.disableNames ?? []).layers.filter((l) => keep.includes(l.name));
-    applyQdq(m, chosen, { activations, weightSpec, weightValues, weightScales });
-    return m;
+  // every variant (sensitivity, fallback, the result) is the same recipe on a subset of layers
+  const quantizeSubset = (keep: string[], o: { biasCorrection?: boolean } = {}) => {
+    const model = (o.biasCorrection === false ? float : quantFloat).clone();
+    const chosen = selectLayers(model, options.disableNames ?? []).layers.filter((l) => keep.includes(l.name));
+    return { model, records: applyQdq(model, chosen, { activations, weightSpec, weightValues, weightScales }) };
   };
+  const build = (keep: string[], o: { biasCorrection?: boolean } = {}): Model => quantizeSubset(keep, o).model;
   const names = layers.map((l) => l.name);
   let sensitivity: Sensitivity | undefined;
   let fallback: string[] = [];
@@ -202,9 +203,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
       }
     }
   }
-  const qdq = quantFloat.clone();
-  const keepLayers = selectLayers(qdq, options.disableNames ?? []).layers.filter((l) => !fallback.includes(l.name));
-  const records = applyQdq(qdq, keepLayers, { activations, weightSpec, weightValues, weightScales });
+  const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
   return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build };
 }
 

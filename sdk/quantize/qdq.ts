@@ -94,6 +94,13 @@ function dequantizedConstant(g: Graph, names: NameSource, base: string, type: Da
   return out;
 }
 
+/** One value per channel: `v` itself when it already has one per channel, else its single value repeated. */
+export function perChannel<T extends Float32Array | Int32Array>(v: T, channels: number): T {
+  if (v.length > 1) return v;
+  const out = (v instanceof Float32Array ? new Float32Array(channels) : new Int32Array(channels)) as T;
+  return out.fill(v[0]) as T;
+}
+
 /**
  * Int8 weights along the output-channel `axis`; `scale` (and `zeroPoint`, zero unless the spec
  * is asymmetric) have one entry per channel even when per-tensor.
@@ -101,8 +108,7 @@ function dequantizedConstant(g: Graph, names: NameSource, base: string, type: Da
 export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array; scale: Float32Array; zeroPoint: Int32Array } {
   const q = weightQParams(data, dims, { ...WEIGHT_SPEC, ...spec, channelAxis: axis });
   const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis));
-  const perChannel = <T extends Float32Array | Int32Array>(v: T, make: (n: number) => T): T => (v.length > 1 ? v : make(dims[axis]).fill(v[0]) as T);
-  return { int8, scale: perChannel(q.scale, (n) => new Float32Array(n)), zeroPoint: perChannel(q.zeroPoint, (n) => new Int32Array(n)) };
+  return { int8, scale: perChannel(q.scale, dims[axis]), zeroPoint: perChannel(q.zeroPoint, dims[axis]) };
 }
 
 /** Int32 bias on the accumulator's grid (`scale[c]` = s_w[c]·s_x), rounded and saturated. */
@@ -160,7 +166,7 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       if (customScale) {
         const range = quantRange(resolveSpec({ ...WEIGHT_SPEC, ...options.weightSpec }, WEIGHT_SPEC));
         int8 = Int8Array.from(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1));
-        scale = customScale.length > 1 ? customScale : new Float32Array(w.dims[axis]).fill(customScale[0]);
+        scale = perChannel(customScale, w.dims[axis]);
       }
       const chosen = options.weightValues?.get(layer.name);
       if (chosen) {

@@ -21,7 +21,7 @@ import { layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { QuantLayer } from '../quantize/layers';
-import { quantizeBias, quantizeWeight } from '../quantize/qdq';
+import { perChannel, quantizeBias, quantizeWeight } from '../quantize/qdq';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
 import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, readQuantConfig } from './amct-config';
@@ -153,8 +153,7 @@ export class AmctQuantization {
         numIteration: p.wts!.num_iteration, regParam: p.wts!.reg_param, betaRange: p.wts!.beta_range, warmStart: p.wts!.warm_start,
       });
       this.adaRounding.push({ layer: p.layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, kept: r.kept });
-      const scale = q.scale.length > 1 ? q.scale : new Float32Array(t.dims[axis]).fill(q.scale[0]);
-      p.weight = { tensor: p.layer.weight!, dims: t.dims, axis, int8: Int8Array.from(r.values), scale };
+      p.weight = { tensor: p.layer.weight!, dims: t.dims, axis, int8: Int8Array.from(r.values), scale: perChannel(q.scale, t.dims[axis]) };
     }
   }
 }

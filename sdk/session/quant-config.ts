@@ -21,11 +21,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { QuantbookError, checkKeys, invalidArgument } from '../errors';
+import { QuantbookError, checkKeys, invalidArgument, optionalStringList } from '../errors';
 import { CalibrationSource } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
 import { Feeds } from '../runtime/runner';
-import { seededRandom } from '../util/seeded-random';
+import { seededNormal, seededRandom } from '../util/seeded-random';
 import { PtqOptions, PtqResult, quantizePtq } from '../quantize/ptq';
 
 export interface KeepAcc { admm?: [boolean, number]; easy_quant?: [boolean, number]; round_opt?: boolean }
@@ -62,9 +62,7 @@ export class QuantConfig {
     if (!Number.isInteger(o.sigma) || (o.sigma as number) < 0) throw invalidArgument('sigma', o.sigma, 'an integer ≥ 0 (25: sigma statistics, 0: min-max)');
     if (o.device !== 'cpu' && o.device !== 'npu') throw invalidArgument('device', o.device, '"cpu" or "npu"');
     if (o.device === 'npu') throw new QuantbookError('UNSUPPORTED', 'device "npu": msModelSlim runs PTQ on the NPU for multimodal models only; quantbook quantizes ONNX models on cpu');
-    const names = o.disable_names ?? [];
-    if (!Array.isArray(names) || names.some((n) => typeof n !== 'string')) throw invalidArgument('disable_names', o.disable_names, 'a list of layer names');
-    o.disable_names = [...names];
+    o.disable_names = optionalStringList('disable_names', o.disable_names) ?? [];
     o.input_shape = normalizeShapes(o.input_shape);
     o.keep_acc = normalizeKeepAcc(o.keep_acc);
     Object.assign(this, o);
@@ -113,7 +111,7 @@ export function virtualInputs(model: Model, shapes: number[][] | null, batches =
     return dims as number[];
   });
   const random = seededRandom(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+  const normal = seededNormal(random);
   return Array.from({ length: batches }, () => Object.fromEntries(inputs.map((name, i) => {
     const dims = resolved[i];
     const data = dims.length === 4 ? smoothFields(dims, normal) : Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, normal);

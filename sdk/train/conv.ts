@@ -9,6 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { QuantbookError } from '../errors';
+import { attributeValue } from '../onnx/graph';
+import { NodeProto } from '../onnx/proto';
 
 export interface Conv2dAttributes {
   strides: [number, number];
@@ -16,6 +18,19 @@ export interface Conv2dAttributes {
   /** [top, left, bottom, right] */
   pads: [number, number, number, number];
   group: number;
+}
+
+/** A Conv node's explicit-padding attributes (auto_pad needs the input shape: refused here). */
+export function convAttributes(node: NodeProto): Conv2dAttributes {
+  if (((attributeValue(node, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET') {
+    throw new QuantbookError('UNSUPPORTED', `Conv "${node.name}": explicit pads are needed here, not auto_pad`);
+  }
+  return {
+    strides: ((attributeValue(node, 'strides') as number[] | undefined) ?? [1, 1]) as [number, number],
+    dilations: ((attributeValue(node, 'dilations') as number[] | undefined) ?? [1, 1]) as [number, number],
+    pads: ((attributeValue(node, 'pads') as number[] | undefined) ?? [0, 0, 0, 0]) as [number, number, number, number],
+    group: (attributeValue(node, 'group') as number | undefined) ?? 1,
+  };
 }
 
 const toNhwc = (x: tf.Tensor4D) => x.transpose([0, 2, 3, 1]) as tf.Tensor4D;

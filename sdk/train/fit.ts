@@ -73,9 +73,14 @@ function io(graph: TrainableGraph, o: EvaluateOptions): { input: string; output:
   return { input: o.input ?? graph.inputNames[0], output: o.output ?? graph.outputNames[0] };
 }
 
+/** What fit() trains: an executor, or anything holding one that writes its own checkpoints (a QAT network). */
+export type Trainable = TrainableGraph | { graph: TrainableGraph; writeCheckpoint(file: string, metadata?: Record<string, string>): void };
+
+const graphOf = (target: Trainable): TrainableGraph => (target instanceof TrainableGraph ? target : target.graph);
+
 /** Top-1 accuracy (0–1) of the graph's logits on `set`, in inference mode. */
 export async function evaluate(target: Trainable, set: LabeledSet, options: EvaluateOptions): Promise<number> {
-  const graph = target instanceof TrainableGraph ? target : target.graph;
+  const graph = graphOf(target);
   const { input, output } = io(graph, options);
   const batch = options.batchSize ?? 256;
   const n = Math.min(set.count, options.limit ?? set.count);
@@ -97,11 +102,8 @@ function makeOptimizer(o: FitOptions['optimizer'], lr: number): tf.Optimizer {
   throw invalidArgument('optimizer', o, "'adam', 'sgd' or a tfjs optimizer");
 }
 
-/** What fit() trains: an executor, or anything holding one that writes its own checkpoints (a QAT network). */
-export type Trainable = TrainableGraph | { graph: TrainableGraph; writeCheckpoint(file: string, metadata?: Record<string, string>): void };
-
 export async function fit(target: Trainable, options: FitOptions): Promise<FitResult> {
-  const graph = target instanceof TrainableGraph ? target : target.graph;
+  const graph = graphOf(target);
   const save = target instanceof TrainableGraph ? (file: string, meta: Record<string, string>) => writeCheckpoint(graph, file, meta) : (file: string, meta: Record<string, string>) => target.writeCheckpoint(file, meta);
   if (!Number.isInteger(options.epochs) || options.epochs < 1) throw invalidArgument('epochs', options.epochs, 'an integer ≥ 1');
   const batchSize = options.batchSize ?? 64;

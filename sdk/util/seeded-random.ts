@@ -16,3 +16,8 @@ export function seededPermutation(n: number, random: () => number): Uint32Array 
   }
   return p;
 }
+
+/** Standard normal values from a uniform generator (Box–Muller, two uniforms per value). */
+export function seededNormal(random: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+}
