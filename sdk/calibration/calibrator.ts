@@ -17,6 +17,7 @@ import {
 import { Runner } from '../runtime/runner';
 import { StatRow, readStats, writeStats } from '../stats/calibration-stats';
 import { CalibrationSource, batchesFrom, hashFeeds } from './data';
+import { SummaryPlan, summaryPlan } from './batch-summary';
 
 export interface CalibrationTarget {
   tensor: string;
@@ -45,7 +46,18 @@ export interface CalibrateOptions {
   executionProviders?: import('onnxruntime-node').InferenceSession.SessionOptions['executionProviders'];
   /** drop named tensors that turn out not to be float32 (e.g. shape arithmetic) instead of failing */
   skipNonFloat?: boolean;
+  /**
+   * How each batch's statistics leave ONNX Runtime: 'in-graph' summaries (min/max/moments, and
+   * a uint16 fine histogram for the histogram observers, computed by extra graph nodes: see
+   * batch-summary.ts) or 'exposed' activations (every value copied out as float32, observed in
+   * JS). 'auto' (default) uses in-graph summaries for per-tensor specs up to 8 bits on the CPU
+   * provider, and falls back to exposure where ORT cannot build the summary graph.
+   */
+  collect?: CollectMode;
 }
+
+export const COLLECT_MODES = ['auto', 'in-graph', 'exposed'] as const;
+export type CollectMode = (typeof COLLECT_MODES)[number];
 
 let kernelsChosen = false;
 
@@ -161,6 +173,35 @@ export class CalibrationResult {
   }
 }
 
+/**
+ * The ORT session calibration runs: the model with in-graph batch summaries where `collect`
+ * allows them, else with the calibrated tensors exposed as outputs. `collection` says which
+ * (it goes into the stats file's metadata).
+ */
+async function instrumentedRunner(
+  model: Model, targets: CalibrationTarget[], observers: Map<string, AnyObserver>, spec: QuantSpec, collect: CollectMode,
+  executionProviders: CalibrateOptions['executionProviders'],
+): Promise<{ runner: Runner; plan?: SummaryPlan; collection: string }> {
+  const cpuOnly = (executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu');
+  const why = spec.perChannel ? 'per-channel observers need the values'
+    : spec.numBits > 8 ? `the uint16 fine histogram is too coarse for ${spec.numBits}-bit ranges`
+      : !cpuOnly ? 'summaries use ORT CPU contrib operators' : '';
+  if (collect === 'in-graph' && why) throw new QuantbookError('UNSUPPORTED', `collect 'in-graph': ${why}; use 'exposed' or 'auto'`);
+  if (collect !== 'exposed' && !why) {
+    try {
+      const plan = summaryPlan(model, targets.map((t) => ({ tensor: t.tensor, histogram: (observers.get(t.tensor) as Observer).needsHistogram })));
+      const runner = await Runner.create(plan.model, { executionProviders });
+      return { runner, plan, collection: 'in-graph' };
+    } catch (e) {
+      if (collect === 'in-graph') throw e;
+      const expose = await Runner.create(model, { expose: targets.map((t) => t.tensor), executionProviders });
+      return { runner: expose, collection: `exposed (in-graph summaries failed: ${(e as Error).message.split('\n')[0]})` };
+    }
+  }
+  const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor), executionProviders });
+  return { runner, collection: collect === 'exposed' ? 'exposed' : `exposed (${why})` };
+}
+
 export async function calibrate(model: Model, data: CalibrationSource, options: CalibrateOptions = {}): Promise<CalibrationResult> {
   const backend = await initBackend(options.backend);
   const kernels = options.kernels ?? 'auto';
@@ -190,8 +231,10 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     observers.set(t.tensor, createObserver(kind, spec, options.observerOptions));
   }
 
+  const collect = options.collect ?? 'auto';
+  if (!COLLECT_MODES.includes(collect)) throw invalidArgument('collect', collect, `one of ${COLLECT_MODES.map((m) => `'${m}'`).join(', ')}`);
   const sessionStart = Date.now();
-  const runner = await Runner.create(model, { expose: targets.map((t) => t.tensor), executionProviders: options.executionProviders });
+  const { runner, plan, collection } = await instrumentedRunner(model, targets, observers, spec, collect, options.executionProviders);
   const started = Date.now();
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
   // ORT runs off the JS thread: start batch k+1 before observing batch k, so the two overlap.
@@ -203,6 +246,11 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     hashFeeds(dataHash, next.value);
     return runner.run(next.value);
   };
+  const drop = (t: CalibrationTarget, type: string) => {
+    if (!options.skipNonFloat) throw new QuantbookError('INVALID_ARGUMENT', `calibration tensor "${t.tensor}" holds ${type} values; only float32 activations can be calibrated`);
+    targets.splice(targets.indexOf(t), 1);
+    observers.delete(t.tensor);
+  };
   let batch = 0;
   let pending = runNext();
   try {
@@ -213,14 +261,16 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
       if (options.signal?.aborted) throw new QuantbookError('CANCELLED', `calibration cancelled after ${batch} batch${batch === 1 ? '' : 'es'}`);
       pending = more ? runNext() : Promise.resolve(undefined);
       for (const t of [...targets]) {
-        const v = result.exposed[t.tensor];
-        if (v.type !== 'float32') {
-          if (!options.skipNonFloat) throw new QuantbookError('INVALID_ARGUMENT', `calibration tensor "${t.tensor}" holds ${v.type} values; only float32 activations can be calibrated`);
-          targets.splice(targets.indexOf(t), 1);
-          observers.delete(t.tensor);
+        const observer = observers.get(t.tensor)!;
+        if (plan) {
+          const summary = plan.read(result.outputs, t.tensor);
+          if ('nonFloat' in summary) drop(t, summary.nonFloat);
+          else (observer as Observer).observeSummary(summary);
           continue;
         }
-        observe(observers.get(t.tensor)!, v.data as Float32Array, v.dims);
+        const v = result.exposed[t.tensor];
+        if (v.type !== 'float32') drop(t, v.type);
+        else observe(observer, v.data as Float32Array, v.dims);
       }
       batch++;
       options.onProgress?.({ batch, elapsedMs: Date.now() - started, tensors: targets.length });
@@ -235,6 +285,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     backend: describeBackend(backend),
     kernels: JSON.stringify(reductionChoice()),
     batches: String(batch),
+    collection,
     // sha256 over every batch's input names, types, shapes and bytes, in order: same data, same hash
     data_sha256: dataHash.digest('hex'),
     host: `${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}`,

@@ -17,7 +17,11 @@ export class Histogram {
   }
 
   get binWidth(): number { return (this.hi - this.lo) / this.bins; }
-  get total(): number { return this.counts.reduce((a, b) => a + b, 0); }
+  get total(): number {
+    let t = 0;
+    for (let i = 0; i < this.counts.length; i++) t += this.counts[i];
+    return t;
+  }
   binCenter(i: number): number { return this.lo + (i + 0.5) * this.binWidth; }
 
   /** Adds values whose min/max are already known (saves a pass over the data). */
@@ -100,7 +104,13 @@ function spread(h: Histogram, bins: number, lo: number, hi: number): Float64Arra
     if (!c) continue;
     const a = h.lo + i * srcW;
     const b = a + srcW;
-    for (let j = Math.max(0, Math.floor((a - lo) / w)); j < bins; j++) {
+    let j = Math.max(0, Math.floor((a - lo) / w));
+    // the common case when merging finer histograms: the source bin lies inside one target bin
+    if (j < bins && a >= lo + j * w && b <= lo + (j + 1) * w) {
+      out[j] += c;
+      continue;
+    }
+    for (; j < bins; j++) {
       const s = lo + j * w;
       if (s >= b) break;
       const overlap = Math.min(b, s + w) - Math.max(a, s);

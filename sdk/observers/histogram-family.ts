@@ -6,15 +6,18 @@
  */
 import { Histogram } from '../kernels/histogram';
 import { roundHalfEven } from '../kernels/quant';
-import { Observer, ObserverState } from './observer';
+import { ObservedBatch, Observer, ObserverState } from './observer';
 import { QParams, qparamsFromRange } from './qparams';
 
 abstract class HistogramObserver extends Observer {
   protected hist = new Histogram(this.options.bins ?? 2048);
 
-  protected update(x: Float32Array, batchMin: number, batchMax: number): void {
-    this.hist.add(x, batchMin, batchMax);
+  protected update(batch: ObservedBatch): void {
+    if (batch.values) this.hist.add(batch.values, batch.min, batch.max);
+    else this.hist.merge(batch.histogram!);
   }
+
+  override get needsHistogram(): boolean { return true; }
 
   override get histogram(): Histogram { return this.hist; }
 

@@ -8,6 +8,10 @@ import { QuantbookError } from '../errors';
 import { Histogram } from '../kernels/histogram';
 import { reductions } from '../kernels/reductions';
 import { QParams, QuantSpec, qparamsFromRange } from './qparams';
+import type { BatchSummary } from '../calibration/batch-summary';
+
+/** One batch as an observer's update() sees it: its range, and its values or a histogram of them. */
+export interface ObservedBatch { min: number; max: number; values?: Float32Array; histogram?: Histogram }
 
 export const OBSERVER_KINDS = ['minmax', 'histogram', 'percentile', 'entropy', 'mse', 'ifmr', 'sigma'] as const;
 export type ObserverKind = (typeof OBSERVER_KINDS)[number];
@@ -63,7 +67,25 @@ export abstract class Observer {
     if (x.length === 0) return;
     const r = reductions();
     const { min, max } = r.minMax(x);
-    const m = r.moments(x);
+    this.accumulate({ min, max, ...r.moments(x) }, { min, max, values: x });
+  }
+
+  /**
+   * Takes one batch already summarised (by the ORT graph during calibration: see
+   * calibration/batch-summary.ts): the same state observe(x) keeps, except that a histogram
+   * observer merges the batch's fine histogram instead of binning the values itself.
+   */
+  observeSummary(s: BatchSummary): void {
+    if (s.count === 0) return;
+    if (this.needsHistogram && !s.histogram) throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}) needs the batch's values or a histogram of them`);
+    this.accumulate(s, { min: s.min, max: s.max, histogram: s.histogram });
+  }
+
+  /** Whether a summary must carry a histogram for this observer (the histogram family). */
+  get needsHistogram(): boolean { return false; }
+
+  private accumulate(m: BatchSummary, batch: ObservedBatch): void {
+    const { min, max } = m;
     // NaN fails every comparison, so min/max miss it; the sum does not
     if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(m.sum)) {
       throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}): the batch holds NaN or infinite values (min ${min}, max ${max}, sum ${m.sum})`);
@@ -75,17 +97,18 @@ export abstract class Observer {
     this.sumSq += m.sumSq;
     this.batches++;
     this.chosen = undefined;
-    this.update(x, min, max);
+    this.update(batch);
   }
 
-  /** Method-specific accumulation, with the batch's min/max already known. */
-  protected abstract update(x: Float32Array, batchMin: number, batchMax: number): void;
+  /** Method-specific accumulation: the batch's min/max, and its values or a histogram of them. */
+  protected abstract update(batch: ObservedBatch): void;
 
   private chosen?: [number, number];
 
   /** The range the method chooses (computed once per state; new batches recompute it). */
   clipRange(): [number, number] {
-    return (this.chosen ??= this.chooseRange());
+    // never wider than what was seen (a merged fine histogram reaches half a fine bin beyond it)
+    return (this.chosen ??= ((([lo, hi]) => [Math.max(lo, this.min), Math.min(hi, this.max)] as [number, number])(this.chooseRange())));
   }
 
   /** The method's range search over what it has kept. */

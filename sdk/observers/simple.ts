@@ -1,11 +1,11 @@
 /** Observers that need no histogram: min-max (optionally a moving average) and sigma (mean ± k·std). */
-import { Observer, ObserverState } from './observer';
+import { ObservedBatch, Observer, ObserverState } from './observer';
 
 export class MinMaxObserver extends Observer {
   private avgMin = 0;
   private avgMax = 0;
 
-  protected update(_x: Float32Array, batchMin: number, batchMax: number): void {
+  protected update({ min: batchMin, max: batchMax }: ObservedBatch): void {
     const c = this.options.averagingConstant ?? 0;
     if (this.batchesSeen === 1 || c === 0) {
       this.avgMin = c === 0 ? this.min : batchMin;

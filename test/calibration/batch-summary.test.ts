@@ -1,0 +1,122 @@
+import { strict as assert } from 'assert';
+import * as ort from 'onnxruntime-node';
+import { Observer, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
+import { FINE_BINS, summaryPlan } from '../../sdk/calibration/batch-summary';
+import { Histogram } from '../../sdk/kernels/histogram';
+import { MODELS, randomFloats } from '../helpers';
+
+const recBatch = (seed: number) => ({ x: new ort.Tensor('float32', randomFloats(2 * 3 * 48 * 160, seed), [2, 3, 48, 160]) });
+
+describe('in-graph batch summaries (calibration without copying activations out)', () => {
+  const model = loadModel(MODELS.rec);
+  const batches = [recBatch(11), recBatch(12)];
+  const activations = new Map<string, Float32Array[]>();
+
+  before(async () => {
+    const runner = await Runner.create(model, { expose: defaultTargets(model).map((t) => t.tensor) });
+    for (const b of batches) {
+      const { exposed } = await runner.run(b);
+      for (const [name, t] of Object.entries(exposed)) activations.set(name, [...(activations.get(name) ?? []), t.data as Float32Array]);
+    }
+    await runner.dispose();
+  });
+
+  it('returns scalars and uint16 codes only, appended in reverse order of their tensors', () => {
+    const targets = defaultTargets(model).map((t) => t.tensor);
+    const plan = summaryPlan(model, targets.map((tensor) => ({ tensor, histogram: true })));
+    const g = plan.model.graph;
+    assert.deepEqual(g.outputNames, plan.outputNames);
+    assert.ok(!plan.outputNames.some((o) => targets.includes(o)), 'no activation is an output');
+    const codes = g.nodes.filter((n) => n.op_type === 'QuantizeLinear' && n.domain === 'com.microsoft');
+    assert.equal(codes.length, targets.length);
+    // the file order of the summary nodes is the reverse of the tensors' production order
+    const fileOrder = plan.model.proto.graph!.node.filter((n) => n.op_type === 'ReduceMin').map((n) => n.input[0]);
+    const produced = targets.map((t) => Math.max(-1, g.nodes.findIndex((n) => n.output.includes(t))));
+    const sortedDesc = [...targets].sort((a, b) => produced[targets.indexOf(b)] - produced[targets.indexOf(a)]);
+    assert.deepEqual(fileOrder, sortedDesc);
+    assert.equal(model.graph.outputNames.length, 1, "the caller's model is untouched");
+  });
+
+  it('min/max equal the exposed values exactly; mean/std within 1e-3 (float32 sums in ORT)', async () => {
+    const inGraph = await calibrate(model, batches, { observer: 'sigma', collect: 'in-graph' });
+    assert.equal(inGraph.metadata.collection, 'in-graph');
+    for (const row of inGraph.tensorRows()) {
+      const values = activations.get(row.tensor)!;
+      const min = Math.min(...values.map((v) => loopReductions.minMax(v).min));
+      const max = Math.max(...values.map((v) => loopReductions.minMax(v).max));
+      assert.equal(row.min, min, row.tensor);
+      assert.equal(row.max, max, row.tensor);
+      const m = values.map((v) => loopReductions.moments(v));
+      const count = m.reduce((a, x) => a + x.count, 0);
+      const mean = m.reduce((a, x) => a + x.sum, 0) / count;
+      const std = Math.sqrt(Math.max(0, m.reduce((a, x) => a + x.sumSq, 0) / count - mean * mean));
+      assert.equal(row.count, count);
+      assert.ok(Math.abs(row.mean - mean) <= 1e-3 * Math.max(std, 1e-6), `${row.tensor}: mean ${row.mean} vs ${mean}`);
+      assert.ok(Math.abs(row.std - std) <= 1e-3 * Math.max(std, 1e-6), `${row.tensor}: std ${row.std} vs ${std}`);
+    }
+  });
+
+  it('percentile ranges from the fine histograms are within one bin of those from the values', async () => {
+    const a = await calibrate(model, batches, { observer: 'percentile', collect: 'in-graph' });
+    const b = await calibrate(model, batches, { observer: 'percentile', collect: 'exposed' });
+    assert.equal(b.metadata.collection, 'exposed');
+    const rowsB = b.tensorRows();
+    for (const [i, ra] of a.tensorRows().entries()) {
+      const rb = rowsB[i];
+      const bin = (rb.histHi! - rb.histLo!) / rb.histogram!.length;
+      assert.ok(Math.abs(ra.clipMin - rb.clipMin) <= bin && Math.abs(ra.clipMax - rb.clipMax) <= bin, `${ra.tensor}: [${ra.clipMin}, ${ra.clipMax}] vs [${rb.clipMin}, ${rb.clipMax}], bin ${bin}`);
+    }
+  });
+
+  it('HFMG on the fine histograms quantizes the real activations as well as HFMG on the values (total MSE within 2%)', async () => {
+    const spec = resolveSpec({});
+    const error = (rows: ReturnType<typeof a.tensorRows>) => rows.reduce((sum, r) => {
+      const q = qparamsFromRange([r.clipMin], [r.clipMax], spec);
+      return sum + activations.get(r.tensor)!.reduce((s, v) => s + loopReductions.qdqSquaredError(v, q.scale[0], q.zeroPoint[0], q.qmin, q.qmax), 0);
+    }, 0);
+    const a = await calibrate(model, batches, { observer: 'histogram', collect: 'in-graph' });
+    const b = await calibrate(model, batches, { observer: 'histogram', collect: 'exposed' });
+    const [ea, eb] = [error(a.tensorRows()), error(b.tensorRows())];
+    assert.ok(ea <= eb * 1.02, `in-graph ${ea} vs exposed ${eb}`);
+  });
+
+  it("'auto' exposes where summaries cannot serve (per-channel), says so, and 'in-graph' refuses it with the reason", async () => {
+    const perChannel = await calibrate(model, batches.slice(0, 1), { observer: 'minmax', spec: { perChannel: true, channelAxis: 1 }, tensors: ['p2o.Add.31'] });
+    assert.match(perChannel.metadata.collection, /^exposed \(per-channel observers need the values\)$/);
+    await assert.rejects(calibrate(model, batches, { spec: { perChannel: true, channelAxis: 1 }, collect: 'in-graph' }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /per-channel observers need the values; use 'exposed' or 'auto'/.test(e.message));
+    await assert.rejects(calibrate(model, batches, { collect: 'fast' as never }), /collect: got "fast"; expected one of 'auto', 'in-graph', 'exposed'/);
+  });
+
+  it('non-float tensors are dropped with skipNonFloat and named without it', async () => {
+    const shapeTensor = model.graph.nodes.find((n) => n.op_type === 'Shape')!.output[0];
+    const r = await calibrate(model, batches.slice(0, 1), { tensors: ['p2o.Add.31', shapeTensor], skipNonFloat: true });
+    assert.equal(r.metadata.collection, 'in-graph');
+    assert.deepEqual(r.targets.map((t) => t.tensor), ['p2o.Add.31']);
+    await assert.rejects(calibrate(model, batches.slice(0, 1), { tensors: [shapeTensor] }), new RegExp(`"${shapeTensor}" holds int64 values; only float32`));
+  });
+
+  it('an observer fed summaries keeps the state it keeps from values', () => {
+    const values = randomFloats(10000, 3, -2, 5);
+    const fromValues = createObserver('histogram') as Observer;
+    fromValues.observe(values);
+    const { min, max } = loopReductions.minMax(values);
+    const m = loopReductions.moments(values);
+    // the fine histogram of these values, as the summary graph's codes would give it
+    const lo = Math.min(min, 0);
+    const scale = (Math.max(max, 0) - lo) / (FINE_BINS - 1);
+    const zp = Math.round(-lo / scale);
+    const counts = new Float64Array(FINE_BINS);
+    for (const v of values) counts[Math.min(FINE_BINS - 1, Math.max(0, Math.round(v / scale) + zp))]++;
+    const fine = new Histogram(FINE_BINS, (-zp - 0.5) * scale, (FINE_BINS - 1 - zp + 0.5) * scale, counts);
+    const fromSummary = createObserver('histogram') as Observer;
+    fromSummary.observeSummary({ min, max, ...m, histogram: fine });
+    const [sa, sb] = [fromValues.state(), fromSummary.state()];
+    assert.deepEqual([sb.min, sb.max, sb.count, sb.batches], [sa.min, sa.max, sa.count, sa.batches]);
+    assert.ok(Math.abs(sb.histogram!.counts.reduce((x: number, y: number) => x + y, 0) - 10000) < 1e-6);
+    const qa = fromValues.qparams();
+    const qb = fromSummary.qparams();
+    assert.ok(Math.abs(qa.scale[0] - qb.scale[0]) / qa.scale[0] < 0.02, `${qa.scale[0]} vs ${qb.scale[0]}`);
+    assert.throws(() => fromSummary.observeSummary({ min: 0, max: 1, count: 3, sum: 1, sumSq: 1 }), /needs the batch's values or a histogram of them/);
+    assert.throws(() => fromSummary.observeSummary({ min: NaN, max: 1, count: 3, sum: 1, sumSq: 1, histogram: fine }), /NaN or infinite/);
+  });
+});
