@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  BundledFile, OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel,
+  BundledFile, CollectMode, OBSERVER_KINDS, ObserverKind, Runner, bundledModelPath, calibrate, chooseReductions, describeBackend, initBackend, loadModel,
   metrics, ppocr, quantizeW8A8, quantizeW8A8Dynamic, reductionChoice, session, QuantSession, QuantizationResult,
   QatConfig, QatNetwork, quantizePtq, PtqOptions, SimulatedQuantizationAwareTraining, TrainableGraph, fit, ortAccuracy, qsinQat, saveQsinQatModel,
 } from '../sdk';
@@ -47,28 +47,41 @@ async function kernelRows(): Promise<string> {
 async function calibrationRows(): Promise<string> {
   const rows: Array<Array<string | number>> = [];
   const cases: Array<[string, string, number[], number]> = [
-    ['PP-OCRv4 rec', bundledModelPath('rec'), [8, 3, 48, 320], 5],
-    ['PP-OCRv4 det', bundledModelPath('det'), [1, 3, 640, 640], 5],
+    ['PP-OCRv4 rec', bundledModelPath('rec'), [8, 3, 48, 320], 8],
+    ['PP-OCRv4 det', bundledModelPath('det'), [1, 3, 640, 640], 8],
   ];
+  const WARMUP = 2; // batches left out of the steady-state ratio (first ORT runs, JIT)
   for (const [label, file, dims, count] of cases) {
     const model = loadModel(file);
     const batches = imageBatches(dims, count);
-    const runner = await Runner.create(model);
-    await runner.run(batches[0]);
+    // plain inference both ways: cold (session + every batch) and warm (the batches again)
+    let runner!: Runner;
+    const plainAll = await timeMs(async () => {
+      runner = await Runner.create(model);
+      for (const b of batches) await runner.run(b);
+    });
     const plain = await timeMs(async () => { for (const b of batches) await runner.run(b); });
     await runner.dispose();
-    for (const kind of OBSERVER_KINDS as readonly ObserverKind[]) {
+    const runs: Array<[ObserverKind, CollectMode]> = [
+      ...(OBSERVER_KINDS as readonly ObserverKind[]).map((k): [ObserverKind, CollectMode] => [k, 'auto']),
+      ['minmax', 'exposed'], ['histogram', 'exposed'],
+    ];
+    for (const [kind, collect] of runs) {
       let loop = 0;
+      let collection = '';
+      const elapsed: number[] = [];
       const ms = await timeMs(async () => {
-        const r = await calibrate(model, batches, { observer: kind });
+        const r = await calibrate(model, batches, { observer: kind, collect, onProgress: (p) => elapsed.push(p.elapsedMs) });
         r.rows(); // the method's range search runs here
         loop = r.timing!.batchesMs;
+        collection = r.metadata.collection;
       });
-      rows.push([label, `${dims.join('x')} ×${count}`, kind, plain, ms, ms / plain, loop / plain]);
+      const steady = (elapsed[count - 1] - elapsed[WARMUP - 1]) / (count - WARMUP);
+      rows.push([label, `${dims.join('x')} ×${count}`, kind, collection, plainAll, ms, ms / plainAll, loop / plain, steady / (plain / count)]);
     }
   }
-  return table('Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6)',
-    ['model', 'batches', 'observer', 'plain ms', 'calibrate ms (all)', 'ratio (all)', 'ratio (batch loop only)'], rows);
+  return table(`Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6). "all": session, every batch and the range search vs. session and every batch; "batch loop": the batches only vs. warm inference; "steady": per batch after the first ${WARMUP} vs. warm inference per batch`,
+    ['model', 'batches', 'observer', 'statistics', 'plain ms (all)', 'calibrate ms (all)', 'ratio (all)', 'ratio (batch loop)', 'ratio (steady)'], rows);
 }
 
 /** Peak RSS of a child process calibrating `batches` generated batches (never all in memory). */
@@ -297,13 +310,15 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   console.log(header);
-  console.log(await w8a8Rows());
-  console.log(await outlierRows());
-  console.log(await qatRows());
-  console.log(await recoveryRows());
-  console.log(await kernelRows());
-  console.log(await calibrationRows());
-  console.log(memoryRows());
+  // `npm run bench -- calibration memory` prints only those sections
+  const sections: Array<[string, () => Promise<string> | string]> = [
+    ['w8a8', w8a8Rows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
+    ['kernels', kernelRows], ['calibration', calibrationRows], ['memory', memoryRows],
+  ];
+  const wanted = process.argv.slice(2);
+  const unknown = wanted.filter((w) => !sections.some(([name]) => name === w));
+  if (unknown.length) throw new Error(`unknown bench section(s) ${unknown.join(', ')}; sections: ${sections.map(([n]) => n).join(', ')}`);
+  for (const [name, rows] of sections) if (!wanted.length || wanted.includes(name)) console.log(await rows());
 }
 
 main().catch((e) => {

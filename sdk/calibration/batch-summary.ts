@@ -159,6 +159,9 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
   let last = FINE_BINS - 1;
   while (last > first && counts[last] === 0) last--;
   const merged = Float64Array.from(counts.subarray(first, last + 1));
-  // code k stands for values within half a step of (k - zeroPoint) * scale
-  return new Histogram(merged.length, (first - zeroPoint - 0.5) * scale, (last - zeroPoint + 0.5) * scale, merged);
+  // code k stands for values within half a step of (k - zeroPoint) * scale; the end bins are cut
+  // at the batch's min and max (as Histogram.add does), a stretch of under one code step
+  const lo = Math.max((first - zeroPoint - 0.5) * scale, s.min);
+  const hi = Math.min((last - zeroPoint + 0.5) * scale, s.max);
+  return new Histogram(merged.length, lo, hi, merged);
 }

@@ -243,8 +243,9 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const runNext = async () => {
     const next = await source.next();
     if (next.done) return undefined;
-    hashFeeds(dataHash, next.value);
-    return runner.run(next.value);
+    const run = runner.run(next.value);
+    hashFeeds(dataHash, next.value); // while ORT runs the batch on its own threads
+    return run;
   };
   const drop = (t: CalibrationTarget, type: string) => {
     if (!options.skipNonFloat) throw new QuantbookError('INVALID_ARGUMENT', `calibration tensor "${t.tensor}" holds ${type} values; only float32 activations can be calibrated`);

@@ -107,10 +107,8 @@ export abstract class Observer {
 
   /** The range the method chooses (computed once per state; new batches recompute it). */
   clipRange(): [number, number] {
-    // never wider than what was seen (a merged fine histogram reaches half a fine bin beyond it)
-    return (this.chosen ??= ((([lo, hi]) => [Math.max(lo, this.min), Math.min(hi, this.max)] as [number, number])(this.chooseRange())));
+    return (this.chosen ??= this.chooseRange());
   }
-
   /** The method's range search over what it has kept. */
   protected abstract chooseRange(): [number, number];
 
