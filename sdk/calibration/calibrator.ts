@@ -1,7 +1,8 @@
 /**
- * calibrate(model, data, options): runs the model over calibration batches with the chosen
- * tensors exposed, feeds each activation to its observer, and drops it. Memory stays flat
- * however many batches there are: only observer summaries outlive a batch.
+ * calibrate(model, data, options): runs the model over calibration batches and feeds each
+ * batch of each calibrated tensor to its observer: as a summary computed inside the ORT graph
+ * (batch-summary.ts; the default) or as the activation itself (exposed as an extra output).
+ * Memory stays flat however many batches there are: only observer summaries outlive a batch.
  */
 import * as crypto from 'crypto';
 import * as os from 'os';
