@@ -71,7 +71,8 @@ export function summaryPlan(model: Model, requests: SummaryRequest[]): SummaryPl
     g.proto.initializer.push(makeTensor(name, DataType.FLOAT, [], new Float32Array([value])));
     return name;
   };
-  const levels = requests.some((r) => r.histogram) ? constant('levels', FINE_BINS - 1) : '';
+  const anyHistogram = requests.some((r) => r.histogram);
+  const levels = anyHistogram ? constant('levels', FINE_BINS - 1) : '';
   const half = levels ? constant('half', 0.5) : '';
   const zero = levels ? constant('zero', 0) : '';
   const tiny = levels ? constant('tiny', 1e-30) : '';
@@ -104,7 +105,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[]): SummaryPl
     nodes.push(group);
   }
   for (const group of nodes.reverse()) g.proto.node.push(...group);
-  if (requests.some((r) => r.histogram) && !copy.proto.opset_import.some((e) => e.domain === 'com.microsoft')) {
+  if (anyHistogram && !copy.proto.opset_import.some((e) => e.domain === 'com.microsoft')) {
     copy.proto.opset_import.push({ domain: 'com.microsoft', version: 1 });
   }
   const outputNames = [...outputs.values()].flatMap((o) => [o.min, o.max, o.size, o.sum, o.sumSq, ...(o.codes ? [o.scale!, o.zeroPoint!, o.codes] : [])]);
