@@ -27,7 +27,7 @@ import { makeAttribute } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { newNode, newValueInfo } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
-import { Histogram } from '../kernels/histogram';
+import { Histogram, pointRangeEnd } from '../kernels/histogram';
 
 /** What an observer needs from one batch of one tensor when it does not see the values. */
 export interface BatchSummary {
@@ -147,7 +147,7 @@ function countCodes(codes: Uint16Array, counts: Int32Array): void {
 function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: BatchSummary, counts: Int32Array): Histogram {
   if (!(s.max > s.min)) {
     // a constant tensor: one bin at its value, as Histogram.add makes it
-    return new Histogram(1, s.min, s.min + 1e-8 * Math.max(1, Math.abs(s.min)), Float64Array.of(s.count));
+    return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
   }
   countCodes(codes, counts);
   // fold the four tables into the first

@@ -29,7 +29,7 @@ export class Histogram {
     if (x.length === 0) return;
     if (this.total === 0) {
       this.lo = min;
-      this.hi = max > min ? max : min + 1e-8 * Math.max(1, Math.abs(min));
+      this.hi = max > min ? max : pointRangeEnd(min);
       this.counts.fill(0);
     } else if (min < this.lo || max > this.hi) {
       this.rebin(Math.min(min, this.lo), Math.max(max, this.hi));
@@ -92,6 +92,11 @@ export class Histogram {
     for (let k = 0; k < i; k++) acc += this.counts[k];
     return (acc + this.counts[i] * (pos - i)) / total;
   }
+}
+
+/** Where a histogram of a single value `v` ends: a range just wide enough to hold it. */
+export function pointRangeEnd(v: number): number {
+  return v + 1e-8 * Math.max(1, Math.abs(v));
 }
 
 /** `h`'s counts on `bins` bins over [lo, hi], each source bin spread over the bins it overlaps. */

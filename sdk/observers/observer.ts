@@ -67,7 +67,7 @@ export abstract class Observer {
     if (x.length === 0) return;
     const r = reductions();
     const { min, max } = r.minMax(x);
-    this.accumulate({ min, max, ...r.moments(x) }, { min, max, values: x });
+    this.accumulate({ min, max, ...r.moments(x) }, x);
   }
 
   /**
@@ -78,13 +78,14 @@ export abstract class Observer {
   observeSummary(s: BatchSummary): void {
     if (s.count === 0) return;
     if (this.needsHistogram && !s.histogram) throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}) needs the batch's values or a histogram of them`);
-    this.accumulate(s, { min: s.min, max: s.max, histogram: s.histogram });
+    this.accumulate(s);
   }
 
   /** Whether a summary must carry a histogram for this observer (the histogram family). */
   get needsHistogram(): boolean { return false; }
 
-  private accumulate(m: BatchSummary, batch: ObservedBatch): void {
+  /** The state every observer keeps, then the method's own update with the values or the summary's histogram. */
+  private accumulate(m: BatchSummary, values?: Float32Array): void {
     const { min, max } = m;
     // NaN fails every comparison, so min/max miss it; the sum does not
     if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(m.sum)) {
@@ -97,7 +98,7 @@ export abstract class Observer {
     this.sumSq += m.sumSq;
     this.batches++;
     this.chosen = undefined;
-    this.update(batch);
+    this.update({ min, max, values, histogram: m.histogram });
   }
 
   /** Method-specific accumulation: the batch's min/max, and its values or a histogram of them. */
@@ -109,6 +110,7 @@ export abstract class Observer {
   clipRange(): [number, number] {
     return (this.chosen ??= this.chooseRange());
   }
+
   /** The method's range search over what it has kept. */
   protected abstract chooseRange(): [number, number];
 
