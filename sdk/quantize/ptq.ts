@@ -11,6 +11,7 @@
  *
  * msModelSlim's QuantConfig/Calibrator and AMCT's ada_quantize/dmq_balancer map onto these options.
  */
+import { resolveReduceRange } from '../runtime/cpu-features';
 import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
@@ -43,6 +44,8 @@ export interface PtqOptions {
   activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric' | 'narrowRange'>>;
   /** weight spec (default int8 symmetric per channel) */
   weight?: Partial<Pick<QuantSpec, 'signed' | 'symmetric' | 'narrowRange' | 'perChannel'>>;
+  /** weights on 7 bits where 8-bit int8 products saturate (x86 without VNNI); see W8A8Options.reduceRange */
+  reduceRange?: boolean | 'auto';
   rounding?: WeightRounding;
   /** ADMM weight scales (msModelSlim keep_acc admm): alternating integer / least-squares scale iterations */
   admm?: { iterations: number };
@@ -122,7 +125,8 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   for (const [t, o] of calibration.observers) activations.set(t, (o as Observer).qparams());
 
   // weights: nearest or learned rounding, then the bias that cancels their mean output shift
-  const weightSpec: Partial<QuantSpec> = { ...WEIGHT_SPEC, ...options.weight };
+  const reduceRange = resolveReduceRange(options.reduceRange);
+  const weightSpec: Partial<QuantSpec> = { ...WEIGHT_SPEC, ...options.weight, numBits: reduceRange ? 7 : 8 };
   const quantFloat = float.clone();
   const weightValues = new Map<string, Int32Array>();
   const weightScales = new Map<string, Float32Array>();
@@ -204,7 +208,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
   const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */

@@ -6,6 +6,7 @@
  *   quantize operator, so this is written with ReduceMax/Abs/Div/Round/Clip/Mul.
  *   Conv / pooling inputs: per tensor with DynamicQuantizeLinear → DequantizeLinear (uint8).
  */
+import { resolveReduceRange } from '../runtime/cpu-features';
 import { DataType } from '../onnx/dtype';
 import { Graph, makeAttribute, renameReads } from '../onnx/graph';
 import { Model } from '../onnx/model';
@@ -19,6 +20,8 @@ import { toFakeQuant } from './fake-quant';
 export interface W8A8DynamicOptions {
   disableNames?: string[];
   weightPerChannel?: boolean;
+  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; default 'auto': only there */
+  reduceRange?: boolean | 'auto';
 }
 
 export interface W8A8DynamicResult {
@@ -28,6 +31,8 @@ export interface W8A8DynamicResult {
   /** the same with weights stored as dequantized floats */
   fakeQuant: Model;
   layers: LayerRecord[];
+  /** whether the weights were put on 7 bits (see W8A8DynamicOptions.reduceRange) */
+  reduceRange: boolean;
   selection: LayerSelection;
   /** 'per-token' or 'per-tensor' for each activation tensor */
   granularity: Map<string, 'per-token' | 'per-tensor'>;
@@ -72,12 +77,13 @@ function insertPerTensorDynamic(g: Graph, tensor: string): string {
 }
 
 export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = {}): W8A8DynamicResult {
+  const reduceRange = resolveReduceRange(options.reduceRange);
   const float = prepareFloat(model);
   const qdq = float.clone();
   const selection = selectLayers(qdq, options.disableNames ?? []);
   const layers = applyQdq(qdq, selection.layers.map((l) => ({ ...l, bias: undefined })), {
     activations: new Map(),
-    weightSpec: { perChannel: options.weightPerChannel ?? true },
+    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: reduceRange ? 7 : 8 },
     quantizeActivations: false,
   });
   const g = qdq.graph;
@@ -92,5 +98,5 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
     }
   }
   removeUnusedConstants(g);
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, granularity };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, granularity, reduceRange };
 }

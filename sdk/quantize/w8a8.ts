@@ -4,6 +4,7 @@
  * act_method 'minmax', 'histogram' (HFMG) or 'mixed' (per tensor, whichever of the two gives
  * the lower quantization error on that tensor's calibration histogram).
  */
+import { resolveReduceRange } from '../runtime/cpu-features';
 import { invalidArgument } from '../errors';
 import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
@@ -12,6 +13,7 @@ import { CalibrationSource } from '../calibration/data';
 import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
 import { constantQParams, divisionsToMultiplications, glueTensors } from './glue';
+import { foldAffineIntoConvs } from './fold-affine';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
@@ -31,6 +33,8 @@ export interface W8A8Options {
   activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric'>>;
   /** per-channel weights (default true) */
   weightPerChannel?: boolean;
+  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; default 'auto': only there */
+  reduceRange?: boolean | 'auto';
   onProgress?: (p: CalibrationProgress) => void;
   signal?: AbortSignal;
   /** where calibration runs (a Device's executionProviders; default cpu) */
@@ -38,11 +42,13 @@ export interface W8A8Options {
 }
 
 export interface W8A8Result {
-  /** the float model after the rewrites quantization needs (opset 13, BatchNorm folded) */
+  /** the float model after the rewrites quantization needs (opset 13, BatchNorm and constant affine steps folded into Convs) */
   float: Model;
   qdq: Model;
   fakeQuant: Model;
   layers: LayerRecord[];
+  /** whether the weights were put on 7 bits (see W8A8Options.reduceRange) */
+  reduceRange: boolean;
   selection: LayerSelection;
   calibration: CalibrationResult;
   activations: Map<string, QParams>;
@@ -54,6 +60,7 @@ export function prepareFloat(model: Model): Model {
   const float = model.clone();
   upgradeOpset(float, 13);
   foldBatchNorms(float);
+  foldAffineIntoConvs(float);
   return float;
 }
 
@@ -62,6 +69,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   if (!ACT_METHODS.includes(actMethod)) throw invalidArgument('act_method', actMethod, `one of ${ACT_METHODS.map((m) => `'${m}'`).join(', ')}`);
   const opSet = options.opSet ?? 'amct';
   if (!OP_SETS.includes(opSet)) throw invalidArgument('opSet', opSet, `one of ${OP_SETS.map((o) => `'${o}'`).join(', ')}`);
+  const reduceRange = resolveReduceRange(options.reduceRange);
   const float = prepareFloat(model);
   // layers are selected on the copy that gets quantized; tensor names are the same in both
   const qdq = float.clone();
@@ -100,7 +108,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   }
   const layers = applyQdq(qdq, selection.layers, {
     activations,
-    weightSpec: { perChannel: options.weightPerChannel ?? true },
+    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: reduceRange ? 7 : 8 },
   });
   if (opSet === 'extended') {
     const done = new Set(layerTensors);
@@ -108,5 +116,5 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     insertQdqPairs(qdq.graph, [...glue.activations, ...glue.constants].filter((t) => !done.has(t) && activations.has(t)).map((t) => [t, activations.get(t)!]));
     removeUnusedConstants(qdq.graph);
   }
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange };
 }

@@ -1,7 +1,8 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { DataType, QuantbookError, foldBatchNorms, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import { DataType, QuantbookError, foldAffineIntoConvs, foldBatchNorms, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import { makeAttribute } from '../../sdk/onnx/graph';
 import { FEEDS, MODELS, onnxCheck, requireChecker, runModel, sameBytes, tempDir } from '../helpers';
 import { tinyModel } from '../build';
 
@@ -54,6 +55,54 @@ describe('preparing float models for quantization', () => {
     const x = a['softmax_0.tmp_0'].data as Float32Array;
     const y = b['softmax_0.tmp_0'].data as Float32Array;
     for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) < 1e-5, `${x[i]} vs ${y[i]}`);
+  });
+
+  describe('constant affine steps folded into Convs', () => {
+    const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+
+    it('PP-OCRv4 rec: the 56 learnable affine blocks (93 Mul/Add passes) go, outputs within 1e-5', async () => {
+      const m = loadModel(MODELS.rec);
+      upgradeOpset(m, 13);
+      const count = (op: string) => m.graph.nodes.filter((n) => n.op_type === op).length;
+      const [mul, add] = [count('Mul'), count('Add')];
+      const { folded } = foldAffineIntoConvs(m);
+      const removed = folded.reduce((s, f) => s + f.nodes.length, 0);
+      assert.equal(removed, mul - count('Mul') + add - count('Add'));
+      assert.equal(mul - count('Mul'), 53); // 28 after a Conv, 25 before one (3 hard-swish outputs feed a SE block, not a Conv)
+      assert.equal(add - count('Add'), 40); // after every Conv's Mul; before the Convs without padding
+      const feeds = FEEDS.rec();
+      const [a, b] = [await runModel(MODELS.rec, feeds), await runModel(m.toBytes(), feeds)];
+      for (const k of Object.keys(a)) assert.ok(maxDiff(a[k].data as Float32Array, b[k].data as Float32Array) < 1e-5, k);
+    });
+
+    it('folds per-channel steps after, scalar steps before (padded: the Add stays as b/a), leaves shape-changing ones', async () => {
+      const f = (name: string, dims: number[], values: number[]) => ({ name, type: DataType.FLOAT, dims, data: Float32Array.from(values) });
+      const w1 = Array.from({ length: 3 * 2 * 9 }, (_, i) => Math.sin(i));
+      const w2 = Array.from({ length: 2 * 3 }, (_, i) => Math.cos(i));
+      const grid = Array.from({ length: 50 }, (_, i) => 1 + (i % 7) / 10);
+      const bytes = tinyModel({
+        inputs: [{ name: 'x', shape: [1, 2, 5, 5] }],
+        outputs: ['y'],
+        nodes: [
+          { op: 'Mul', inputs: ['s', 'x'], outputs: ['a'] }, { op: 'Add', inputs: ['a', 't'], outputs: ['b'] },
+          { op: 'Conv', inputs: ['b', 'w1', 'b1'], outputs: ['c'], attrs: [makeAttribute('pads', [1, 1, 1, 1])] },
+          { op: 'Mul', inputs: ['c', 'pc'], outputs: ['d'] }, { op: 'Add', inputs: ['pd', 'd'], outputs: ['e'] },
+          { op: 'Relu', inputs: ['e'], outputs: ['r'] }, { op: 'Add', inputs: ['r', 'u'], outputs: ['g'] },
+          { op: 'Conv', inputs: ['g', 'w2'], outputs: ['h'] },
+          { op: 'Mul', inputs: ['h', 'grid'], outputs: ['y'] },
+        ],
+        initializers: [f('s', [1], [0.5]), f('t', [1], [0.3]), f('w1', [3, 2, 3, 3], w1), f('b1', [3], [0.1, -0.2, 0.3]),
+          f('pc', [1, 3, 1, 1], [2, -1, 0.5]), f('pd', [3, 1, 1], [0.1, 0.2, 0.3]), f('u', [], [0.25]), f('w2', [2, 3, 1, 1], w2), f('grid', [1, 2, 5, 5], grid)],
+      });
+      const m = loadModel(bytes);
+      const { folded } = foldAffineIntoConvs(m);
+      assert.deepEqual(folded.map((x) => x.nodes.length), [3, 1]);
+      assert.deepEqual(m.graph.nodes.map((n) => n.op_type), ['Add', 'Conv', 'Relu', 'Conv', 'Mul']);
+      const ort = await import('onnxruntime-node');
+      const x = new ort.Tensor('float32', Float32Array.from({ length: 50 }, (_, i) => Math.sin(3 * i)), [1, 2, 5, 5]);
+      const [a, b] = [await runModel(bytes, { x }), await runModel(m.toBytes(), { x })];
+      assert.ok(maxDiff(a.y.data as Float32Array, b.y.data as Float32Array) < 1e-5);
+    });
   });
 
   describe('layer selection', () => {
