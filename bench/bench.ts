@@ -2,6 +2,7 @@
  * `npm run bench`: quantbook's performance table. Every row is a ratio of two timings
  * (or two memory readings) taken in this one run, printed as markdown.
  */
+import { int8ProductsExact } from '../sdk/runtime/cpu-features';
 import { execFileSync } from 'child_process';
 import * as os from 'os';
 import * as ort from 'onnxruntime-node';
@@ -307,7 +308,7 @@ async function main(): Promise<void> {
   const header = [
     `## quantbook bench — ${new Date().toISOString().slice(0, 10)}`,
     '',
-    `Machine: ${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, tfjs backend ${describeBackend(backend)}.`,
+    `Machine: ${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, tfjs backend ${describeBackend(backend)}, int8 products ${int8ProductsExact() ? 'exact (VNNI or not x86): 8-bit weights' : 'saturating (x86 without VNNI): 7-bit weights (reduceRange auto)'}.`,
     '',
   ].join('\n');
   console.log(header);

@@ -1,10 +1,12 @@
 /** Shared test fixtures: the real models, deterministic inputs, temp folders, onnx.checker. */
+import { strict as assert } from 'assert';
 import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { bundledModelPath } from '../sdk/models';
+import { int8ProductsExact } from '../sdk/runtime/cpu-features';
 import { seededRandom } from '../sdk/util/seeded-random';
 
 export const MODELS = {
@@ -89,4 +91,14 @@ export function requireChecker(ctx: Mocha.Context): void {
 /** Runs a Python snippet under Debian's python3 (numpy comes with python3-onnx) and returns its stdout. */
 export function runPython(script: string, args: string[] = []): string {
   return execFileSync(SYSTEM_PYTHON, ['-c', script, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * ORT's int8 kernels compute exactly only with VNNI (or off x86); on AVX2 alone u8×s8 pair sums
+ * saturate in int16, so a QDQ model's score may move a little from what the float simulation says.
+ * Exact where the kernels are exact, within `tolerance` (accuracy points as a fraction) elsewhere.
+ */
+export function assertSameScoreOnOrt(score: number, expected: number, message: string, tolerance = 0.005): void {
+  if (int8ProductsExact()) assert.equal(score, expected, message);
+  else assert.ok(Math.abs(score - expected) <= tolerance, `${message}: ${score} vs ${expected} (x86 without VNNI: within ${tolerance})`);
 }

@@ -20,7 +20,7 @@ import { toFakeQuant } from './fake-quant';
 export interface W8A8DynamicOptions {
   disableNames?: string[];
   weightPerChannel?: boolean;
-  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; default 'auto': only there */
+  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; 'auto': only on such a host; default false */
   reduceRange?: boolean | 'auto';
 }
 

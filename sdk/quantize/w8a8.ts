@@ -33,7 +33,7 @@ export interface W8A8Options {
   activation?: Partial<Pick<QuantSpec, 'signed' | 'symmetric'>>;
   /** per-channel weights (default true) */
   weightPerChannel?: boolean;
-  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; default 'auto': only there */
+  /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; 'auto': only on such a host; default false */
   reduceRange?: boolean | 'auto';
   onProgress?: (p: CalibrationProgress) => void;
   signal?: AbortSignal;

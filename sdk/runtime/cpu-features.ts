@@ -23,9 +23,10 @@ export function int8ProductsExact(): boolean {
   return (cached = flags.includes('avx512_vnni') || flags.includes('avx_vnni'));
 }
 
-/** Resolves a reduceRange option: 'auto' reduces weights to 7 bits where int8 products would saturate. */
+/** Resolves a reduceRange option (default false, as in ORT): 'auto' reduces weights to 7 bits where int8 products would saturate. */
 export function resolveReduceRange(option: boolean | 'auto' | undefined): boolean {
-  if (option === undefined || option === 'auto') return !int8ProductsExact();
+  if (option === undefined) return false;
+  if (option === 'auto') return !int8ProductsExact();
   if (typeof option !== 'boolean') throw invalidArgument('reduceRange', option, "true, false or 'auto'");
   return option;
 }

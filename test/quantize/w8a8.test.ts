@@ -2,6 +2,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import { DataType, W8A8Result, loadModel, metrics, quantizeW8A8, quantizeW8A8Dynamic } from '../../sdk';
+import { int8ProductsExact, resolveReduceRange } from '../../sdk/runtime/cpu-features';
 import { MODELS, onnxCheck, requireChecker, tempDir } from '../helpers';
 import { DATA, clsBatch, detPages, diffStats, labels, maxAbsDiff, optimizedOpCounts, recBatches, recognise, runAll } from '../ocr-fixtures';
 
@@ -94,7 +95,8 @@ describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
   it('PP-OCR cls: label agreement with fp32 ≥ 99% (and ground truth kept)', async () => {
     const { x, expected } = clsBatch();
     const calib = [{ x }];
-    const r = await quantizeW8A8(loadModel(MODELS.cls), calib, { actMethod: 'minmax' });
+    // 'auto': 7-bit weights where ORT's x86 int8 products saturate (no VNNI), 8-bit elsewhere
+    const r = await quantizeW8A8(loadModel(MODELS.cls), calib, { actMethod: 'minmax', reduceRange: 'auto' });
     const [f] = await runAll(r.float.toBytes(), [{ x }]);
     const [q] = await runAll(r.qdq.toBytes(), [{ x }]);
     const label = (p: Float32Array, i: number) => (p[2 * i + 1] > p[2 * i] ? '180' : '0');
@@ -102,6 +104,20 @@ describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
     const acc = expected.filter((e, i) => label(q, i) === e).length / expected.length;
     console.log(`      cls: int8 label = fp32 on ${(100 * agree).toFixed(1)}% of ${expected.length} lines; int8 accuracy ${(100 * acc).toFixed(1)}%`);
     assert.ok(agree >= 0.99);
+  });
+
+  it('reduceRange: 7-bit weights on request, 8-bit when refused, auto follows the CPU; bad values named', async () => {
+    const { x } = clsBatch();
+    const calib = [{ x }];
+    const widest = (r: W8A8Result) => r.layers.reduce((m, l) => Math.max(m, ...(l.weight ? Array.from(l.weight.int8, Math.abs) : [0])), 0);
+    const [on, off] = [await quantizeW8A8(loadModel(MODELS.cls), calib, { reduceRange: true }), await quantizeW8A8(loadModel(MODELS.cls), calib, { reduceRange: false })];
+    assert.equal(on.reduceRange, true);
+    assert.ok(widest(on) >= 63 && widest(on) <= 64, `7-bit weights reach ${widest(on)}`);
+    assert.equal(widest(off), 127);
+    assert.equal(resolveReduceRange('auto'), !int8ProductsExact());
+    assert.equal(resolveReduceRange(undefined), false);
+    assert.equal(quantizeW8A8Dynamic(loadModel(MODELS.cls), { reduceRange: true }).layers.every((l) => !l.weight || l.weight.int8.every((v) => v >= -64 && v <= 63)), true);
+    await assert.rejects(quantizeW8A8(loadModel(MODELS.cls), calib, { reduceRange: 'yes' as never }), /reduceRange: .*"yes".*true, false or 'auto'/);
   });
 
   it('PP-OCRv4 det: probability-map IoU with fp32 ≥ 0.9 at threshold 0.3 on every page', async () => {

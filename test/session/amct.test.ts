@@ -10,6 +10,7 @@ import { roundHalfEven } from '../../sdk/kernels/quant';
 import { Runner } from '../../sdk/runtime/runner';
 import { metrics } from '../../sdk';
 import { tinyModel } from '../build';
+import { int8ProductsExact } from '../../sdk/runtime/cpu-features';
 import { MODELS, onnxCheck, requireChecker, runModel, tempDir } from '../helpers';
 import { detPages } from '../ocr-fixtures';
 
@@ -58,7 +59,9 @@ describe('AMCT flow: create_quant_config → quantize_model → calibrate → sa
     const b = qdq.data as Float32Array;
     let diff = 0;
     for (let i = 0; i < a.length; i++) diff += Math.abs(a[i] - b[i]);
-    assert.ok(diff / a.length < 2e-3, `mean |fake-quant − QDQ| ${diff / a.length}`);
+    // x86 without VNNI: ORT's int8 pair sums saturate, so the QDQ model drifts a little further
+    const bound = int8ProductsExact() ? 2e-3 : 4e-3;
+    assert.ok(diff / a.length < bound, `mean |fake-quant − QDQ| ${diff / a.length} (bound ${bound})`);
     const deploy = loadModel(saved.deployModel).graph;
     const ops = deploy.nodes.map((n) => n.op_type);
     const layers = detLayerNames().length;
