@@ -148,7 +148,7 @@ export class Calibrator {
   readonly model: Model;
   result?: PtqResult;
 
-  constructor(model: Model | string, readonly config: QuantConfig = new QuantConfig(), readonly calibData?: CalibrationSource, readonly options: Pick<PtqOptions, 'evaluate' | 'onProgress' | 'ada'> = {}) {
+  constructor(model: Model | string, readonly config: QuantConfig = new QuantConfig(), readonly calibData?: CalibrationSource, readonly options: Pick<PtqOptions, 'evaluate' | 'onProgress' | 'ada' | 'reduceRange'> = {}) {
     if (!(config instanceof QuantConfig)) throw invalidArgument('config', config, 'a QuantConfig');
     this.model = typeof model === 'string' ? loadModel(model) : model;
     if (config.quant_mode === 1 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', 'calib_data: quant_mode 1 (Label-Free) needs calibration data');
@@ -172,6 +172,7 @@ export class Calibrator {
       ampNum: c.amp_num || undefined,
       evaluate: this.options.evaluate,
       onProgress: this.options.onProgress,
+      reduceRange: this.options.reduceRange,
     };
   }
 
