@@ -7,8 +7,8 @@
  *                                              it goes too: bias' = bias + Σ W'·(b/a)   (a, b scalar)
  *
  * PP-LCNetV3 (the PP-OCRv4 backbones) has a learnable affine block after every Conv and every
- * hard-swish: 56 elementwise passes in rec that ONNX Runtime does not fuse itself (its Conv+Mul
- * fusion wants the constant as the second input; paddle2onnx writes it first). The input side keeps
+ * hard-swish: 93 elementwise passes in rec that ONNX Runtime's own Conv fusions leave in place (its
+ * profile shows them; paddle2onnx writes the constant as the first input). The input side keeps
  * an Add where the Conv pads, because padding zeros would otherwise become b/a.
  */
 import { DataType } from '../onnx/dtype';
