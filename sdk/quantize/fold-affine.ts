@@ -15,6 +15,7 @@ import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { NodeProto } from '../onnx/proto';
 import { Model } from '../onnx/model';
+import { absorbIntoConv, foldableConvParams, writeConvParams } from './conv-params';
 import { removeUnusedConstants } from './fold-batchnorm';
 
 export interface AffineFoldResult { folded: Array<{ conv: string; nodes: string[] }> }
@@ -24,7 +25,7 @@ export function foldAffineIntoConvs(model: Model): AffineFoldResult {
   const folded = new Map<NodeProto, string[]>();
   const note = (conv: NodeProto, n: NodeProto) => folded.set(conv, [...(folded.get(conv) ?? []), n.name ?? n.output[0]]);
   for (const conv of g.nodes.filter((n) => n.op_type === 'Conv')) {
-    if (!ownWeights(g, conv)) continue;
+    if (!foldableConvParams(g, conv)) continue;
     for (let next = soleAffineConsumer(g, conv.output[0]); next; next = soleAffineConsumer(g, conv.output[0])) {
       if (!foldAfter(g, conv, next)) break;
       note(conv, next.node);
@@ -36,15 +37,6 @@ export function foldAffineIntoConvs(model: Model): AffineFoldResult {
   }
   removeUnusedConstants(g);
   return { folded: [...folded].map(([conv, nodes]) => ({ conv: conv.name ?? '', nodes })) };
-}
-
-/** The Conv's weight (and bias, if any) are float constants no other node reads. */
-function ownWeights(g: Graph, conv: NodeProto): boolean {
-  const w = g.constantValue(conv.input[1]);
-  if (!w || w.type !== DataType.FLOAT || g.consumers(conv.input[1]).length !== 1) return false;
-  if (!conv.input[2]) return true;
-  const b = g.constantValue(conv.input[2]);
-  return !!b && b.type === DataType.FLOAT && g.consumers(conv.input[2]).length === 1;
 }
 
 /** Mul or Add by a float constant: the constant's values and the other (data) input. */
@@ -81,20 +73,6 @@ function perOutputChannel(values: Float32Array, dims: number[], cout: number, ra
   return aligned.every((d, i) => d === (i === 1 ? cout : 1)) ? values : undefined;
 }
 
-function convTensors(g: Graph, conv: NodeProto) {
-  const w = g.constantValue(conv.input[1])!;
-  const weight = new Float32Array(w.data as Float32Array);
-  const cout = w.dims[0];
-  const bias = conv.input[2] ? new Float32Array(g.constantValue(conv.input[2])!.data as Float32Array) : new Float32Array(cout);
-  return { weight, bias, dims: [...w.dims], cout, per: weight.length / cout };
-}
-
-function writeConv(g: Graph, conv: NodeProto, t: ReturnType<typeof convTensors>): void {
-  g.replaceInitializer(conv.input[1], { type: DataType.FLOAT, dims: t.dims, data: t.weight });
-  if (conv.input[2]) g.replaceInitializer(conv.input[2], { type: DataType.FLOAT, dims: [t.cout], data: t.bias });
-  else conv.input[2] = g.addInitializer({ name: g.uniqueName(`${conv.name || conv.output[0]}_bias`), type: DataType.FLOAT, dims: [t.cout], data: t.bias }).name!;
-}
-
 function removeStep(g: Graph, n: NodeProto): void {
   g.proto.node.splice(g.proto.node.indexOf(n), 1);
   g.proto.value_info = g.proto.value_info.filter((v) => !n.output.includes(v.name ?? ''));
@@ -102,7 +80,7 @@ function removeStep(g: Graph, n: NodeProto): void {
 }
 
 function foldAfter(g: Graph, conv: NodeProto, step: NonNullable<ReturnType<typeof affineStep>>): boolean {
-  const t = convTensors(g, conv);
+  const t = foldableConvParams(g, conv)!;
   const v = perOutputChannel(step.constant, step.dims, t.cout, t.dims.length);
   if (!v) return false;
   for (let c = 0; c < t.cout; c++) {
@@ -113,13 +91,8 @@ function foldAfter(g: Graph, conv: NodeProto, step: NonNullable<ReturnType<typeo
       t.bias[c] += v[c];
     }
   }
-  writeConv(g, conv, t);
-  // the Conv now produces the step's output directly
-  const out = step.node.output[0];
-  g.proto.value_info = g.proto.value_info.filter((x) => x.name !== conv.output[0]);
-  removeStep(g, step.node);
-  conv.output[0] = out;
-  g.invalidate();
+  writeConvParams(g, conv, t);
+  absorbIntoConv(g, conv, step.node);
   return true;
 }
 
@@ -132,11 +105,11 @@ function hasNoPadding(conv: NodeProto): boolean {
 
 function foldBefore(g: Graph, conv: NodeProto, step: NonNullable<ReturnType<typeof affineStep>>): boolean {
   if (step.constant.length !== 1) return false;
-  const t = convTensors(g, conv);
+  const t = foldableConvParams(g, conv)!;
   if (step.node.op_type === 'Mul') {
     // x·a → Conv  ≡  x → Conv(a·W)
     scale(t.weight, step.constant[0]);
-    writeConv(g, conv, t);
+    writeConvParams(g, conv, t);
     conv.input[0] = step.data;
     removeStep(g, step.node);
     return true;
@@ -149,7 +122,7 @@ function foldBefore(g: Graph, conv: NodeProto, step: NonNullable<ReturnType<type
       for (let i = 0; i < t.per; i++) s += t.weight[c * t.per + i];
       t.bias[c] += b * s;
     }
-    writeConv(g, conv, t);
+    writeConvParams(g, conv, t);
     conv.input[0] = step.data;
     removeStep(g, step.node);
     return true;
@@ -159,7 +132,7 @@ function foldBefore(g: Graph, conv: NodeProto, step: NonNullable<ReturnType<type
   if (!mul || mul.node.op_type !== 'Mul' || mul.constant.length !== 1 || mul.constant[0] === 0) return false;
   const a = mul.constant[0];
   scale(t.weight, a);
-  writeConv(g, conv, t);
+  writeConvParams(g, conv, t);
   const c = step.node.input.indexOf(step.data) === 0 ? 1 : 0;
   step.node.input[c] = g.addInitializer({ name: g.uniqueName(`${step.node.name || 'add'}_over_scale`), type: DataType.FLOAT, dims: step.dims, data: Float32Array.of(b / a) }).name!;
   step.node.input[1 - c] = mul.data;

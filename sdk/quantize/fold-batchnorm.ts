@@ -3,9 +3,9 @@
  *   W' = W · γ/√(σ²+ε) per output channel,  b' = (b − μ) · γ/√(σ²+ε) + β.
  * Only where the Conv's output feeds the BN alone and every parameter is a constant.
  */
-import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
+import { absorbIntoConv, foldableConvParams, writeConvParams } from './conv-params';
 
 export interface FoldResult { folded: Array<{ conv: string; batchNorm: string }> }
 
@@ -19,30 +19,18 @@ export function foldBatchNorms(model: Model, options: { skip?: readonly string[]
     if (!conv || conv.op_type !== 'Conv' || options.skip?.includes(conv.name ?? '')) continue;
     if (g.consumers(conv.output[0]).length !== 1 || g.outputNames.includes(conv.output[0])) continue;
     const params = bn.input.slice(1, 5).map((t) => g.constantValue(t));
-    const w = g.constantValue(conv.input[1]);
-    if (!w || params.some((p) => !p) || w.type !== DataType.FLOAT || g.consumers(conv.input[1]).length !== 1) continue;
+    const convParams = params.some((p) => !p) ? undefined : foldableConvParams(g, conv);
+    if (!convParams) continue;
     const [gamma, beta, mean, variance] = params.map((p) => p!.data as Float32Array);
     const eps = (attributeValue(bn, 'epsilon') as number | undefined) ?? 1e-5;
-    const cout = w.dims[0];
-    const per = (w.data as Float32Array).length / cout;
-    const newW = new Float32Array(w.data as Float32Array);
-    const oldB = conv.input[2] ? (g.constantValue(conv.input[2])?.data as Float32Array | undefined) : undefined;
-    if (conv.input[2] && (!oldB || g.consumers(conv.input[2]).length !== 1)) continue;
-    const newB = new Float32Array(cout);
+    const { weight, bias, cout, per } = convParams;
     for (let c = 0; c < cout; c++) {
       const k = gamma[c] / Math.sqrt(variance[c] + eps);
-      for (let i = 0; i < per; i++) newW[c * per + i] *= k;
-      newB[c] = ((oldB ? oldB[c] : 0) - mean[c]) * k + beta[c];
+      for (let i = 0; i < per; i++) weight[c * per + i] *= k;
+      bias[c] = (bias[c] - mean[c]) * k + beta[c];
     }
-    g.replaceInitializer(conv.input[1], { type: DataType.FLOAT, dims: w.dims, data: newW });
-    if (conv.input[2]) g.replaceInitializer(conv.input[2], { type: DataType.FLOAT, dims: [cout], data: newB });
-    else conv.input[2] = g.addInitializer({ name: g.uniqueName(`${conv.name || conv.output[0]}_bias`), type: DataType.FLOAT, dims: [cout], data: newB }).name!;
-    // the Conv now produces the BN's output directly
-    const convOut = conv.output[0];
-    conv.output[0] = bn.output[0];
-    g.proto.node.splice(g.proto.node.indexOf(bn), 1);
-    g.proto.value_info = g.proto.value_info.filter((v) => v.name !== convOut);
-    g.invalidate();
+    writeConvParams(g, conv, convParams);
+    absorbIntoConv(g, conv, bn);
     folded.push({ conv: conv.name ?? '', batchNorm: bn.name ?? '' });
   }
   removeUnusedConstants(g);

@@ -11,7 +11,7 @@
  *
  * msModelSlim's QuantConfig/Calibrator and AMCT's ada_quantize/dmq_balancer map onto these options.
  */
-import { resolveReduceRange } from '../runtime/cpu-features';
+import { resolveReduceRange, weightBits } from '../runtime/cpu-features';
 import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
@@ -126,7 +126,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
 
   // weights: nearest or learned rounding, then the bias that cancels their mean output shift
   const reduceRange = resolveReduceRange(options.reduceRange);
-  const weightSpec: Partial<QuantSpec> = { ...WEIGHT_SPEC, ...options.weight, numBits: reduceRange ? 7 : 8 };
+  const weightSpec: Partial<QuantSpec> = { ...WEIGHT_SPEC, ...options.weight, numBits: weightBits(reduceRange) };
   const quantFloat = float.clone();
   const weightValues = new Map<string, Int32Array>();
   const weightScales = new Map<string, Float32Array>();

@@ -6,7 +6,7 @@
  *   quantize operator, so this is written with ReduceMax/Abs/Div/Round/Clip/Mul.
  *   Conv / pooling inputs: per tensor with DynamicQuantizeLinear → DequantizeLinear (uint8).
  */
-import { resolveReduceRange } from '../runtime/cpu-features';
+import { resolveReduceRange, weightBits } from '../runtime/cpu-features';
 import { DataType } from '../onnx/dtype';
 import { Graph, makeAttribute, renameReads } from '../onnx/graph';
 import { Model } from '../onnx/model';
@@ -83,7 +83,7 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   const selection = selectLayers(qdq, options.disableNames ?? []);
   const layers = applyQdq(qdq, selection.layers.map((l) => ({ ...l, bias: undefined })), {
     activations: new Map(),
-    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: reduceRange ? 7 : 8 },
+    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
     quantizeActivations: false,
   });
   const g = qdq.graph;

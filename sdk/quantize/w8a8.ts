@@ -4,7 +4,7 @@
  * act_method 'minmax', 'histogram' (HFMG) or 'mixed' (per tensor, whichever of the two gives
  * the lower quantization error on that tensor's calibration histogram).
  */
-import { resolveReduceRange } from '../runtime/cpu-features';
+import { resolveReduceRange, weightBits } from '../runtime/cpu-features';
 import { invalidArgument } from '../errors';
 import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
@@ -108,7 +108,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   }
   const layers = applyQdq(qdq, selection.layers, {
     activations,
-    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: reduceRange ? 7 : 8 },
+    weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
   });
   if (opSet === 'extended') {
     const done = new Set(layerTensors);

@@ -30,3 +30,8 @@ export function resolveReduceRange(option: boolean | 'auto' | undefined): boolea
   if (typeof option !== 'boolean') throw invalidArgument('reduceRange', option, "true, false or 'auto'");
   return option;
 }
+
+/** The weight width a resolved reduceRange stands for. */
+export function weightBits(reduceRange: boolean): number {
+  return reduceRange ? 7 : 8;
+}
