@@ -129,18 +129,45 @@ export function summaryPlan(model: Model, requests: SummaryRequest[]): SummaryPl
   };
 }
 
-/** Counts uint16 codes (four interleaved tables: repeated codes do not wait on each other). */
+/**
+ * Counts uint16 codes into four interleaved tables (repeated codes do not wait on each other),
+ * reading them two at a time through a 32-bit view where the buffer allows it. The tables must
+ * be zero on entry; foldCounts leaves them so.
+ */
 function countCodes(codes: Uint16Array, counts: Int32Array): void {
-  counts.fill(0);
-  const n = codes.length & ~3;
   let i = 0;
-  for (; i < n; i += 4) {
-    counts[codes[i]]++;
-    counts[65536 + codes[i + 1]]++;
-    counts[131072 + codes[i + 2]]++;
-    counts[196608 + codes[i + 3]]++;
+  if ((codes.byteOffset & 3) === 0) {
+    const pairs = new Uint32Array(codes.buffer, codes.byteOffset, codes.length >> 1);
+    const n = pairs.length & ~1;
+    for (let p = 0; p < n; p += 2) {
+      const a = pairs[p];
+      const b = pairs[p + 1];
+      counts[a & 0xffff]++;
+      counts[65536 + (a >>> 16)]++;
+      counts[131072 + (b & 0xffff)]++;
+      counts[196608 + (b >>> 16)]++;
+    }
+    i = 2 * n;
   }
   for (; i < codes.length; i++) counts[codes[i]]++;
+}
+
+/** Sums the four tables into the first, zeroing the others; returns the first and last occupied code (-1 when none). */
+function foldCounts(counts: Int32Array): [number, number] {
+  let first = -1;
+  let last = -1;
+  for (let k = 0; k < FINE_BINS; k++) {
+    const c = counts[k] + counts[k + 65536] + counts[k + 131072] + counts[k + 196608];
+    counts[k] = c;
+    counts[k + 65536] = 0;
+    counts[k + 131072] = 0;
+    counts[k + 196608] = 0;
+    if (c !== 0) {
+      if (first < 0) first = k;
+      last = k;
+    }
+  }
+  return [first, last];
 }
 
 /** The occupied bins of the uint16 code histogram, as a Histogram over the values they stand for. */
@@ -150,16 +177,10 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
     return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
   }
   countCodes(codes, counts);
-  // fold the four tables into the first
-  for (let t = 1; t < 4; t++) {
-    const offset = t * FINE_BINS;
-    for (let k = 0; k < FINE_BINS; k++) counts[k] += counts[offset + k];
-  }
-  let first = 0;
-  while (first < FINE_BINS - 1 && counts[first] === 0) first++;
-  let last = FINE_BINS - 1;
-  while (last > first && counts[last] === 0) last--;
+  let [first, last] = foldCounts(counts);
+  if (first < 0) first = last = 0;
   const merged = Float64Array.from(counts.subarray(first, last + 1));
+  counts.fill(0, first, last + 1); // zero again for the next tensor
   // code k stands for values within half a step of (k - zeroPoint) * scale; the end bins are cut
   // at the batch's min and max (as Histogram.add does), a stretch of under one code step
   const lo = Math.max((first - zeroPoint - 0.5) * scale, s.min);
