@@ -111,6 +111,25 @@ async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<numbe
   return times.sort((a, b) => a - b)[3];
 }
 
+/**
+ * Median latencies of two models on the same batches, measured in alternating rounds (a fresh
+ * session each round: create, two warm-up runs, four timed runs, release), so that a slow
+ * stretch of a shared 2-core host weighs on both sides of the ratio alike.
+ */
+async function pairedLatency(a: Uint8Array, b: Uint8Array, batches: Feeds[]): Promise<[number, number]> {
+  const times: [number[], number[]] = [[], []];
+  for (let round = 0; round < 4; round++) {
+    for (const [k, bytes] of [a, b].entries()) {
+      const s = await ort.InferenceSession.create(bytes);
+      for (let i = 0; i < 2; i++) await s.run(batches[i % batches.length]);
+      for (let i = 0; i < 4; i++) times[k].push(await timeMs(() => s.run(batches[i % batches.length])));
+      await s.release();
+    }
+  }
+  const median = (t: number[]) => t.sort((x, y) => x - y)[t.length >> 1];
+  return [median(times[0]), median(times[1])];
+}
+
 async function firstOutputs(bytes: Uint8Array, batches: Feeds[]): Promise<ort.Tensor[]> {
   const s = await ort.InferenceSession.create(bytes);
   const out: ort.Tensor[] = [];
@@ -134,11 +153,10 @@ async function w8a8Rows(): Promise<string> {
   const rows: Array<Array<string | number>> = [];
   for (const [label, key, calib, evalSet, accuracy] of cases) {
     const original = fs.readFileSync(bundledModelPath(key));
-    const tf = await medianLatency(original, evalSet);
     for (const opSet of ['amct', 'extended'] as const) {
       const r = await quantizeW8A8(loadModel(bundledModelPath(key)), calib, { actMethod: 'minmax', opSet, reduceRange: 'auto' });
       const [fb, qb] = [r.float.toBytes(), r.qdq.toBytes()];
-      const tq = await medianLatency(qb, evalSet);
+      const [tf, tq] = await pairedLatency(original, qb, evalSet);
       rows.push([label, opSet, evalSet[0].x.dims.join('x'), tf, tq, tf / tq, original.byteLength / qb.byteLength, accuracy(await firstOutputs(fb, evalSet), await firstOutputs(qb, evalSet))]);
     }
   }

@@ -7,7 +7,7 @@
 import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
-import { newNode } from '../onnx/proto';
+import { NodeProto, newNode } from '../onnx/proto';
 import { dequantizeLinear } from '../kernels/quant';
 import { removeUnusedConstants } from './fold-batchnorm';
 
@@ -19,50 +19,66 @@ export function toFakeQuant(qdq: Model): Model {
     const [x, s, z] = dq.input;
     // run-time scales (DynamicQuantizeLinear) are already float computations: leave them
     if (!g.isConstant(s)) continue;
-    const scale = g.constantValue(s)!.data as Float32Array;
-    const zp = z ? Int32Array.from(g.constantValue(z)!.data as ArrayLike<number>) : new Int32Array(scale.length);
     const value = g.constantValue(x);
-    if (value) {
-      // a quantized constant: store its dequantized values
-      const axis = (attributeValue(dq, 'axis') as number | undefined) ?? 1;
-      const f = dequantizeLinear(Int32Array.from(value.data as ArrayLike<number>), Float32Array.from(scale), zp, value.dims, scale.length > 1 ? axis : 1);
-      g.replaceNodeWithConstant(dq, { type: DataType.FLOAT, dims: value.dims, data: f });
-      continue;
-    }
-    const q = g.producer(x);
-    if (q?.op_type !== 'QuantizeLinear') continue;
-    replacePair(g, q.input[0], q.output[0], dq.output[0], scale[0], zp[0], signedRange(g, z));
+    if (!value) continue;
+    // a quantized constant: store its dequantized values
+    const scale = g.constantValue(s)!.data as Float32Array;
+    const zp = zeroPoints(g, z, scale.length);
+    const axis = (attributeValue(dq, 'axis') as number | undefined) ?? 1;
+    const f = dequantizeLinear(Int32Array.from(value.data as ArrayLike<number>), Float32Array.from(scale), zp, value.dims, scale.length > 1 ? axis : 1);
+    g.replaceNodeWithConstant(dq, { type: DataType.FLOAT, dims: value.dims, data: f });
+  }
+  for (const q of [...g.nodes]) {
+    if (q.op_type !== 'QuantizeLinear' || !g.isConstant(q.input[1])) continue;
+    const readers = g.consumers(q.output[0]);
+    // only activation pairs whose every reader is a DequantizeLinear with constant parameters
+    if (!readers.length || readers.some((r) => r.op_type !== 'DequantizeLinear' || !g.isConstant(r.input[1])) || g.outputNames.includes(q.output[0])) continue;
+    replaceQuantize(g, q, readers);
   }
   removeUnusedConstants(g);
   return model;
+}
+
+function zeroPoints(g: Graph, name: string | undefined, n: number): Int32Array {
+  return name ? Int32Array.from(g.constantValue(name)!.data as ArrayLike<number>) : new Int32Array(n);
 }
 
 function signedRange(g: Graph, zpName: string): [number, number] {
   return g.constantValue(zpName)!.type === DataType.INT8 ? [-128, 127] : [0, 255];
 }
 
-/** x → (Q → DQ) → y   becomes   y = (Clip(Round(x / s) + z, qmin, qmax) − z) · s */
-function replacePair(g: Graph, x: string, qOut: string, y: string, scale: number, zp: number, [qmin, qmax]: [number, number]): void {
-  const c = (base: string, v: number) => g.addInitializer({ name: g.uniqueName(`${y}_${base}`), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
-  const s = c('scale', scale);
-  const z = c('zero_point', zp);
-  const lo = c('qmin', qmin);
-  const hi = c('qmax', qmax);
-  const t = (k: string) => g.uniqueName(`${y}_${k}`);
-  const [div, round, add, clip, sub] = ['div', 'round', 'add', 'clip', 'sub'].map(t);
+/**
+ * x → Q(s, z) → DQ(s', z') → y   becomes   y = (Clip(Round(x / s) + z, qmin, qmax) − z') · s'
+ * (one rounding for all readers; each DequantizeLinear keeps its own s', z', which equal s, z
+ * except where a constant multiplier was folded into the DQ).
+ */
+function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
+  const [x, s, z] = q.input;
+  const [scale] = g.constantValue(s)!.data as Float32Array;
+  const [zp] = zeroPoints(g, z, 1);
+  const [qmin, qmax] = signedRange(g, z);
+  const base = q.output[0];
+  const c = (name: string, v: number) => g.addInitializer({ name: g.uniqueName(`${name}`), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
+  const t = (k: string) => g.uniqueName(`${base}_${k}`);
+  const [div, round, add, clip] = ['div', 'round', 'add', 'clip'].map(t);
   const nodes = [
-    newNode({ op_type: 'Div', name: `${div}_node`, input: [x, s], output: [div] }),
+    newNode({ op_type: 'Div', name: `${div}_node`, input: [x, c(`${base}_scale`, scale)], output: [div] }),
     newNode({ op_type: 'Round', name: `${round}_node`, input: [div], output: [round] }),
-    newNode({ op_type: 'Add', name: `${add}_node`, input: [round, z], output: [add] }),
-    newNode({ op_type: 'Clip', name: `${clip}_node`, input: [add, lo, hi], output: [clip] }),
-    newNode({ op_type: 'Sub', name: `${sub}_node`, input: [clip, z], output: [sub] }),
-    newNode({ op_type: 'Mul', name: `${y}_fakequant`, input: [sub, s], output: [y] }),
+    newNode({ op_type: 'Add', name: `${add}_node`, input: [round, c(`${base}_zero_point`, zp)], output: [add] }),
+    newNode({ op_type: 'Clip', name: `${clip}_node`, input: [add, c(`${base}_qmin`, qmin), c(`${base}_qmax`, qmax)], output: [clip] }),
   ];
-  const qNode = g.producer(qOut)!;
-  const dqNode = g.producer(y)!;
-  const at = g.proto.node.indexOf(qNode);
-  g.proto.node.splice(g.proto.node.indexOf(dqNode), 1);
-  g.proto.node.splice(g.proto.node.indexOf(qNode), 1);
-  g.proto.node.splice(at, 0, ...nodes);
+  for (const dq of readers) {
+    const y = dq.output[0];
+    const [dqScale] = g.constantValue(dq.input[1])!.data as Float32Array;
+    const [dqZp] = zeroPoints(g, dq.input[2], 1);
+    const sub = g.uniqueName(`${y}_sub`);
+    nodes.push(
+      newNode({ op_type: 'Sub', name: `${sub}_node`, input: [clip, c(`${y}_zero_point`, dqZp)], output: [sub] }),
+      newNode({ op_type: 'Mul', name: `${y}_fakequant`, input: [sub, c(`${y}_scale`, dqScale)], output: [y] }),
+    );
+  }
+  const at = g.proto.node.indexOf(q);
+  g.proto.node = g.proto.node.filter((n) => n !== q && !readers.includes(n));
+  g.proto.node.splice(Math.min(at, g.proto.node.length), 0, ...nodes);
   g.invalidate();
 }

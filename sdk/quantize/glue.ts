@@ -6,7 +6,11 @@
  * accuracy, which is why it is an option and measured in the bench.
  */
 import { DataType } from '../onnx/dtype';
+import { Graph, attributeValue } from '../onnx/graph';
+import { quantizeValue } from '../kernels/quant';
 import { Model } from '../onnx/model';
+import { newNode } from '../onnx/proto';
+import { makeTensor } from '../onnx/tensor';
 import { QParams, QuantSpec, qparamsFromRange } from '../observers';
 
 export const GLUE_OP_TYPES = ['Add', 'Mul', 'Sigmoid', 'Concat', 'Resize', 'MaxPool'] as const;
@@ -58,4 +62,87 @@ export function constantQParams(model: Model, tensor: string, spec: QuantSpec): 
     if (v > hi) hi = v;
   }
   return qparamsFromRange([lo], [hi], spec);
+}
+
+/**
+ * A Clip's input gets the Clip output's parameters, so the producer's QuantizeLinear saturates
+ * where the Clip would (its range lies inside [min, max] of the Clip, zero included): ORT then
+ * drops the Clip and the DQ → Q requantization between them. Only where the Clip is the input's
+ * sole reader. Returns the tensors whose parameters were replaced.
+ */
+export function shareClipParams(model: Model, activations: Map<string, QParams>): string[] {
+  const g = model.graph;
+  const shared: string[] = [];
+  for (const clip of g.nodes) {
+    if (clip.op_type !== 'Clip') continue;
+    const [x] = clip.input;
+    const q = activations.get(clip.output[0]);
+    if (!q || !activations.has(x) || g.consumers(x).length !== 1 || g.outputNames.includes(x)) continue;
+    activations.set(x, q);
+    shared.push(x);
+  }
+  return shared;
+}
+
+/**
+ * In a QDQ graph, DQ(x_q; s, z) → Mul(k) → Q(s_y, z_y) → DQ with a positive scalar constant k
+ * becomes one DQ(x_q; s·k, z): multiplying by k only rescales the integers' meaning. Exact with
+ * respect to the result (the integers are the same, |x_q − z| ≤ 255 keeps the float rounding far
+ * from a tie) and one quantization step less than requantizing to y's own calibrated range.
+ * Returns how many Muls were removed.
+ */
+export function foldConstantMultipliers(model: Model): number {
+  const g = model.graph;
+  let count = 0;
+  for (const mul of [...g.nodes]) {
+    if (mul.op_type !== 'Mul') continue;
+    const k = mul.input.findIndex((t) => scalarOperand(g, t) !== undefined);
+    if (k < 0) continue;
+    const factor = scalarOperand(g, mul.input[k])!;
+    if (!(factor > 0)) continue;
+    const dq = g.producer(mul.input[1 - k]);
+    if (dq && g.isConstant(dq.input[0])) continue;
+    const readers = g.consumers(mul.output[0]);
+    if (dq?.op_type !== 'DequantizeLinear' || readers.length !== 1 || readers[0].op_type !== 'QuantizeLinear' || g.outputNames.includes(mul.output[0])) continue;
+    if (attributeValue(dq, 'axis') !== undefined || !g.isConstant(dq.input[1])) continue;
+    const q = readers[0];
+    const dqAfter = g.consumers(q.output[0]);
+    if (dqAfter.length !== 1 || dqAfter[0].op_type !== 'DequantizeLinear' || g.outputNames.includes(q.output[0])) continue;
+    const scale = (g.constantValue(dq.input[1])!.data as Float32Array)[0];
+    const name = g.uniqueName(`${mul.output[0]}_scale`);
+    g.proto.initializer.push(makeTensor(name, DataType.FLOAT, [], Float32Array.of(scale * factor)));
+    const folded = newNode({ op_type: 'DequantizeLinear', name: g.uniqueName(`${mul.name || mul.output[0]}_folded`), input: [dq.input[0], name, dq.input[2]], output: [dqAfter[0].output[0]] });
+    const operand = g.producer(mul.input[k]);
+    const nodes = g.proto.node;
+    nodes.splice(nodes.indexOf(mul), 1, folded);
+    nodes.splice(nodes.indexOf(q), 1);
+    nodes.splice(nodes.indexOf(dqAfter[0]), 1);
+    g.invalidate();
+    if (!g.consumers(dq.output[0]).length && !g.outputNames.includes(dq.output[0])) g.removeNode(dq);
+    // the constant's own Q → DQ (extended quantizes glue constants) when nothing else reads it
+    if (operand?.op_type === 'DequantizeLinear' && !g.consumers(operand.output[0]).length) {
+      const constQ = g.producer(operand.input[0]);
+      g.removeNode(operand);
+      if (constQ?.op_type === 'QuantizeLinear' && !g.consumers(constQ.output[0]).length) g.removeNode(constQ);
+    }
+    count++;
+  }
+  return count;
+}
+
+/** A float scalar operand's value: a constant, or a constant behind QuantizeLinear → DequantizeLinear (as quantized). */
+function scalarOperand(g: Graph, tensor: string): number | undefined {
+  const c = g.constantValue(tensor);
+  if (c) return c.type === DataType.FLOAT && c.data.length === 1 ? (c.data[0] as number) : undefined;
+  const dq = g.producer(tensor);
+  const q = dq?.op_type === 'DequantizeLinear' ? g.producer(dq.input[0]) : undefined;
+  if (!dq || q?.op_type !== 'QuantizeLinear' || q.input[1] !== dq.input[1] || q.input[2] !== dq.input[2]) return undefined;
+  const value = g.constantValue(q.input[0]);
+  const scale = g.constantValue(q.input[1]);
+  const zp = q.input[2] ? g.constantValue(q.input[2]) : undefined;
+  if (!value || value.type !== DataType.FLOAT || value.data.length !== 1 || !scale || scale.data.length !== 1 || (q.input[2] && !zp)) return undefined;
+  const [qmin, qmax] = zp?.type === DataType.INT8 ? [-128, 127] : [0, 255];
+  const z = Number(zp?.data[0] ?? 0);
+  const integer = quantizeValue(value.data[0] as number, scale.data[0] as number, z, { qmin, qmax });
+  return Math.fround((integer - z) * (scale.data[0] as number));
 }

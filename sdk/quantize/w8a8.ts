@@ -12,7 +12,7 @@ import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } f
 import { CalibrationSource } from '../calibration/data';
 import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
-import { constantQParams, divisionsToMultiplications, glueTensors } from './glue';
+import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, glueTensors, shareClipParams } from './glue';
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, selectLayers } from './layers';
@@ -106,6 +106,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     activations.set(t, q);
     methods.set(t, method);
   }
+  if (opSet === 'extended') shareClipParams(qdq, activations);
   const layers = applyQdq(qdq, selection.layers, {
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
@@ -114,6 +115,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     const done = new Set(layerTensors);
     for (const c of glue.constants) activations.set(c, constantQParams(qdq, c, spec));
     insertQdqPairs(qdq.graph, [...glue.activations, ...glue.constants].filter((t) => !done.has(t) && activations.has(t)).map((t) => [t, activations.get(t)!]));
+    foldConstantMultipliers(qdq);
     removeUnusedConstants(qdq.graph);
   }
   return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange };
