@@ -167,6 +167,20 @@ describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
     assert.ok(f.every((m) => m.some((v) => v > 0.3)), 'the pages have text the float model finds');
   });
 
+  it("PP-OCRv4 det with opSet 'extended' (the faster form): IoU ≥ 0.9 on every page; hard-swish runs without float Clip or constant Muls", async () => {
+    const pages = detPages();
+    const r = await quantizeW8A8(loadModel(MODELS.det), pages.slice(0, 4), { actMethod: 'minmax', opSet: 'extended', reduceRange: 'auto' });
+    const f = await runAll(r.float.toBytes(), pages);
+    const q = await runAll(r.qdq.toBytes(), pages);
+    const ious = f.map((m, i) => metrics.binaryIoU(m, q[i], 0.3));
+    console.log(`      det extended: IoU per page ${ious.map((v) => v.toFixed(3)).join(', ')}`);
+    for (const iou of ious) assert.ok(iou >= 0.9, `IoU ${iou}`);
+    const counts = await optimizedOpCounts(r.qdq.toBytes(), path.join(dir, 'det-ext-opt.onnx'));
+    // 24 hard-swish blocks: ORT drops every Clip; only x · clip(x + 3) stays a QLinearMul (plus the 10 SE-block Muls)
+    assert.equal(counts.Clip ?? 0, 0, JSON.stringify(counts));
+    assert.ok((counts.QLinearMul ?? 0) <= 34, JSON.stringify(counts));
+  });
+
   it("opSet 'extended' also quantizes the glue ops: ORT runs QLinearAdd/QLinearMul, rec keeps ≥ 95% of texts", async function () {
     const calib = recBatches(path.join(DATA, 'rec', 'calib'));
     const held = recBatches(path.join(DATA, 'rec', 'held'));
