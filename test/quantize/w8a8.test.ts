@@ -27,25 +27,28 @@ describe('W8A8 static PTQ on the PP-OCR models (shipped data)', () => {
       int8Default = await recognise((await quantizeW8A8(loadModel(MODELS.rec), calib, { reduceRange: 'auto' })).qdq.toBytes(), held);
     });
 
+    /** Text agreement with fp32 and the character-accuracy drop against the labels, printed. */
+    const recScore = (label: string, texts: string[]) => {
+      const agree = metrics.exactMatchRate(texts, fp32.texts);
+      const accF = metrics.characterAccuracy(fp32.texts, truth);
+      const accQ = metrics.characterAccuracy(texts, truth);
+      console.log(`      rec (${label}): int8 = fp32 on ${(100 * agree).toFixed(1)}% of lines; char accuracy fp32 ${(100 * accF).toFixed(2)}%, int8 ${(100 * accQ).toFixed(2)}%`);
+      return { agree, drop: accF - accQ };
+    };
+
     it(`default W8A8 (minmax): quantized text equals fp32 text on ≥ 97% of ${truth.length} held lines; character accuracy drops ≤ 1 point`, () => {
       assert.ok(truth.length >= 200);
-      const agree = metrics.exactMatchRate(int8Default.texts, fp32.texts);
-      const accF = metrics.characterAccuracy(fp32.texts, truth);
-      const accQ = metrics.characterAccuracy(int8Default.texts, truth);
-      console.log(`      rec (minmax): int8 = fp32 on ${(100 * agree).toFixed(1)}% of lines; char accuracy fp32 ${(100 * accF).toFixed(2)}%, int8 ${(100 * accQ).toFixed(2)}%`);
+      const { agree, drop } = recScore('minmax', int8Default.texts);
       assert.ok(agree >= 0.97, `agreement ${agree}`);
-      assert.ok(accF - accQ <= 0.01, `drop ${accF - accQ}`);
+      assert.ok(drop <= 0.01, `drop ${drop}`);
     });
 
     it('histogram (HFMG) W8A8: character accuracy drops ≤ 1 point; text agreement at the 97% line', () => {
-      // HFMG clips the rare large values some rec layers carry: 233/240 lines kept in simulation,
-      // 232 or 233 on ORT's fused kernels depending on the CPU (the bench table lists each method)
-      const agree = metrics.exactMatchRate(int8.texts, fp32.texts);
-      const accF = metrics.characterAccuracy(fp32.texts, truth);
-      const accQ = metrics.characterAccuracy(int8.texts, truth);
-      console.log(`      rec (histogram): int8 = fp32 on ${(100 * agree).toFixed(1)}% of lines; char accuracy fp32 ${(100 * accF).toFixed(2)}%, int8 ${(100 * accQ).toFixed(2)}%`);
+      // HFMG clips the rare large values some rec layers carry: measured 96.7% (AVX-512 VNNI) to
+      // 100% (AVX2) of lines on ORT's fused kernels, 97.1% in simulation (the bench lists each method)
+      const { agree, drop } = recScore('histogram', int8.texts);
       assert.ok(agree >= 0.96, `agreement ${agree}`);
-      assert.ok(accF - accQ <= 0.01, `drop ${accF - accQ}`);
+      assert.ok(drop <= 0.01, `drop ${drop}`);
     });
 
     it('every Conv and MatMul with a constant weight reads int8 per-channel weights through DequantizeLinear (opset 13)', () => {
