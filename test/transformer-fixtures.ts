@@ -15,8 +15,8 @@ export function mnistBatch(set: MnistSet, start: number, n: number): { x: ort.Te
 /** Four training batches of 64: the calibration data of the outlier tests. */
 export const transformerCalib = () => [0, 1, 2, 3].map((i) => mnistBatch(mnist().train, i * 64, 64));
 
-export async function logits(model: string | Uint8Array, feeds: { x: ort.Tensor }): Promise<Float32Array> {
-  const s = await ort.InferenceSession.create(model as string);
+export async function logits(model: string | Uint8Array, feeds: { x: ort.Tensor }, level?: ort.InferenceSession.SessionOptions['graphOptimizationLevel']): Promise<Float32Array> {
+  const s = await ort.InferenceSession.create(model as string, level ? { graphOptimizationLevel: level } : {});
   try {
     return (await s.run(feeds)).logits.data as Float32Array;
   } finally {

@@ -7,6 +7,7 @@
  * scale. The attention MatMuls themselves are left to read the dequantized Q, K, V (the
  * probabilities P stay float, as in FA3).
  */
+import { DataType } from '../onnx/dtype';
 import { QuantbookError } from '../errors';
 import { CalibrationResult, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
@@ -102,6 +103,8 @@ export async function applyFa3(float: Model, quantized: Model, data: Calibration
   const qparams = new Map<string, QParams>();
   for (const p of parts) for (const t of p.targets) qparams.set(t.tensor, p.qparams(t.tensor));
   insertQdqPairs(quantized.graph, tensors.map((t) => [t, qparams.get(t)!]));
+  // the rank is what per-head parameters broadcast against (the fake-quant model needs it)
+  for (const t of perHead) quantized.graph.setValueType(t, { elemType: DataType.FLOAT, shape: [null, null, null, null] });
   const calibration = parts.length === 1 ? parts[0] : mergeCalibrations(parts);
   return { sites, calibration, qparams };
 }

@@ -54,11 +54,15 @@ function signedRange(g: Graph, zpName: string): [number, number] {
  */
 function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
   const [x, s, z] = q.input;
-  const [scale] = g.constantValue(s)!.data as Float32Array;
-  const [zp] = zeroPoints(g, z, 1);
+  const n = g.constantValue(s)!.data.length;
+  // per-axis parameters (fa3's one scale per head) broadcast along `axis` of x
+  const dims = n > 1 ? perAxisDims(g, q, n) : [];
+  if (!dims) return; // x's rank is unknown: the pair stays as QDQ, which every runtime reads too
   const [qmin, qmax] = signedRange(g, z);
   const base = q.output[0];
-  const c = (name: string, v: number) => g.addInitializer({ name: g.uniqueName(`${name}`), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
+  const c = (name: string, v: number | ArrayLike<number>) => g.addInitializer({ name: g.uniqueName(`${name}`), type: DataType.FLOAT, dims: typeof v === 'number' ? [] : dims, data: typeof v === 'number' ? Float32Array.of(v) : Float32Array.from(v) }).name!;
+  const scale = g.constantValue(s)!.data as Float32Array;
+  const zp = zeroPoints(g, z, n);
   const t = (k: string) => g.uniqueName(`${base}_${k}`);
   const [div, round, add, clip] = ['div', 'round', 'add', 'clip'].map(t);
   const nodes = [
@@ -69,8 +73,8 @@ function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
   ];
   for (const dq of readers) {
     const y = dq.output[0];
-    const [dqScale] = g.constantValue(dq.input[1])!.data as Float32Array;
-    const [dqZp] = zeroPoints(g, dq.input[2], 1);
+    const dqScale = g.constantValue(dq.input[1])!.data as Float32Array;
+    const dqZp = zeroPoints(g, dq.input[2], n);
     const sub = g.uniqueName(`${y}_sub`);
     nodes.push(
       newNode({ op_type: 'Sub', name: `${sub}_node`, input: [clip, c(`${y}_zero_point`, dqZp)], output: [sub] }),
@@ -81,4 +85,13 @@ function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
   g.proto.node = g.proto.node.filter((n) => n !== q && !readers.includes(n));
   g.proto.node.splice(Math.min(at, g.proto.node.length), 0, ...nodes);
   g.invalidate();
+}
+
+/** Shape [n, 1, …] that lines n per-axis values up with `axis` of the quantized tensor, if its rank is known. */
+function perAxisDims(g: Graph, q: NodeProto, n: number): number[] | undefined {
+  const rank = g.valueType(q.input[0])?.shape?.length;
+  if (rank === undefined) return undefined;
+  const raw = (attributeValue(q, 'axis') as number | undefined) ?? 1;
+  const axis = raw < 0 ? raw + rank : raw;
+  return [n, ...new Array(rank - 1 - axis).fill(1)];
 }

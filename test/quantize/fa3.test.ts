@@ -69,6 +69,13 @@ describe('fa3: per-head int8 Q, K, V (with W8A8 dynamic)', () => {
     const int8 = accuracy(await logits(r.qdq.toBytes(), all), test.labels);
     const dynamicOnly = accuracy(await logits((await session(TRANSFORMER).w8a8Dynamic().run()).qdq.toBytes(), all), test.labels);
     assert.ok(dynamicOnly - int8 <= 0.0025 && fp32 - int8 <= 0.01, `fp32 ${fp32}, W8A8 dynamic ${dynamicOnly}, + fa3 ${int8}`);
+    // the fake-quant model simulates every head with its own scale (float ops only, no QDQ left)
+    assert.ok(!r.fakeQuant.graph.nodes.some((n) => n.op_type === 'QuantizeLinear' && (r.fakeQuant.graph.constantValue(n.input[1])?.data.length ?? 1) > 1));
+    const some = mnistBatch(test, 0, 256);
+    const [literal, simulated] = [await logits(r.qdq.toBytes(), some, 'disabled'), await logits(r.fakeQuant.toBytes(), some, 'disabled')];
+    let max = 0;
+    literal.forEach((v, i) => { max = Math.max(max, Math.abs(v - simulated[i])); });
+    assert.ok(max <= 1e-4, `per-head fake-quant vs QDQ: max abs difference ${max}`);
   });
 
   it('config rules: fa3 needs w8a8_dynamic and calibration data, and takes no parameters', () => {
