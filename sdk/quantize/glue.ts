@@ -12,7 +12,6 @@ import { Graph, attributeValue } from '../onnx/graph';
 import { quantizeValue } from '../kernels/quant';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
-import { makeTensor } from '../onnx/tensor';
 import { QParams, QuantSpec, qparamsFromRange } from '../observers';
 
 export const GLUE_OP_TYPES = ['Add', 'Mul', 'Sigmoid', 'Concat', 'Resize', 'MaxPool'] as const;
@@ -87,10 +86,33 @@ export function shareClipParams(model: Model, activations: Map<string, QParams>)
 }
 
 /**
- * In a QDQ graph, DQ(x_q; s, z) → Mul(k) → Q(s_y, z_y) → DQ with a positive scalar constant k
+ * For y = x · k (a Mul by a positive float scalar, e.g. the hard-swish "/ 6" after
+ * divisionsToMultiplications) with both sides quantized, y takes x's parameters with the scale
+ * multiplied by k: y's integers are then x's integers, and foldConstantMultipliers can drop the
+ * Mul. Set before the layers' QDQ is written, so a layer reading y records (and scales its int32
+ * bias with) the scale the model uses. Returns the tensors whose parameters were derived.
+ */
+export function scaleThroughMultipliers(model: Model, activations: Map<string, QParams>): string[] {
+  const g = model.graph;
+  const derived: string[] = [];
+  for (const mul of g.nodes) {
+    if (mul.op_type !== 'Mul') continue;
+    const k = mul.input.findIndex((t) => scalarOperand(g, t) !== undefined);
+    const factor = k < 0 ? undefined : scalarOperand(g, mul.input[k])!;
+    const x = activations.get(mul.input[1 - k]);
+    const y = mul.output[0];
+    if (factor === undefined || !(factor > 0) || !x || x.scale.length !== 1 || !activations.has(y) || g.outputNames.includes(y)) continue;
+    activations.set(y, { ...x, scale: Float32Array.of(x.scale[0] * factor), zeroPoint: Int32Array.from(x.zeroPoint) });
+    derived.push(y);
+  }
+  return derived;
+}
+
+/**
+ * In a QDQ graph, DQ(x_q; s, z) → Mul(k) → Q(s·k, z) → DQ with a positive scalar constant k
  * becomes one DQ(x_q; s·k, z): multiplying by k only rescales the integers' meaning. Exact with
- * respect to the result (the integers are the same, |x_q − z| ≤ 255 keeps the float rounding far
- * from a tie) and one quantization step less than requantizing to y's own calibrated range.
+ * respect to the QDQ model (the integers are the same: |x_q − z| ≤ 255 keeps the float rounding
+ * far from a tie), and with y's parameters derived from x's there is no second rounding.
  * Returns how many Muls were removed.
  */
 export function foldConstantMultipliers(model: Model): number {
@@ -110,10 +132,11 @@ export function foldConstantMultipliers(model: Model): number {
     const q = readers[0];
     const dqAfter = g.consumers(q.output[0]);
     if (dqAfter.length !== 1 || dqAfter[0].op_type !== 'DequantizeLinear' || g.outputNames.includes(q.output[0])) continue;
-    const scale = (g.constantValue(dq.input[1])!.data as Float32Array)[0];
-    const name = g.uniqueName(`${mul.output[0]}_scale`);
-    g.proto.initializer.push(makeTensor(name, DataType.FLOAT, [], Float32Array.of(scale * factor)));
-    const folded = newNode({ op_type: 'DequantizeLinear', name: g.uniqueName(`${mul.name || mul.output[0]}_folded`), input: [dq.input[0], name, dq.input[2]], output: [dqAfter[0].output[0]] });
+    // only where y's parameters are x's rescaled (scaleThroughMultipliers): then y_q = x_q
+    const [sx, sy] = [dq.input[1], q.input[1]].map((t) => (g.constantValue(t)!.data as Float32Array)[0]);
+    const [zx, zy] = [dq.input[2], q.input[2]].map((t) => (t ? g.constantValue(t) : undefined));
+    if (Math.abs(sx * factor - sy) > 1e-5 * sy || zx?.type !== zy?.type || Number(zx?.data[0] ?? 0) !== Number(zy?.data[0] ?? 0)) continue;
+    const folded = newNode({ op_type: 'DequantizeLinear', name: g.uniqueName(`${mul.name || mul.output[0]}_folded`), input: [dq.input[0], q.input[1], q.input[2]].filter(Boolean), output: [dqAfter[0].output[0]] });
     const operand = g.producer(mul.input[k]);
     const nodes = g.proto.node;
     nodes.splice(nodes.indexOf(mul), 1, folded);

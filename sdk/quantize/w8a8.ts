@@ -12,7 +12,7 @@ import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } f
 import { CalibrationSource } from '../calibration/data';
 import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
-import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, glueTensors, shareClipParams } from './glue';
+import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, glueTensors, scaleThroughMultipliers, shareClipParams } from './glue';
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, selectLayers } from './layers';
@@ -106,7 +106,10 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     activations.set(t, q);
     methods.set(t, method);
   }
-  if (opSet === 'extended') shareClipParams(qdq, activations);
+  if (opSet === 'extended') {
+    shareClipParams(qdq, activations);
+    scaleThroughMultipliers(qdq, activations);
+  }
   const layers = applyQdq(qdq, selection.layers, {
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },

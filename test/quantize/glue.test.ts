@@ -51,10 +51,14 @@ describe("'extended' op set: Clip parameters shared, constant multipliers folded
     const sM = (g.constantValue(mQ.input[1])!.data as Float32Array)[0];
     const sHs = (g.constantValue(hsDq.input[1])!.data as Float32Array)[0];
     assert.equal(sHs, Math.fround(sM * Math.fround(1 / 6)));
+    // the Conv reading hs records (and scales its int32 bias by) the scale the model uses
+    assert.equal(r.layers.find((l) => l.input?.tensor === 'hs')?.input?.scale, sHs);
+    assert.equal(r.activations.get('hs')!.scale[0], sHs);
     // ORT keeps the block in integers: no float Clip or Mul by a constant, one QLinearMul (x · clip)
     const counts = await optimizedOpCounts(r.qdq.toBytes(), path.join(dir, 'opt.onnx'));
     assert.equal(counts.Clip ?? 0, 0, JSON.stringify(counts));
     assert.equal(counts.QLinearMul, 1, JSON.stringify(counts));
+    assert.equal(counts.QLinearConv, 1, JSON.stringify(counts)); // the last Conv writes the float graph output
   });
 
   it('the fake-quant model computes what the QDQ model means, and both stay close to fp32', async () => {
