@@ -20,6 +20,7 @@ export { batchesFrom, readNpy, CalibrationSource } from './calibration/data';
 export { upgradeOpset } from './onnx/opset-upgrade';
 export { foldBatchNorms } from './quantize/fold-batchnorm';
 export { foldAffineIntoConvs, AffineFoldResult } from './quantize/fold-affine';
+export { foldIntoConvTransposes, ConvTransposeFoldResult } from './quantize/fold-conv-transpose';
 export { selectLayers, QuantLayer, LayerSelection, QUANTIZABLE_OP_TYPES } from './quantize/layers';
 export { applyQdq, insertQdq, activationTensors, LayerRecord } from './quantize/qdq';
 export { toFakeQuant } from './quantize/fake-quant';

@@ -66,7 +66,7 @@ function affineProducer(g: Graph, tensor: string) {
 }
 
 /** Per-output-channel values of a constant that broadcasts over an N×C×… Conv output without changing its shape. */
-function perOutputChannel(values: Float32Array, dims: number[], cout: number, rank: number): Float32Array | undefined {
+export function perOutputChannel(values: Float32Array, dims: number[], cout: number, rank: number): Float32Array | undefined {
   if (values.length === 1) return new Float32Array(cout).fill(values[0]);
   if (dims.length > rank || values.length !== cout) return undefined;
   const aligned = [...new Array(rank - dims.length).fill(1), ...dims];

@@ -14,6 +14,7 @@ import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, reso
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
 import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, glueTensors, scaleThroughMultipliers, shareClipParams } from './glue';
 import { foldAffineIntoConvs } from './fold-affine';
+import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
@@ -61,6 +62,7 @@ export function prepareFloat(model: Model): Model {
   upgradeOpset(float, 13);
   foldBatchNorms(float);
   foldAffineIntoConvs(float);
+  foldIntoConvTransposes(float);
   return float;
 }
 

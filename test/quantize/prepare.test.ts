@@ -1,7 +1,8 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { DataType, QuantbookError, foldAffineIntoConvs, foldBatchNorms, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import { DataType, QuantbookError, foldAffineIntoConvs, foldBatchNorms, foldIntoConvTransposes, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import { detPages } from '../../sdk/eval/ocr-data';
 import { makeAttribute } from '../../sdk/onnx/graph';
 import { FEEDS, MODELS, onnxCheck, requireChecker, runModel, sameBytes, tempDir } from '../helpers';
 import { tinyModel } from '../build';
@@ -55,6 +56,25 @@ describe('preparing float models for quantization', () => {
     const x = a['softmax_0.tmp_0'].data as Float32Array;
     const y = b['softmax_0.tmp_0'].data as Float32Array;
     for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) < 1e-5, `${x[i]} vs ${y[i]}`);
+  });
+
+  it("PP-OCRv4 det's head: the bias Add and BatchNormalization after each ConvTranspose fold into it; probabilities within 1e-4", async () => {
+    const m = loadModel(MODELS.det);
+    upgradeOpset(m, 13);
+    const batchNorms = () => m.graph.nodes.filter((n) => n.op_type === 'BatchNormalization').length;
+    const before = batchNorms();
+    const { folded } = foldIntoConvTransposes(m);
+    assert.deepEqual(folded.map((f) => f.nodes.length), [2, 1]); // Add + BN into the first, Add into the second
+    assert.equal(batchNorms(), before - 1);
+    for (const ct of m.graph.nodes.filter((n) => n.op_type === 'ConvTranspose')) assert.notEqual(m.graph.consumers(ct.output[0])[0]?.op_type, 'Add');
+    for (const feeds of [FEEDS.det(), { x: detPages()[0].x }]) {
+      const [a, b] = [await runModel(MODELS.det, feeds), await runModel(m.toBytes(), feeds)];
+      for (const k of Object.keys(a)) {
+        const [x, y] = [a[k].data as Float32Array, b[k].data as Float32Array];
+        const diff = x.reduce((d, v, i) => Math.max(d, Math.abs(v - y[i])), 0);
+        assert.ok(diff < 1e-4, `${k}: ${diff}`);
+      }
+    }
   });
 
   describe('constant affine steps folded into Convs', () => {
