@@ -60,7 +60,8 @@ function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
   if (!dims) return; // x's rank is unknown: the pair stays as QDQ, which every runtime reads too
   const [qmin, qmax] = signedRange(g, z);
   const base = q.output[0];
-  const c = (name: string, v: number | ArrayLike<number>) => g.addInitializer({ name: g.uniqueName(`${name}`), type: DataType.FLOAT, dims: typeof v === 'number' ? [] : dims, data: typeof v === 'number' ? Float32Array.of(v) : Float32Array.from(v) }).name!;
+  // a float constant: one value (scalar), or one per axis entry shaped to broadcast
+  const c = (name: string, values: ArrayLike<number>) => g.addInitializer({ name: g.uniqueName(name), type: DataType.FLOAT, dims: values.length > 1 ? dims : [], data: Float32Array.from(values) }).name!;
   const scale = g.constantValue(s)!.data as Float32Array;
   const zp = zeroPoints(g, z, n);
   const t = (k: string) => g.uniqueName(`${base}_${k}`);
@@ -69,7 +70,7 @@ function replaceQuantize(g: Graph, q: NodeProto, readers: NodeProto[]): void {
     newNode({ op_type: 'Div', name: `${div}_node`, input: [x, c(`${base}_scale`, scale)], output: [div] }),
     newNode({ op_type: 'Round', name: `${round}_node`, input: [div], output: [round] }),
     newNode({ op_type: 'Add', name: `${add}_node`, input: [round, c(`${base}_zero_point`, zp)], output: [add] }),
-    newNode({ op_type: 'Clip', name: `${clip}_node`, input: [add, c(`${base}_qmin`, qmin), c(`${base}_qmax`, qmax)], output: [clip] }),
+    newNode({ op_type: 'Clip', name: `${clip}_node`, input: [add, c(`${base}_qmin`, [qmin]), c(`${base}_qmax`, [qmax])], output: [clip] }),
   ];
   for (const dq of readers) {
     const y = dq.output[0];

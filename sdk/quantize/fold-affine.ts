@@ -15,7 +15,7 @@ import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { NodeProto } from '../onnx/proto';
 import { Model } from '../onnx/model';
-import { absorbIntoConv, foldableConvParams, writeConvParams } from './conv-params';
+import { absorbIntoConv, foldableConvParams, soleReader, writeConvParams } from './conv-params';
 import { removeUnusedConstants } from './fold-batchnorm';
 
 export interface AffineFoldResult { folded: Array<{ conv: string; nodes: string[] }> }
@@ -47,12 +47,6 @@ function affineStep(g: Graph, n: NodeProto | undefined): { node: NodeProto; data
     if (c && c.type === DataType.FLOAT && !g.constantValue(n.input[1 - k])) return { node: n, data: n.input[1 - k], constant: c.data as Float32Array, dims: [...c.dims] };
   }
   return undefined;
-}
-
-/** A tensor's only reader, when the tensor is internal (not a graph output). */
-function soleReader(g: Graph, tensor: string): NodeProto | undefined {
-  const readers = g.consumers(tensor);
-  return readers.length === 1 && !g.outputNames.includes(tensor) ? readers[0] : undefined;
 }
 
 function soleAffineConsumer(g: Graph, tensor: string) {

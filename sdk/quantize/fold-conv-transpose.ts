@@ -10,7 +10,7 @@ import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { NodeProto } from '../onnx/proto';
-import { absorbIntoConv } from './conv-params';
+import { absorbIntoConv, ownedWeightAndBias, soleReader, writeConvParams } from './conv-params';
 import { perOutputChannel } from './fold-affine';
 import { removeUnusedConstants } from './fold-batchnorm';
 
@@ -26,7 +26,7 @@ export function foldIntoConvTransposes(model: Model): ConvTransposeFoldResult {
     for (let next = soleReader(g, ct.output[0]); next; next = soleReader(g, ct.output[0])) {
       const p = params(g, ct);
       if (!p || !(foldAdd(g, p, next) || foldBatchNorm(g, p, next))) break;
-      write(g, ct, p);
+      writeConvParams(g, ct, p);
       absorbIntoConv(g, ct, next);
       names.push(next.name ?? next.output[0]);
     }
@@ -36,20 +36,13 @@ export function foldIntoConvTransposes(model: Model): ConvTransposeFoldResult {
   return { folded };
 }
 
-function soleReader(g: Graph, tensor: string): NodeProto | undefined {
-  const readers = g.consumers(tensor);
-  return readers.length === 1 && !g.outputNames.includes(tensor) ? readers[0] : undefined;
-}
-
 /** Float copies of weight and bias, when both are constants only this node reads. */
 function params(g: Graph, ct: NodeProto): TransposeParams | undefined {
-  const w = g.constantValue(ct.input[1]);
-  if (!w || w.type !== DataType.FLOAT || g.consumers(ct.input[1]).length !== 1) return undefined;
-  const b = ct.input[2] ? g.constantValue(ct.input[2]) : undefined;
-  if (ct.input[2] && (!b || b.type !== DataType.FLOAT || g.consumers(ct.input[2]).length !== 1)) return undefined;
+  const owned = ownedWeightAndBias(g, ct);
+  if (!owned) return undefined;
   const group = (attributeValue(ct, 'group') as number | undefined) ?? 1;
-  const cout = w.dims[1] * group;
-  return { weight: new Float32Array(w.data as Float32Array), bias: b ? new Float32Array(b.data as Float32Array) : new Float32Array(cout), dims: [...w.dims], cout, group };
+  const cout = owned.dims[1] * group;
+  return { ...owned, bias: owned.bias ?? new Float32Array(cout), cout, group };
 }
 
 /** Multiplies output channel c's weights by k[c]. */
@@ -88,10 +81,4 @@ function foldBatchNorm(g: Graph, p: TransposeParams, n: NodeProto): boolean {
   scaleOutputChannels(p, k);
   for (let c = 0; c < p.cout; c++) p.bias[c] = (p.bias[c] - mean[c]) * k[c] + beta[c];
   return true;
-}
-
-function write(g: Graph, ct: NodeProto, p: TransposeParams): void {
-  g.replaceInitializer(ct.input[1], { type: DataType.FLOAT, dims: p.dims, data: p.weight });
-  if (ct.input[2]) g.replaceInitializer(ct.input[2], { type: DataType.FLOAT, dims: [p.cout], data: p.bias });
-  else ct.input[2] = g.addInitializer({ name: g.uniqueName(`${ct.name || ct.output[0]}_bias`), type: DataType.FLOAT, dims: [p.cout], data: p.bias }).name!;
 }

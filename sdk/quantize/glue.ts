@@ -11,7 +11,7 @@ import { DataType } from '../onnx/dtype';
 import { Graph, attributeValue } from '../onnx/graph';
 import { quantizeValue } from '../kernels/quant';
 import { Model } from '../onnx/model';
-import { newNode } from '../onnx/proto';
+import { NodeProto, newNode } from '../onnx/proto';
 import { QParams, QuantSpec, qparamsFromRange } from '../observers';
 
 export const GLUE_OP_TYPES = ['Add', 'Mul', 'Sigmoid', 'Concat', 'Resize', 'MaxPool'] as const;
@@ -96,13 +96,11 @@ export function scaleThroughMultipliers(model: Model, activations: Map<string, Q
   const g = model.graph;
   const derived: string[] = [];
   for (const mul of g.nodes) {
-    if (mul.op_type !== 'Mul') continue;
-    const k = mul.input.findIndex((t) => scalarOperand(g, t) !== undefined);
-    const factor = k < 0 ? undefined : scalarOperand(g, mul.input[k])!;
-    const x = activations.get(mul.input[1 - k]);
+    const m = positiveScalarMul(g, mul);
+    const x = m && activations.get(m.data);
     const y = mul.output[0];
-    if (factor === undefined || !(factor > 0) || !x || x.scale.length !== 1 || !activations.has(y) || g.outputNames.includes(y)) continue;
-    activations.set(y, { ...x, scale: Float32Array.of(x.scale[0] * factor), zeroPoint: Int32Array.from(x.zeroPoint) });
+    if (!m || !x || x.scale.length !== 1 || !activations.has(y) || g.outputNames.includes(y)) continue;
+    activations.set(y, { ...x, scale: Float32Array.of(x.scale[0] * m.factor), zeroPoint: Int32Array.from(x.zeroPoint) });
     derived.push(y);
   }
   return derived;
@@ -119,15 +117,12 @@ export function foldConstantMultipliers(model: Model): number {
   const g = model.graph;
   let count = 0;
   for (const mul of [...g.nodes]) {
-    if (mul.op_type !== 'Mul') continue;
-    const k = mul.input.findIndex((t) => scalarOperand(g, t) !== undefined);
-    if (k < 0) continue;
-    const factor = scalarOperand(g, mul.input[k])!;
-    if (!(factor > 0)) continue;
-    const dq = g.producer(mul.input[1 - k]);
-    if (dq && g.isConstant(dq.input[0])) continue;
+    const m = positiveScalarMul(g, mul);
+    if (!m) continue;
+    const { factor } = m;
+    const dq = g.producer(m.data);
     const readers = g.consumers(mul.output[0]);
-    if (dq?.op_type !== 'DequantizeLinear' || readers.length !== 1 || readers[0].op_type !== 'QuantizeLinear' || g.outputNames.includes(mul.output[0])) continue;
+    if (dq?.op_type !== 'DequantizeLinear' || g.isConstant(dq.input[0]) || readers.length !== 1 || readers[0].op_type !== 'QuantizeLinear' || g.outputNames.includes(mul.output[0])) continue;
     if (attributeValue(dq, 'axis') !== undefined || !g.isConstant(dq.input[1])) continue;
     const q = readers[0];
     const dqAfter = g.consumers(q.output[0]);
@@ -137,7 +132,7 @@ export function foldConstantMultipliers(model: Model): number {
     const [zx, zy] = [dq.input[2], q.input[2]].map((t) => (t ? g.constantValue(t) : undefined));
     if (Math.abs(sx * factor - sy) > 1e-5 * sy || zx?.type !== zy?.type || Number(zx?.data[0] ?? 0) !== Number(zy?.data[0] ?? 0)) continue;
     const folded = newNode({ op_type: 'DequantizeLinear', name: g.uniqueName(`${mul.name || mul.output[0]}_folded`), input: [dq.input[0], q.input[1], q.input[2]].filter(Boolean), output: [dqAfter[0].output[0]] });
-    const operand = g.producer(mul.input[k]);
+    const operand = g.producer(m.operand);
     const nodes = g.proto.node;
     nodes.splice(nodes.indexOf(mul), 1, folded);
     nodes.splice(nodes.indexOf(q), 1);
@@ -153,6 +148,16 @@ export function foldConstantMultipliers(model: Model): number {
     count++;
   }
   return count;
+}
+
+/** A Mul by a positive float scalar: its data input, the scalar's tensor and value. */
+function positiveScalarMul(g: Graph, mul: NodeProto): { data: string; operand: string; factor: number } | undefined {
+  if (mul.op_type !== 'Mul' || mul.input.length !== 2) return undefined;
+  for (const k of [0, 1]) {
+    const factor = scalarOperand(g, mul.input[k]);
+    if (factor !== undefined) return factor > 0 ? { data: mul.input[1 - k], operand: mul.input[k], factor } : undefined;
+  }
+  return undefined;
 }
 
 /** A float scalar operand's value: a constant, or a constant behind QuantizeLinear → DequantizeLinear (as quantized). */
