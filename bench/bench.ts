@@ -52,37 +52,48 @@ async function calibrationRows(): Promise<string> {
     ['PP-OCRv4 det', bundledModelPath('det'), [1, 3, 640, 640], 8],
   ];
   const WARMUP = 2; // batches left out of the steady-state ratio (first ORT runs, JIT)
+  const ROUNDS = 3; // plain and calibrated runs alternate, so host load drifts hit both alike
+  const median = (t: number[]) => [...t].sort((x, y) => x - y)[t.length >> 1];
   for (const [label, file, dims, count] of cases) {
     const model = loadModel(file);
     const batches = imageBatches(dims, count);
     // plain inference both ways: cold (session + every batch) and warm (the batches again)
-    let runner!: Runner;
-    const plainAll = await timeMs(async () => {
-      runner = await Runner.create(model);
-      for (const b of batches) await runner.run(b);
-    });
-    const plain = await timeMs(async () => { for (const b of batches) await runner.run(b); });
-    await runner.dispose();
+    const plainRound = async () => {
+      let runner!: Runner;
+      const all = await timeMs(async () => {
+        runner = await Runner.create(model);
+        for (const b of batches) await runner.run(b);
+      });
+      const warm = await timeMs(async () => { for (const b of batches) await runner.run(b); });
+      await runner.dispose();
+      return { all, warm };
+    };
     const runs: Array<[ObserverKind, CollectMode]> = [
       ...(OBSERVER_KINDS as readonly ObserverKind[]).map((k): [ObserverKind, CollectMode] => [k, 'auto']),
       ['minmax', 'exposed'], ['histogram', 'exposed'],
     ];
     await calibrate(model, batches.slice(0, 1)); // process warm-up (JIT, kernel choice): not billed to the first row
     for (const [kind, collect] of runs) {
-      let loop = 0;
+      const m = { plainAll: [] as number[], plainWarm: [] as number[], all: [] as number[], loop: [] as number[], steady: [] as number[] };
       let collection = '';
-      const elapsed: number[] = [];
-      const ms = await timeMs(async () => {
-        const r = await calibrate(model, batches, { observer: kind, collect, onProgress: (p) => elapsed.push(p.elapsedMs) });
-        r.rows(); // the method's range search runs here
-        loop = r.timing!.batchesMs;
-        collection = r.metadata.collection;
-      });
-      const steady = (elapsed[count - 1] - elapsed[WARMUP - 1]) / (count - WARMUP);
-      rows.push([label, `${dims.join('x')} ×${count}`, kind, collection, plainAll, ms, ms / plainAll, loop / plain, steady / (plain / count)]);
+      for (let round = 0; round < ROUNDS; round++) {
+        const plain = await plainRound();
+        m.plainAll.push(plain.all);
+        m.plainWarm.push(plain.warm);
+        const elapsed: number[] = [];
+        m.all.push(await timeMs(async () => {
+          const r = await calibrate(model, batches, { observer: kind, collect, onProgress: (p) => elapsed.push(p.elapsedMs) });
+          r.rows(); // the method's range search runs here
+          m.loop.push(r.timing!.batchesMs);
+          collection = r.metadata.collection === 'in-graph' ? `in-graph, ${r.metadata.sampled}` : r.metadata.collection;
+        }));
+        m.steady.push((elapsed[count - 1] - elapsed[WARMUP - 1]) / (count - WARMUP));
+      }
+      const [plainAll, plainWarm] = [median(m.plainAll), median(m.plainWarm)];
+      rows.push([label, `${dims.join('x')} ×${count}`, kind, collection, plainAll, median(m.all), median(m.all) / plainAll, median(m.loop) / plainWarm, median(m.steady) / (plainWarm / count)]);
     }
   }
-  return table(`Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6). "all": session, every batch and the range search vs. session and every batch; "batch loop": the batches only vs. warm inference; "steady": per batch after the first ${WARMUP} vs. warm inference per batch`,
+  return table(`Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6); medians of ${ROUNDS} rounds, plain and calibrated runs alternating. "all": session, every batch and the range search vs. session and every batch; "batch loop": the batches only vs. warm inference; "steady": per batch after the first ${WARMUP} vs. warm inference per batch`,
     ['model', 'batches', 'observer', 'statistics', 'plain ms (all)', 'calibrate ms (all)', 'ratio (all)', 'ratio (batch loop)', 'ratio (steady)'], rows);
 }
 

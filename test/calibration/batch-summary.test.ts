@@ -37,27 +37,53 @@ describe('in-graph batch summaries (calibration without copying activations out)
     assert.equal(model.graph.outputNames.length, 1, "the caller's model is untouched");
   });
 
-  it('min/max equal the exposed values exactly; mean/std within 1e-3 (float32 sums in ORT)', async () => {
-    const inGraph = await calibrate(model, batches, { observer: 'sigma', collect: 'in-graph' });
+  // the moments of a tensor over both batches, from the exposed values
+  const moments = (tensor: string) => {
+    const values = activations.get(tensor)!;
+    const m = values.map((v) => loopReductions.moments(v));
+    const count = m.reduce((a, x) => a + x.count, 0);
+    const mean = m.reduce((a, x) => a + x.sum, 0) / count;
+    const std = Math.sqrt(Math.max(0, m.reduce((a, x) => a + x.sumSq, 0) / count - mean * mean));
+    return { count, mean, std };
+  };
+
+  it('with sampleStride 1: min/max equal the exposed values exactly; mean/std within 1e-3 (float32 sums in ORT)', async () => {
+    const inGraph = await calibrate(model, batches, { observer: 'sigma', collect: 'in-graph', sampleStride: 1 });
     assert.equal(inGraph.metadata.collection, 'in-graph');
+    assert.equal(inGraph.metadata.sampled, 'every value');
     for (const row of inGraph.tensorRows()) {
       const values = activations.get(row.tensor)!;
       const min = Math.min(...values.map((v) => loopReductions.minMax(v).min));
       const max = Math.max(...values.map((v) => loopReductions.minMax(v).max));
       assert.equal(row.min, min, row.tensor);
       assert.equal(row.max, max, row.tensor);
-      const m = values.map((v) => loopReductions.moments(v));
-      const count = m.reduce((a, x) => a + x.count, 0);
-      const mean = m.reduce((a, x) => a + x.sum, 0) / count;
-      const std = Math.sqrt(Math.max(0, m.reduce((a, x) => a + x.sumSq, 0) / count - mean * mean));
+      const { count, mean, std } = moments(row.tensor);
       assert.equal(row.count, count);
       assert.ok(Math.abs(row.mean - mean) <= 1e-3 * Math.max(std, 1e-6), `${row.tensor}: mean ${row.mean} vs ${mean}`);
       assert.ok(Math.abs(row.std - std) <= 1e-3 * Math.max(std, 1e-6), `${row.tensor}: std ${row.std} vs ${std}`);
     }
   });
 
-  it('percentile ranges from the fine histograms are within one bin of those from the values', async () => {
-    const a = await calibrate(model, batches, { observer: 'percentile', collect: 'in-graph' });
+  it('by default (every 11th row sampled): min, max and count exact, mean within 2% of std, std within 2%', async () => {
+    const sampled = await calibrate(model, batches, { observer: 'sigma' });
+    assert.equal(sampled.metadata.collection, 'in-graph');
+    assert.equal(sampled.metadata.sampled, 'every 11th row');
+    let worstMean = 0;
+    let worstStd = 0;
+    for (const row of sampled.tensorRows()) {
+      const values = activations.get(row.tensor)!;
+      assert.equal(row.min, Math.min(...values.map((v) => loopReductions.minMax(v).min)), row.tensor);
+      assert.equal(row.max, Math.max(...values.map((v) => loopReductions.minMax(v).max)), row.tensor);
+      const exact = moments(row.tensor);
+      assert.equal(row.count, exact.count);
+      worstMean = Math.max(worstMean, Math.abs(row.mean - exact.mean) / exact.std);
+      worstStd = Math.max(worstStd, Math.abs(row.std - exact.std) / exact.std);
+    }
+    assert.ok(worstMean <= 0.02 && worstStd <= 0.02, `mean off by ${worstMean} std, std off by ${worstStd}`);
+  });
+
+  it('percentile ranges from the fine histograms are within one bin of those from the values (sampleStride 1)', async () => {
+    const a = await calibrate(model, batches, { observer: 'percentile', collect: 'in-graph', sampleStride: 1 });
     const b = await calibrate(model, batches, { observer: 'percentile', collect: 'exposed' });
     assert.equal(b.metadata.collection, 'exposed');
     const rowsB = b.tensorRows();

@@ -2,6 +2,7 @@ import { strict as assert } from 'assert';
 import {
   Observer, ObserverKind, PerChannelObserver, QuantbookError, createObserver, fakeQuantize, loopReductions, qparamsFromRange, resolveSpec,
 } from '../../sdk';
+import { thresholdKl } from '../../sdk/observers/histogram-family';
 import { seededRandom } from '../helpers';
 
 const rnd = seededRandom(99);
@@ -148,6 +149,44 @@ describe('observers against direct reference computations', () => {
     assert.ok(hi < noisyRange.max / 2, `threshold ${hi} of max ${noisyRange.max}`);
     const kept = noisyAll.filter((v) => v >= lo && v <= hi).length / noisyAll.length;
     assert.ok(kept > 0.99, `keeps ${kept} of the values`);
+  });
+
+  it('entropy: the prefix-sum KL equals the direct sum over bins for every threshold (1e-9)', () => {
+    // the direct definition: P = first i bins + outliers in the last, Q = chunk mass spread over its nonzero bins
+    const directKl = (hist: Float64Array, i: number, levels: number) => {
+      const p = hist.slice(0, i);
+      for (let k = i; k < hist.length; k++) p[i - 1] += hist[k];
+      const q = new Float64Array(i);
+      const per = i / levels;
+      for (let j = 0; j < levels; j++) {
+        const [a, b] = [Math.floor(j * per), j === levels - 1 ? i : Math.floor((j + 1) * per)];
+        let mass = 0;
+        let nonzero = 0;
+        for (let k = a; k < b; k++) {
+          mass += hist[k];
+          if (hist[k]) nonzero++;
+        }
+        for (let k = a; k < b; k++) if (hist[k]) q[k] = mass / nonzero;
+      }
+      const ps = p.reduce((x, y) => x + y, 0);
+      const qs = q.reduce((x, y) => x + y, 0);
+      let kl = 0;
+      for (let k = 0; k < i; k++) {
+        if (!p[k]) continue;
+        const [pk, qk] = [p[k] / ps, q[k] / qs];
+        kl += qk > 0 ? pk * Math.log(pk / qk) : pk * 20;
+      }
+      return kl;
+    };
+    for (const [bins, levels, zeros] of [[512, 128, 0.3], [300, 256, 0.6], [1024, 128, 0]] as const) {
+      const hist = Float64Array.from({ length: bins }, (_, k) => (rnd() < zeros ? 0 : Math.exp(-k / 60) * 1000 * rnd()));
+      hist[bins - 3] = 0; // a threshold whose last bin is empty but has outliers beyond it
+      const kl = thresholdKl(hist, levels);
+      for (let i = levels; i <= bins; i++) {
+        const [fast, direct] = [kl(i), directKl(hist, i, levels)];
+        assert.ok(Math.abs(fast - direct) <= 1e-9 * Math.max(1, Math.abs(direct)), `bins ${bins}, i ${i}: ${fast} vs ${direct}`);
+      }
+    }
   });
 
   it('keeps a fixed amount of state however many batches it sees', () => {
