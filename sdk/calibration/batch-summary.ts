@@ -17,15 +17,18 @@
  * folding and merging the fine bins is a fixed cost (~0.1 ms at 8192), which is why there are
  * not more of them.
  *
- * Sampling (histogramStride > 1): the codes are made for every k-th row of the tensor seen as
- * [rows, last dim] (Flatten + Slice with steps: whole rows are copied, which ORT does at memcpy
- * speed), and each counted code stands for count / sampled values. Why: exact counting costs per
- * activation value one code made by ORT, returned to JS and counted there (2-2.5 ns together),
- * more than plain inference spends per calibrated value (1.3-2.4 ns on PP-OCRv4), so exact
- * histograms cost 3.6-4.9x plain inference. Min, max, count, sum and sum of squares stay exact
- * (full-tensor reductions) and the histogram's range still runs from the exact min to the exact
- * max, each holding at least one value. A prime stride keeps the sampled rows from lining up with
- * a feature map's height (which a stride dividing it would hit at the same rows of every channel).
+ * Sampling (histogramSample > 0, the calibrator's default): the codes are made for about that
+ * many values per tensor and batch, whole rows of the tensor seen as [rows, last dim] taken at an
+ * odd stride (Flatten + Slice with steps; ORT copies whole rows at memcpy speed), and each counted
+ * code stands for count / sampled values. Why: exact counting costs per activation value one code
+ * made by ORT, returned to JS and counted there (2-2.5 ns together), more than plain inference
+ * spends per calibrated value (1.3-2.4 ns on PP-OCRv4), so exact histograms cost 3.6-4.9x plain
+ * inference. The stride is computed in the graph from the tensor's size, so small tensors (SE
+ * blocks, pooled features) are counted whole and large ones cost the same as small ones. It is
+ * odd so that it cannot sample only even rows of a map with a 2-periodic pattern (a stride-2
+ * ConvTranspose's). Min, max, count, sum and sum of squares stay exact (full-tensor reductions:
+ * a sample of rows misestimated the std of channel-heterogeneous tensors by up to 80%), and the
+ * histogram's range runs from the exact min to the exact max, each holding at least one value.
  *
  * Node order matters: ORT schedules by a reverse depth-first walk from the graph's leaves,
  * the last leaf first. The summary nodes are appended in reverse topological order of their
@@ -42,6 +45,7 @@ import { newNode, newValueInfo } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { Histogram, pointRangeEnd } from '../kernels/histogram';
+import { roundHalfEven } from '../kernels/quant';
 
 /** What an observer needs from one batch of one tensor when it does not see the values. */
 export interface BatchSummary {
@@ -59,11 +63,11 @@ export const FINE_BINS = 8192;
 export interface SummaryRequest { tensor: string; histogram: boolean }
 
 export interface SummaryOptions {
-  /** sums, sums of squares and histogram codes are taken over every k-th row of each tensor (1: every value; default 1) */
-  sampleStride?: number;
+  /** histogram codes for about this many values per tensor and batch (whole rows, odd stride); 0 (default): every value */
+  histogramSample?: number;
 }
 
-interface SummaryOutputs { min: string; max: string; size: string; sum: string; sumSq: string; sampleSize?: string; scale?: string; zeroPoint?: string; codes?: string }
+interface SummaryOutputs { min: string; max: string; size: string; sum: string; sumSq: string; codes?: string }
 
 /** The instrumented model and how to read one run's summaries back. */
 export interface SummaryPlan {
@@ -71,7 +75,7 @@ export interface SummaryPlan {
   /** the outputs to fetch (only summaries: the model's own outputs are not needed) */
   outputNames: string[];
   read(result: Record<string, ort.Tensor>, tensor: string): BatchSummary | { nonFloat: string };
-  /** which values the sums and histograms were taken over: "every value" or "every k-th row" (with why, when the stride asked for could not be used) */
+  /** which values the histograms count: "every value" or the sample (with why, when a sample asked for could not be taken) */
   sampling: string;
 }
 
@@ -87,13 +91,13 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   if (opset < MIN_OPSET) throw new QuantbookError('UNSUPPORTED', `in-graph batch summaries need opset ≥ ${MIN_OPSET}; the model has ${opset}`);
   const anyHistogram = requests.some((r) => r.histogram);
   const copy = model.clone();
-  let stride = options.sampleStride ?? 1;
-  let sampling = stride > 1 ? `every ${ordinal(stride)} row` : 'every value';
-  if (stride > 1 && opset < SAMPLING_OPSET) {
+  let sample = Math.max(0, options.histogramSample ?? 0);
+  let sampling = !anyHistogram ? 'no histograms' : sample > 0 ? `about ${sample} values per tensor and batch (whole rows, odd stride)` : 'every value';
+  if (anyHistogram && sample > 0 && opset < SAMPLING_OPSET) {
     try {
       upgradeOpset(copy, UPGRADE_OPSET);
     } catch (e) {
-      stride = 1;
+      sample = 0;
       sampling = `every value (row sampling needs opset ${SAMPLING_OPSET}: ${(e as Error).message.split(';')[0]})`;
     }
   }
@@ -113,19 +117,24 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     g.proto.initializer.push(makeTensor(name, DataType.INT64, [values.length], BigInt64Array.from(values)));
     return name;
   };
-  const levels = anyHistogram ? constant('levels', FINE_BINS - 1) : '';
-  const negLevels = levels ? constant('neg_levels', -(FINE_BINS - 1)) : '';
+  const levels = anyHistogram ? constant('levels', LEVELS) : '';
+  const negLevels = levels ? constant('neg_levels', -LEVELS) : '';
   const half = levels && !hasRound ? constant('half', 0.5) : '';
   const zero = levels ? constant('zero', 0) : '';
-  const tiny = levels ? constant('tiny', 1e-30) : '';
-  // Slice inputs taking rows 0, k, 2k, ... (starts, ends, axes, steps)
-  const rowSlice = stride > 1 ? [int64s('first_row', [0n]), int64s('end', [2n ** 62n]), int64s('rows_axis', [0n]), int64s('stride', [BigInt(stride)])] : [];
+  const tiny = levels ? constant('tiny', TINY) : '';
+  // Slice inputs taking rows 0, k, 2k, ... (starts, ends, axes; the steps k are per tensor)
+  const rowSlice = anyHistogram && sample > 0 ? [int64s('first_row', [0n]), int64s('end', [2n ** 62n]), int64s('rows_axis', [0n])] : [];
+  const twiceSample = rowSlice.length ? int64s('twice_sample', [BigInt(2 * sample)]) : '';
+  const two = rowSlice.length ? int64s('two', [2n]) : '';
+  const one = rowSlice.length ? int64s('one', [1n]) : '';
 
   // producer position: the order the summaries must be appended in (reversed)
   const position = new Map<string, number>();
   g.nodes.forEach((n, i) => n.output.forEach((o) => position.set(o, i)));
   const ordered = [...requests].sort((a, b) => (position.get(a.tensor) ?? -1) - (position.get(b.tensor) ?? -1));
 
+  // Few nodes and outputs on purpose: ORT spends ~5 us a run on each, and session creation grows
+  // faster than linearly with their number, times every calibrated tensor.
   for (const r of ordered) {
     const group: ReturnType<typeof newNode>[] = [];
     const op = (opType: string, inputs: string[], attrs: ReturnType<typeof makeAttribute>[] = [], domain = '') => {
@@ -134,23 +143,25 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       return out;
     };
     const reduce = (opType: string, x: string) => op(opType, [x], [makeAttribute('keepdims', 0)]);
-    // the tensor as [rows, last dim], every k-th row (whole rows: ORT copies them at memcpy speed)
-    const sample = stride > 1 ? op('Slice', [op('Flatten', [r.tensor], [makeAttribute('axis', -1)]), ...rowSlice]) : r.tensor;
     const o: SummaryOutputs = {
       min: reduce('ReduceMin', r.tensor), max: reduce('ReduceMax', r.tensor), size: op('Size', [r.tensor]),
-      sum: reduce('ReduceSum', sample), sumSq: reduce('ReduceSumSquare', sample),
+      sum: reduce('ReduceSum', r.tensor), sumSq: reduce('ReduceSumSquare', r.tensor),
     };
-    if (stride > 1 && !r.histogram) o.sampleSize = op('Size', [sample]); // with a histogram, the codes say it
     if (r.histogram) {
-      // uint16 codes on [lo, hi] = [min(min, 0), max(max, 0)]: scale = (hi - lo) / levels and
+      let values = r.tensor;
+      if (rowSlice.length) {
+        // every k-th row of the tensor as [rows, last dim], k = 2·floor(size / 2·sample) + 1
+        const stride = op('Add', [op('Mul', [op('Div', [o.size, twiceSample]), two]), one]);
+        values = op('Slice', [op('Flatten', [r.tensor], [makeAttribute('axis', -1)]), ...rowSlice, stride]);
+      }
+      // uint16 codes on [lo, hi] = [min(min, 0), max(max, tiny)]: scale = (hi - lo) / levels and
       // zero point = round(-lo / scale) = round(-lo * levels / (hi - lo)), in [0, levels] since
-      // lo <= 0 <= hi. Few nodes on purpose: each costs ORT ~5 us, times every tensor.
+      // lo <= 0 < hi. codeParams() redoes this float32 arithmetic in JS, so neither is an output.
       const lo = op('Min', [o.min, zero]);
-      const range = op('Max', [op('Sub', [op('Max', [o.max, zero]), lo]), tiny]);
-      o.scale = op('Div', [range, levels]);
+      const range = op('Sub', [op('Max', [o.max, tiny]), lo]);
       const zp = op('Div', [op('Mul', [lo, negLevels]), range]);
-      o.zeroPoint = op('Cast', [hasRound ? op('Round', [zp]) : op('Floor', [op('Add', [zp, half])])], [makeAttribute('to', DataType.UINT16)]);
-      o.codes = op('QuantizeLinear', [sample, o.scale, o.zeroPoint], [], 'com.microsoft');
+      const zeroPoint = op('Cast', [hasRound ? op('Round', [zp]) : op('Floor', [op('Add', [zp, half])])], [makeAttribute('to', DataType.UINT16)]);
+      o.codes = op('QuantizeLinear', [values, op('Div', [range, levels]), zeroPoint], [], 'com.microsoft');
     }
     outputs.set(r.tensor, o);
     nodes.push(group);
@@ -159,7 +170,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   if (anyHistogram && !copy.proto.opset_import.some((e) => e.domain === 'com.microsoft')) {
     copy.proto.opset_import.push({ domain: 'com.microsoft', version: 1 });
   }
-  const outputNames = [...outputs.values()].flatMap((o) => [o.min, o.max, o.size, o.sum, o.sumSq, ...(o.sampleSize ? [o.sampleSize] : []), ...(o.codes ? [o.scale!, o.zeroPoint!, o.codes] : [])]);
+  const outputNames = [...outputs.values()].flatMap((o) => [o.min, o.max, o.size, o.sum, o.sumSq, ...(o.codes ? [o.codes] : [])]);
   g.proto.output.length = 0;
   for (const name of outputNames) g.proto.output.push(newValueInfo({ name }));
   g.invalidate();
@@ -174,16 +185,33 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const minT = result[o.min];
       if (minT.type !== 'float32') return { nonFloat: minT.type };
       const scalar = (name: string) => Number((result[name].data as Float32Array | BigInt64Array)[0]);
-      const count = scalar(o.size);
-      const codes = o.codes ? (result[o.codes].data as Uint16Array) : undefined;
-      const sampled = o.sampleSize ? scalar(o.sampleSize) : codes ? codes.length : count;
-      // sums over a sample stand for the whole tensor: each sampled value counts count / sampled
-      const weight = sampled === count || sampled === 0 ? 1 : count / sampled;
-      const s: BatchSummary = { min: scalar(o.min), max: scalar(o.max), count, sum: scalar(o.sum) * weight, sumSq: scalar(o.sumSq) * weight };
-      if (codes) s.histogram = fineHistogram(codes, scalar(o.scale!), scalar(o.zeroPoint!), s, counts);
+      const [min, max] = [scalar(o.min), scalar(o.max)];
+      const s: BatchSummary = { min, max, count: scalar(o.size), sum: scalar(o.sum), sumSq: scalar(o.sumSq) };
+      // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max
+      if (o.codes && Number.isFinite(min) && Number.isFinite(max)) {
+        const { scale, zeroPoint } = codeParams(min, max, hasRound);
+        s.histogram = fineHistogram(result[o.codes].data as Uint16Array, scale, zeroPoint, s, counts);
+      }
       return s;
     },
   };
+}
+
+/** Fine-histogram levels (codes 0..LEVELS) and the least upper end of a code range (keeps scale > 0). */
+const LEVELS = FINE_BINS - 1;
+const TINY = 1e-30;
+
+/**
+ * The scale and zero point the summary graph gives a tensor's codes, by the same float32
+ * operations in the same order (each IEEE-rounded result is reproduced exactly by Math.fround of
+ * the double result for these operations), so the graph need not return them.
+ */
+export function codeParams(min: number, max: number, hasRound: boolean): { scale: number; zeroPoint: number } {
+  const f = Math.fround;
+  const lo = Math.min(min, 0);
+  const range = f(Math.max(max, f(TINY)) - lo);
+  const z = f(f(lo * -LEVELS) / range);
+  return { scale: f(range / LEVELS), zeroPoint: hasRound ? roundHalfEven(z) : Math.floor(f(z + 0.5)) };
 }
 
 const [T1, T2, T3] = [FINE_BINS, 2 * FINE_BINS, 3 * FINE_BINS];
@@ -191,7 +219,7 @@ const [T1, T2, T3] = [FINE_BINS, 2 * FINE_BINS, 3 * FINE_BINS];
 /**
  * Counts uint16 codes (each below FINE_BINS) into four interleaved tables (repeated codes do not wait on each other),
  * reading them two at a time through a 32-bit view where the buffer allows it. The tables must
- * be zero on entry; foldCounts leaves them so.
+ * be zero on entry; fineHistogram leaves them so.
  */
 function countCodes(codes: Uint16Array, counts: Int32Array): void {
   let i = 0;
@@ -211,24 +239,6 @@ function countCodes(codes: Uint16Array, counts: Int32Array): void {
   for (; i < codes.length; i++) counts[codes[i]]++;
 }
 
-/** Sums the four tables into the first, zeroing the others; returns the first and last occupied code (-1 when none). */
-function foldCounts(counts: Int32Array): [number, number] {
-  let first = -1;
-  let last = -1;
-  for (let k = 0; k < FINE_BINS; k++) {
-    const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
-    counts[k] = c;
-    counts[k + T1] = 0;
-    counts[k + T2] = 0;
-    counts[k + T3] = 0;
-    if (c !== 0) {
-      if (first < 0) first = k;
-      last = k;
-    }
-  }
-  return [first, last];
-}
-
 /**
  * The uint16 code histogram as a Histogram over the values the codes stand for, from the code of
  * the batch's min to that of its max. Codes of a sample count count / codes.length values each.
@@ -239,34 +249,36 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
     return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
   }
   countCodes(codes, counts);
-  let [first, last] = foldCounts(counts);
   const sampled = codes.length !== s.count;
+  const weight = sampled ? s.count / codes.length : 1;
+  // one pass: sum the four tables into weighted counts, zero them for the next tensor, and find
+  // the first and last occupied code (a per-tensor cost, paid for every bin: hence one pass)
+  const weighted = new Float64Array(FINE_BINS);
+  let first = -1;
+  let last = -1;
+  for (let k = 0; k < FINE_BINS; k++) {
+    const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
+    if (c === 0) continue;
+    counts[k] = counts[k + T1] = counts[k + T2] = counts[k + T3] = 0;
+    weighted[k] = c * weight;
+    if (first < 0) first = k;
+    last = k;
+  }
   if (sampled) {
     // the exact min and max are in the batch even when the sample missed them
-    const codeOf = (v: number) => Math.min(FINE_BINS - 1, Math.max(0, Math.round(v / scale) + zeroPoint));
-    first = first < 0 ? codeOf(s.min) : Math.min(first, codeOf(s.min));
-    last = Math.max(last, codeOf(s.max));
+    const codeOf = (v: number) => Math.min(LEVELS, Math.max(0, Math.round(v / scale) + zeroPoint));
+    const [minCode, maxCode] = [codeOf(s.min), codeOf(s.max)];
+    first = first < 0 ? minCode : Math.min(first, minCode);
+    last = Math.max(last, maxCode);
+    weighted[first] ||= 1;
+    weighted[last] ||= 1;
   } else if (first < 0) {
     first = last = 0;
-  }
-  const weight = sampled ? s.count / codes.length : 1;
-  const merged = new Float64Array(last - first + 1);
-  for (let k = first; k <= last; k++) merged[k - first] = counts[k] * weight;
-  counts.fill(0, first, last + 1); // zero again for the next tensor
-  if (sampled) {
-    merged[0] ||= 1;
-    merged[merged.length - 1] ||= 1;
   }
   // code k stands for values within half a step of (k - zeroPoint) * scale; the end bins are cut
   // at the batch's min and max (as Histogram.add does), a stretch of under one code step
   const lo = Math.max((first - zeroPoint - 0.5) * scale, s.min);
   const hi = Math.min((last - zeroPoint + 0.5) * scale, s.max);
-  return new Histogram(merged.length, lo, hi, merged);
+  return new Histogram(last - first + 1, lo, hi, weighted.subarray(first, last + 1));
 }
 
-/** 2 → "2nd", 11 → "11th". */
-function ordinal(n: number): string {
-  const tens = n % 100;
-  const suffix = tens >= 11 && tens <= 13 ? 'th' : ['th', 'st', 'nd', 'rd'][n % 10] ?? 'th';
-  return `${n}${suffix}`;
-}

@@ -56,16 +56,17 @@ export interface CalibrateOptions {
    */
   collect?: CollectMode;
   /**
-   * In-graph collection takes the mean, std and histogram of every k-th row of each tensor (its
-   * last dimension being the row), each sampled value standing for count / sampled values; min,
-   * max and count stay exact. 1 takes every value: exact histograms cost 3.6-4.9x plain inference
-   * on PP-OCRv4 (see batch-summary.ts for why). A prime keeps the sampled rows from lining up
-   * with feature-map heights. 'exposed' collection always sees every value. Default 11.
+   * In-graph histograms count about this many values per tensor and batch: whole rows of the
+   * tensor (its last dimension being the row) at an odd stride, each counted value standing for
+   * count / sampled values. Min, max, count, mean and std stay exact, and so does the range the
+   * histogram spans. 0 counts every value: exact histograms cost 3.6-4.9x plain inference on
+   * PP-OCRv4 (see batch-summary.ts for why). 'exposed' collection always sees every value.
+   * Default 32768.
    */
-  sampleStride?: number;
+  histogramSample?: number;
 }
 
-export const DEFAULT_SAMPLE_STRIDE = 11;
+export const DEFAULT_HISTOGRAM_SAMPLE = 32768;
 
 export const COLLECT_MODES = ['auto', 'in-graph', 'exposed'] as const;
 export type CollectMode = (typeof COLLECT_MODES)[number];
@@ -191,7 +192,7 @@ export class CalibrationResult {
  */
 async function instrumentedRunner(
   model: Model, targets: CalibrationTarget[], observers: Map<string, AnyObserver>, spec: QuantSpec, collect: CollectMode,
-  executionProviders: CalibrateOptions['executionProviders'], sampleStride: number,
+  executionProviders: CalibrateOptions['executionProviders'], histogramSample: number,
 ): Promise<{ runner: Runner; plan?: SummaryPlan; collection: string }> {
   const cpuOnly = (executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu');
   const why = spec.perChannel ? 'per-channel observers need the values'
@@ -201,7 +202,7 @@ async function instrumentedRunner(
   if (collect !== 'exposed' && !why) {
     try {
       const requests = targets.map((t) => ({ tensor: t.tensor, histogram: (observers.get(t.tensor) as Observer).needsHistogram }));
-      const plan = summaryPlan(model, requests, { sampleStride });
+      const plan = summaryPlan(model, requests, { histogramSample });
       const runner = await Runner.create(plan.model, { executionProviders });
       return { runner, plan, collection: 'in-graph' };
     } catch (e) {
@@ -245,10 +246,10 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
 
   const collect = options.collect ?? 'auto';
   if (!COLLECT_MODES.includes(collect)) throw invalidArgument('collect', collect, `one of ${COLLECT_MODES.map((m) => `'${m}'`).join(', ')}`);
-  const sampleStride = options.sampleStride ?? DEFAULT_SAMPLE_STRIDE;
-  if (!(Number.isInteger(sampleStride) && sampleStride >= 1)) throw invalidArgument('sampleStride', sampleStride, 'a positive integer (1: every value)');
+  const histogramSample = options.histogramSample ?? DEFAULT_HISTOGRAM_SAMPLE;
+  if (!(Number.isInteger(histogramSample) && histogramSample >= 0)) throw invalidArgument('histogramSample', histogramSample, 'a whole number of values per tensor and batch (0: every value)');
   const sessionStart = Date.now();
-  const { runner, plan, collection } = await instrumentedRunner(model, targets, observers, spec, collect, options.executionProviders, sampleStride);
+  const { runner, plan, collection } = await instrumentedRunner(model, targets, observers, spec, collect, options.executionProviders, histogramSample);
   const started = Date.now();
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
   // Batch k+1 is requested before batch k is observed; at most two batches are alive at once,
@@ -303,8 +304,8 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     kernels: JSON.stringify(reductionChoice()),
     batches: String(batch),
     collection,
-    // which values mean, std and histograms were taken over (in-graph collection samples rows; exposed sees all)
-    sampled: plan ? plan.sampling : 'every value',
+    // which values the histograms count (in-graph collection samples rows; exposed sees all)
+    histogram_values: plan ? plan.sampling : 'every value',
     // sha256 over every batch's input names, types, shapes and bytes, in order: same data, same hash
     data_sha256: dataHash.digest('hex'),
     host: `${os.cpus().length}x ${os.cpus()[0]?.model ?? 'cpu'}`,

@@ -48,3 +48,10 @@ export function positiveInt(v: string | undefined, name: string): number | undef
   if (!Number.isInteger(n) || n < 1) throw new QuantbookError('INVALID_ARGUMENT', `--${name}: got "${v}"; expected a positive integer`);
   return n;
 }
+
+export function wholeNumber(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new QuantbookError('INVALID_ARGUMENT', `--${name}: got "${v}"; expected a whole number (0 or more)`);
+  return n;
+}

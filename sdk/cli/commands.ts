@@ -20,7 +20,7 @@ import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
 import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
 import { runSession } from '../session/session';
 import { writeReport } from '../export/report';
-import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional } from './args';
+import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional, wholeNumber } from './args';
 import { ProgressBar } from './progress';
 
 const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg'];
@@ -130,7 +130,7 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   return 0;
 }
 
-const CALIBRATE_OPTIONS = { ...DATA_OPTIONS, observer: 'value', 'per-channel': 'flag', symmetric: 'flag', signed: 'flag', bits: 'value', 'max-batches': 'value', out: 'value' } as const;
+const CALIBRATE_OPTIONS = { ...DATA_OPTIONS, observer: 'value', 'per-channel': 'flag', symmetric: 'flag', signed: 'flag', bits: 'value', 'max-batches': 'value', 'histogram-sample': 'value', out: 'value' } as const;
 
 async function calibrateCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, CALIBRATE_OPTIONS, 'calibrate');
@@ -145,6 +145,7 @@ async function calibrateCommand(argv: string[]): Promise<number> {
     observer: observer as ObserverKind,
     spec: { perChannel: args.flags.has('per-channel'), symmetric: args.flags.has('symmetric'), signed: args.flags.has('signed'), numBits: positiveInt(args.values.get('bits'), 'bits') ?? 8 },
     maxBatches: positiveInt(args.values.get('max-batches'), 'max-batches'),
+    histogramSample: wholeNumber(args.values.get('histogram-sample'), 'histogram-sample'),
     onProgress: (p) => bar.update(p.batch),
   });
   bar.done();
@@ -196,7 +197,7 @@ export const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 
 export const COMMAND_USAGE = `  quantize <model.onnx> --data <folder> --out <folder> [--config session.json | --method minmax|histogram|mixed
            [--dynamic] [--op-set amct|extended] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
-  calibrate <model.onnx> --data <folder> --out <stats.arrow> [--observer ${OBSERVER_KINDS.join('|')}] [--per-channel] [--symmetric] [--signed] [--bits N] [--max-batches N]
+  calibrate <model.onnx> --data <folder> --out <stats.arrow> [--observer ${OBSERVER_KINDS.join('|')}] [--per-channel] [--symmetric] [--signed] [--bits N] [--max-batches N] [--histogram-sample N (0: every value)]
   compare <float.onnx> <quantized.onnx> --data <folder> [--max-batches N]
   report <model.onnx> --data <folder> --out <folder> [quantize options]   quantize, compare, write report.html
   data: a folder of .npy/.json batches, or of images with --image-size HxW [--mean r,g,b] [--std r,g,b] [--bgr] [--batch-size N]

@@ -5,14 +5,16 @@
  * count at its centre), which is what lets them stream instead of keeping the data.
  */
 import { Histogram } from '../kernels/histogram';
-import { roundHalfEven } from '../kernels/quant';
 import { ObservedBatch, Observer, ObserverState } from './observer';
 import { QParams, qparamsFromRange } from './qparams';
 
 abstract class HistogramObserver extends Observer {
   protected hist = new Histogram(this.options.bins ?? 2048);
+  /** prefix sums of the histogram for the range searches; dropped whenever the histogram changes */
+  private moments?: BinMoments;
 
   protected update(batch: ObservedBatch): void {
+    this.moments = undefined;
     if (batch.values) this.hist.add(batch.values, batch.min, batch.max);
     else this.hist.merge(batch.histogram!);
   }
@@ -23,12 +25,14 @@ abstract class HistogramObserver extends Observer {
 
   override restore(s: ObserverState): void {
     super.restore(s);
+    this.moments = undefined;
     if (s.histogram) this.hist = new Histogram(s.histogram.counts.length, s.histogram.lo, s.histogram.hi, Float64Array.from(s.histogram.counts));
   }
 
   /** Squared error of fake-quantizing the histogram's mass with `q` (bin centres). */
   protected histogramError(q: QParams): number {
-    return histogramQdqError(this.hist, q);
+    this.moments ??= new BinMoments(this.hist);
+    return this.moments.qdqError(q);
   }
 
   protected rangeError(lo: number, hi: number): number {
@@ -36,20 +40,89 @@ abstract class HistogramObserver extends Observer {
   }
 }
 
+/** The integer QuantizeLinear gives value v: round half to even, then the zero point, then saturation. */
+function quantizedLevel(v: number, s: number, z: number, qmin: number, qmax: number): number {
+  const x = v / s;
+  let r = Math.floor(x);
+  const frac = x - r;
+  if (frac > 0.5 || (frac === 0.5 && r % 2 !== 0)) r++;
+  const q = r + z;
+  return q < qmin ? qmin : q > qmax ? qmax : q;
+}
+
 export function histogramQdqError(h: Histogram, q: QParams): number {
   const s = q.scale[0];
   const z = q.zeroPoint[0];
+  const { qmin, qmax } = q;
+  const counts = h.counts;
+  const lo = h.lo;
+  const w = h.binWidth;
   let err = 0;
-  for (let i = 0; i < h.bins; i++) {
-    const c = h.counts[i];
+  for (let i = 0; i < counts.length; i++) {
+    const c = counts[i];
     if (!c) continue;
-    const v = h.binCenter(i);
-    let qi = roundHalfEven(v / s) + z;
-    qi = qi < q.qmin ? q.qmin : qi > q.qmax ? q.qmax : qi;
-    const d = (qi - z) * s - v;
+    const v = lo + (i + 0.5) * w;
+    const d = (quantizedLevel(v, s, z, qmin, qmax) - z) * s - v;
     err += c * d * d;
   }
   return err;
+}
+
+/**
+ * histogramQdqError in O(quantization levels) instead of O(bins), for searches that evaluate
+ * hundreds of ranges on one histogram: the bins that quantize to one level are a contiguous run,
+ * and their error Σ c·(L - v)² comes from prefix sums of c, c·i and c·i² (v = a + i·w).
+ */
+export class BinMoments {
+  private readonly c: Float64Array;
+  private readonly ci: Float64Array;
+  private readonly cii: Float64Array;
+
+  constructor(private readonly h: Histogram) {
+    const n = h.bins;
+    this.c = new Float64Array(n + 1);
+    this.ci = new Float64Array(n + 1);
+    this.cii = new Float64Array(n + 1);
+    for (let i = 0; i < n; i++) {
+      const c = h.counts[i];
+      this.c[i + 1] = this.c[i] + c;
+      this.ci[i + 1] = this.ci[i] + c * i;
+      this.cii[i + 1] = this.cii[i] + c * i * i;
+    }
+  }
+
+  qdqError(q: QParams): number {
+    const h = this.h;
+    const s = q.scale[0];
+    const z = q.zeroPoint[0];
+    const { qmin, qmax } = q;
+    const bins = h.bins;
+    const w = h.binWidth;
+    const a = h.lo + 0.5 * w; // centre of bin 0
+    // with about as many levels as bins a run is a bin or two: the direct sum is cheaper
+    if ((h.hi - h.lo) / s > bins / 4) return histogramQdqError(h, q);
+    const level = (i: number) => quantizedLevel(a + i * w, s, z, qmin, qmax);
+    let err = 0;
+    let i = 0;
+    let l = level(0);
+    while (i < bins) {
+      // first bin past the run at level l (its level: next): estimated from where v / s crosses
+      // l - z + 0.5, then checked against the exact rounding
+      let j = l >= qmax ? bins : Math.min(bins, Math.max(i + 1, Math.ceil(((l - z + 0.5) * s - a) / w)));
+      while (j > i + 1 && level(j - 1) > l) j--;
+      let next = j < bins ? level(j) : l;
+      while (j < bins && next <= l) next = ++j < bins ? level(j) : l;
+      const count = this.c[j] - this.c[i];
+      if (count) {
+        // Σ c·(L - a - i·w)² = D²·Σc - 2·D·w·Σc·i + w²·Σc·i², with D = L - a
+        const d = (l - z) * s - a;
+        err += d * d * count - 2 * d * w * (this.ci[j] - this.ci[i]) + w * w * (this.cii[j] - this.cii[i]);
+      }
+      i = j;
+      l = next;
+    }
+    return Math.max(0, err);
+  }
 }
 
 /**
@@ -80,21 +153,38 @@ export class HfmgObserver extends HistogramObserver {
     let start = 0;
     let end = h.bins - 1;
     let best = this.rangeError(edge(start), edge(end + 1));
+    // the window's mass quantiles are alpha = a·step and beta = 1 - b·step (integers: no drift)
     const step = 1e-5;
-    let alpha = 0;
-    let beta = 1;
-    while (alpha < beta) {
-      const nextStart = binAt(alpha + step);
-      const nextEnd = binAt(beta - step);
+    const steps = Math.round(1 / step);
+    let a = 0;
+    let b = 0;
+    while (a + b < steps) {
+      const nextStart = binAt((a + 1) * step);
+      const nextEnd = binAt(1 - (b + 1) * step);
+      // Steps that move neither edge of the window change nothing: skip them in one go, to
+      // just before the step where the edge would move (a bin holds many 1e-5 quantile steps)
+      if (nextStart === start) {
+        const k = Math.floor(cumulative[start] / total / step) - 2;
+        if (k > a) {
+          a = Math.min(k, steps - b);
+          continue;
+        }
+      } else if (nextEnd === end && end > 0) {
+        const k = Math.ceil((total - cumulative[end - 1]) / total / step) - 3;
+        if (k > b) {
+          b = Math.min(k, steps - a);
+          continue;
+        }
+      }
       let s = start;
       let e = end;
       // move the side that gives up fewer bins for the same mass: the sparser tail
       if (nextStart - start > end - nextEnd) {
         e = nextEnd;
-        beta -= step;
+        b++;
       } else {
         s = nextStart;
-        alpha += step;
+        a++;
       }
       if ((s === start && e === end) || s >= e) {
         if (s >= e) break;

@@ -77,7 +77,9 @@ export abstract class Observer {
    */
   observeSummary(s: BatchSummary): void {
     if (s.count === 0) return;
-    if (this.needsHistogram && !s.histogram) throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}) needs the batch's values or a histogram of them`);
+    // a NaN/infinite batch comes without a histogram: accumulate names the real problem
+    const finite = Number.isFinite(s.min) && Number.isFinite(s.max);
+    if (this.needsHistogram && !s.histogram && finite) throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}) needs the batch's values or a histogram of them`);
     this.accumulate(s);
   }
 

@@ -36,6 +36,8 @@ export interface W8A8Options {
   weightPerChannel?: boolean;
   /** weights on 7 bits (ONNX Runtime's reduce_range), for x86 CPUs without VNNI where 8-bit products saturate; 'auto': only on such a host; default false */
   reduceRange?: boolean | 'auto';
+  /** histograms count about this many values per tensor and batch (see CalibrateOptions.histogramSample; 0: every value) */
+  histogramSample?: number;
   onProgress?: (p: CalibrationProgress) => void;
   signal?: AbortSignal;
   /** where calibration runs (a Device's executionProviders; default cpu) */
@@ -89,6 +91,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     signal: options.signal,
     skipNonFloat: opSet === 'extended',
     executionProviders: options.executionProviders,
+    histogramSample: options.histogramSample,
   });
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();

@@ -2,7 +2,8 @@ import { strict as assert } from 'assert';
 import {
   Observer, ObserverKind, PerChannelObserver, QuantbookError, createObserver, fakeQuantize, loopReductions, qparamsFromRange, resolveSpec,
 } from '../../sdk';
-import { thresholdKl } from '../../sdk/observers/histogram-family';
+import { BinMoments, histogramQdqError, thresholdKl } from '../../sdk/observers/histogram-family';
+import { Histogram } from '../../sdk/kernels/histogram';
 import { seededRandom } from '../helpers';
 
 const rnd = seededRandom(99);
@@ -185,6 +186,21 @@ describe('observers against direct reference computations', () => {
       for (let i = levels; i <= bins; i++) {
         const [fast, direct] = [kl(i), directKl(hist, i, levels)];
         assert.ok(Math.abs(fast - direct) <= 1e-9 * Math.max(1, Math.abs(direct)), `bins ${bins}, i ${i}: ${fast} vs ${direct}`);
+      }
+    }
+  });
+
+  it('the QDQ error by level runs (prefix sums) equals the direct sum over bins (1e-6)', () => {
+    for (const [bins, lo, hi, zeros] of [[2048, -3, 5, 0.2], [4096, 0, 10, 0], [1024, -1, 1, 0.7], [8192, -0.4, 12, 0.1]] as const) {
+      const h = new Histogram(bins, lo, hi, Float64Array.from({ length: bins }, (_, k) => (rnd() < zeros ? 0 : Math.round(1e5 * Math.exp(-Math.abs(k - bins / 3) / 200) * rnd()))));
+      const moments = new BinMoments(h);
+      for (let t = 0; t < 40; t++) {
+        const [a, b] = [lo + (hi - lo) * 0.4 * rnd(), hi - (hi - lo) * 0.4 * rnd()];
+        for (const spec of [resolveSpec({}), resolveSpec({ signed: true, symmetric: true }), resolveSpec({ numBits: 4 })]) {
+          const q = qparamsFromRange([a], [b], spec);
+          const [fast, direct] = [moments.qdqError(q), histogramQdqError(h, q)];
+          assert.ok(Math.abs(fast - direct) <= 1e-6 * direct + 1e-9, `bins ${bins} [${a}, ${b}] ${spec.numBits} bits: ${fast} vs ${direct}`);
+        }
       }
     }
   });
