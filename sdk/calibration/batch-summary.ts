@@ -74,6 +74,7 @@ export interface SummaryPlan {
   model: Model;
   /** the outputs to fetch (only summaries: the model's own outputs are not needed) */
   outputNames: string[];
+  /** one tensor's summary; its histogram's counts are valid until the next read (observe them first) */
   read(result: Record<string, ort.Tensor>, tensor: string): BatchSummary | { nonFloat: string };
   /** which values the histograms count: "every value" or the sample (with why, when a sample asked for could not be taken) */
   sampling: string;
@@ -176,6 +177,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   g.invalidate();
 
   const counts = new Int32Array(4 * FINE_BINS);
+  const weighted = new Float64Array(FINE_BINS);
   return {
     model: copy,
     outputNames,
@@ -190,7 +192,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max
       if (o.codes && Number.isFinite(min) && Number.isFinite(max)) {
         const { scale, zeroPoint } = codeParams(min, max, hasRound);
-        s.histogram = fineHistogram(result[o.codes].data as Uint16Array, scale, zeroPoint, s, counts);
+        s.histogram = fineHistogram(result[o.codes].data as Uint16Array, scale, zeroPoint, s, counts, weighted);
       }
       return s;
     },
@@ -242,8 +244,10 @@ function countCodes(codes: Uint16Array, counts: Int32Array): void {
 /**
  * The uint16 code histogram as a Histogram over the values the codes stand for, from the code of
  * the batch's min to that of its max. Codes of a sample count count / codes.length values each.
+ * Its counts are a view of `weighted`, overwritten by the next call: the observer merges them
+ * right away (one scratch buffer instead of 64 KB of garbage per tensor and batch).
  */
-function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: BatchSummary, counts: Int32Array): Histogram {
+function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: BatchSummary, counts: Int32Array, weighted: Float64Array): Histogram {
   if (!(s.max > s.min)) {
     // a constant tensor: one bin at its value, as Histogram.add makes it
     return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
@@ -253,14 +257,13 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
   const weight = sampled ? s.count / codes.length : 1;
   // one pass: sum the four tables into weighted counts, zero them for the next tensor, and find
   // the first and last occupied code (a per-tensor cost, paid for every bin: hence one pass)
-  const weighted = new Float64Array(FINE_BINS);
   let first = -1;
   let last = -1;
   for (let k = 0; k < FINE_BINS; k++) {
     const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
+    weighted[k] = c * weight;
     if (c === 0) continue;
     counts[k] = counts[k + T1] = counts[k + T2] = counts[k + T3] = 0;
-    weighted[k] = c * weight;
     if (first < 0) first = k;
     last = k;
   }

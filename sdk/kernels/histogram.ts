@@ -63,8 +63,7 @@ export class Histogram {
     const lo = Math.min(this.lo, other.lo);
     const hi = Math.max(this.hi, other.hi);
     if (lo !== this.lo || hi !== this.hi) this.rebin(lo, hi);
-    const add = spread(other, this.bins, lo, hi);
-    for (let i = 0; i < this.bins; i++) this.counts[i] += add[i];
+    spread(other, this.bins, lo, hi, this.counts); // added in place: no array per merge
   }
 
   /** The value below which fraction `p` (0..1) of the mass lies, interpolating inside a bin. */
@@ -99,9 +98,8 @@ export function pointRangeEnd(v: number): number {
   return v + 1e-8 * Math.max(1, Math.abs(v));
 }
 
-/** `h`'s counts on `bins` bins over [lo, hi], each source bin spread over the bins it overlaps. */
-function spread(h: Histogram, bins: number, lo: number, hi: number): Float64Array {
-  const out = new Float64Array(bins);
+/** `h`'s counts on `bins` bins over [lo, hi], each source bin spread over the bins it overlaps, added to `out`. */
+function spread(h: Histogram, bins: number, lo: number, hi: number, out = new Float64Array(bins)): Float64Array {
   const srcW = h.binWidth;
   const w = (hi - lo) / bins;
   if (srcW <= w) return spreadFiner(h, out, lo, w);

@@ -71,9 +71,13 @@ describe('quantbook command', function () {
 
   it('calibrate writes Arrow statistics; compare prints per-layer errors', () => {
     const stats = path.join(dir, 'stats.arrow');
-    const c = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--observer', 'percentile', '--max-batches', '1', '--json']);
+    const c = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--observer', 'percentile', '--max-batches', '1', '--histogram-sample', '4096', '--json']);
     assert.equal(c.code, 0, c.stderr);
     assert.equal(JSON.parse(c.stdout).metadata.batches, '1');
+    assert.equal(JSON.parse(c.stdout).metadata.histogram_values, 'about 4096 values per tensor and batch (whole rows, odd stride)');
+    const bad = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--histogram-sample', '-3']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--histogram-sample: got "-3"; expected a whole number \(0 or more\)/);
     assert.ok(readStats(stats).rows.every((row) => row.observer === 'percentile'));
     const cmp = run(['compare', MODELS.cls, path.join(dir, 'q', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'), '--data', data, '--max-batches', '1']);
     assert.equal(cmp.code, 0, cmp.stderr);
