@@ -6,7 +6,7 @@
  *
  * Why: returning the activations themselves (graph outputs) makes ORT keep them all alive to the
  * end of the run and copy each one into a JS buffer: 2.6-3x the plain inference time on
- * PP-OCRv4 before any statistic is computed. The summaries cost about 1.1x (see the bench).
+ * PP-OCRv4 before any statistic is computed. The summaries cost 1.1-1.6x (see the bench).
  *
  * The fine histogram is ONNX QuantizeLinear to uint16 (ORT's com.microsoft QuantizeLinear)
  * on the batch's own range widened to include zero: 8192 uniform bins, counted in JS. Every
@@ -17,7 +17,7 @@
  * folding and merging the fine bins is a fixed cost (~0.1 ms at 8192), which is why there are
  * not more of them.
  *
- * Sampling (histogramSample > 0, the calibrator's default): the codes are made for about that
+ * Sampling (histogramSample > 0; off by default, see CalibrateOptions): the codes are made for about that
  * many values per tensor and batch, whole rows of the tensor seen as [rows, last dim] taken at an
  * odd stride (Flatten + Slice with steps; ORT copies whole rows at memcpy speed), and each counted
  * code stands for count / sampled values. Why: exact counting costs per activation value one code
