@@ -9,7 +9,7 @@
  * PP-OCRv4 before any statistic is computed. The summaries cost 1.1-1.6x (see the bench).
  *
  * The fine histogram is ONNX QuantizeLinear to uint16 (ORT's com.microsoft QuantizeLinear)
- * on the batch's own range widened to include zero: 8192 uniform bins, counted in JS. Every
+ * on the batch's own range widened to include zero: 8192 uniform bins (4096 when sampled), counted in JS. Every
  * activation range quantbook quantizes with includes zero (see qparamsFromRange), so these
  * bins are 32x finer than an 8-bit grid over the same range and as fine as the observers'
  * finest (1024-8192 bins, default 2048); they are then merged into the observer's histogram
@@ -59,6 +59,9 @@ export interface BatchSummary {
 }
 
 export const FINE_BINS = 8192;
+/** Fine bins of a sampled histogram: half as many, since a sample of ~32k values a batch fills
+ * no more, and folding and merging the bins is a per-tensor cost that sampling does not shrink. */
+export const SAMPLED_FINE_BINS = 4096;
 
 export interface SummaryRequest { tensor: string; histogram: boolean }
 
@@ -118,8 +121,9 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     g.proto.initializer.push(makeTensor(name, DataType.INT64, [values.length], BigInt64Array.from(values)));
     return name;
   };
-  const levels = anyHistogram ? constant('levels', LEVELS) : '';
-  const negLevels = levels ? constant('neg_levels', -LEVELS) : '';
+  const bins = sample > 0 ? SAMPLED_FINE_BINS : FINE_BINS;
+  const levels = anyHistogram ? constant('levels', bins - 1) : '';
+  const negLevels = levels ? constant('neg_levels', -(bins - 1)) : '';
   const half = levels && !hasRound ? constant('half', 0.5) : '';
   const zero = levels ? constant('zero', 0) : '';
   const tiny = levels ? constant('tiny', TINY) : '';
@@ -176,8 +180,8 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   for (const name of outputNames) g.proto.output.push(newValueInfo({ name }));
   g.invalidate();
 
-  const counts = new Int32Array(4 * FINE_BINS);
-  const weighted = new Float64Array(FINE_BINS);
+  const counts = new Int32Array(4 * bins);
+  const weighted = new Float64Array(bins);
   return {
     model: copy,
     outputNames,
@@ -191,7 +195,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const s: BatchSummary = { min, max, count: scalar(o.size), sum: scalar(o.sum), sumSq: scalar(o.sumSq) };
       // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max
       if (o.codes && Number.isFinite(min) && Number.isFinite(max)) {
-        const { scale, zeroPoint } = codeParams(min, max, hasRound);
+        const { scale, zeroPoint } = codeParams(min, max, hasRound, bins);
         s.histogram = fineHistogram(result[o.codes].data as Uint16Array, scale, zeroPoint, s, counts, weighted);
       }
       return s;
@@ -199,8 +203,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   };
 }
 
-/** Fine-histogram levels (codes 0..LEVELS) and the least upper end of a code range (keeps scale > 0). */
-const LEVELS = FINE_BINS - 1;
+/** The least upper end of a code range (keeps scale > 0). */
 const TINY = 1e-30;
 
 /**
@@ -208,22 +211,22 @@ const TINY = 1e-30;
  * operations in the same order (each IEEE-rounded result is reproduced exactly by Math.fround of
  * the double result for these operations), so the graph need not return them.
  */
-export function codeParams(min: number, max: number, hasRound: boolean): { scale: number; zeroPoint: number } {
+export function codeParams(min: number, max: number, hasRound: boolean, bins = FINE_BINS): { scale: number; zeroPoint: number } {
   const f = Math.fround;
+  const LEVELS = bins - 1;
   const lo = Math.min(min, 0);
   const range = f(Math.max(max, f(TINY)) - lo);
   const z = f(f(lo * -LEVELS) / range);
   return { scale: f(range / LEVELS), zeroPoint: hasRound ? roundHalfEven(z) : Math.floor(f(z + 0.5)) };
 }
 
-const [T1, T2, T3] = [FINE_BINS, 2 * FINE_BINS, 3 * FINE_BINS];
-
 /**
- * Counts uint16 codes (each below FINE_BINS) into four interleaved tables (repeated codes do not wait on each other),
+ * Counts uint16 codes (each below `bins`, the length of each table) into four interleaved tables (repeated codes do not wait on each other),
  * reading them two at a time through a 32-bit view where the buffer allows it. The tables must
  * be zero on entry; fineHistogram leaves them so.
  */
 function countCodes(codes: Uint16Array, counts: Int32Array): void {
+  const [T1, T2, T3] = [counts.length >> 2, counts.length >> 1, 3 * (counts.length >> 2)];
   let i = 0;
   if ((codes.byteOffset & 3) === 0) {
     const pairs = new Uint32Array(codes.buffer, codes.byteOffset, codes.length >> 1);
@@ -259,7 +262,9 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
   // the first and last occupied code (a per-tensor cost, paid for every bin: hence one pass)
   let first = -1;
   let last = -1;
-  for (let k = 0; k < FINE_BINS; k++) {
+  const bins = weighted.length;
+  const [T1, T2, T3] = [bins, 2 * bins, 3 * bins];
+  for (let k = 0; k < bins; k++) {
     const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
     weighted[k] = c * weight;
     if (c === 0) continue;
@@ -269,7 +274,7 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
   }
   if (sampled) {
     // the exact min and max are in the batch even when the sample missed them
-    const codeOf = (v: number) => Math.min(LEVELS, Math.max(0, Math.round(v / scale) + zeroPoint));
+    const codeOf = (v: number) => Math.min(bins - 1, Math.max(0, Math.round(v / scale) + zeroPoint));
     const [minCode, maxCode] = [codeOf(s.min), codeOf(s.max)];
     first = first < 0 ? minCode : Math.min(first, minCode);
     last = Math.max(last, maxCode);
