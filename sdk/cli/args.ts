@@ -43,15 +43,17 @@ export function numberList(v: string, n: number, name: string): number[] {
 }
 
 export function positiveInt(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new QuantbookError('INVALID_ARGUMENT', `--${name}: got "${v}"; expected a positive integer`);
-  return n;
+  return integerOption(v, name, 1, 'a positive integer');
 }
 
 export function wholeNumber(v: string | undefined, name: string): number | undefined {
+  return integerOption(v, name, 0, 'a whole number (0 or more)');
+}
+
+/** An integer option of at least `min`; absent stays undefined. */
+function integerOption(v: string | undefined, name: string, min: number, expected: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new QuantbookError('INVALID_ARGUMENT', `--${name}: got "${v}"; expected a whole number (0 or more)`);
+  if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new QuantbookError('INVALID_ARGUMENT', `--${name}: got "${v}"; expected ${expected}`);
   return n;
 }

@@ -5,6 +5,7 @@
  * count at its centre), which is what lets them stream instead of keeping the data.
  */
 import { Histogram } from '../kernels/histogram';
+import { roundHalfEven } from '../kernels/quant';
 import { ObservedBatch, Observer, ObserverState } from './observer';
 import { QParams, qparamsFromRange } from './qparams';
 
@@ -42,11 +43,7 @@ abstract class HistogramObserver extends Observer {
 
 /** The integer QuantizeLinear gives value v: round half to even, then the zero point, then saturation. */
 function quantizedLevel(v: number, s: number, z: number, qmin: number, qmax: number): number {
-  const x = v / s;
-  let r = Math.floor(x);
-  const frac = x - r;
-  if (frac > 0.5 || (frac === 0.5 && r % 2 !== 0)) r++;
-  const q = r + z;
+  const q = roundHalfEven(v / s) + z;
   return q < qmin ? qmin : q > qmax ? qmax : q;
 }
 
