@@ -1,10 +1,11 @@
 import { strict as assert } from 'assert';
 import * as ort from 'onnxruntime-node';
-import { Observer, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
+import { DataType, Observer, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
 import { BatchSummary, FINE_BINS, codeParams, summaryPlan } from '../../sdk/calibration/batch-summary';
 import { roundHalfEven } from '../../sdk/kernels/quant';
 import { Histogram } from '../../sdk/kernels/histogram';
 import { MODELS, randomFloats } from '../helpers';
+import { tinyModel } from '../build';
 
 const recBatch = (seed: number) => ({ x: new ort.Tensor('float32', randomFloats(2 * 3 * 48 * 160, seed), [2, 3, 48, 160]) });
 
@@ -22,7 +23,7 @@ describe('in-graph batch summaries (calibration without copying activations out)
     await runner.dispose();
   });
 
-  it('returns scalars and uint16 codes only, appended in reverse order of their tensors', () => {
+  it('returns small reductions and uint16 codes only, appended in reverse order of their tensors', () => {
     const targets = defaultTargets(model).map((t) => t.tensor);
     const plan = summaryPlan(model, targets.map((tensor) => ({ tensor, histogram: true })));
     const g = plan.model.graph;
@@ -31,7 +32,7 @@ describe('in-graph batch summaries (calibration without copying activations out)
     const codes = g.nodes.filter((n) => n.op_type === 'QuantizeLinear' && n.domain === 'com.microsoft');
     assert.equal(codes.length, targets.length);
     // the file order of the summary nodes is the reverse of the tensors' production order
-    const fileOrder = plan.model.proto.graph!.node.filter((n) => n.op_type === 'ReduceMin').map((n) => n.input[0]);
+    const fileOrder = plan.model.proto.graph!.node.filter((n) => n.op_type === 'ReduceMin' && targets.includes(n.input[0])).map((n) => n.input[0]);
     const produced = targets.map((t) => Math.max(-1, g.nodes.findIndex((n) => n.output.includes(t))));
     const sortedDesc = [...targets].sort((a, b) => produced[targets.indexOf(b)] - produced[targets.indexOf(a)]);
     assert.deepEqual(fileOrder, sortedDesc);
@@ -177,4 +178,55 @@ describe('in-graph batch summaries (calibration without copying activations out)
     assert.throws(() => fromSummary.observeSummary({ min: 0, max: 1, count: 3, sum: 1, sumSq: 1 }), /needs the batch's values or a histogram of them/);
     assert.throws(() => fromSummary.observeSummary({ min: NaN, max: 1, count: 3, sum: 1, sumSq: 1, histogram: fine }), /NaN or infinite/);
   });
+});
+
+describe('in-graph batch summaries by rank and opset', () => {
+  // a [n, 4, h, w] activation, and the same values as rank 2 and rank 3
+  const modelAt = (opset: number) => loadModel(tinyModel({
+    opset,
+    inputs: [{ name: 'x', shape: ['n', 4, 'h', 'w'] }],
+    outputs: ['b', 'c'],
+    initializers: [
+      { name: 'to2', type: DataType.INT64, dims: [2], data: BigInt64Array.of(0n, -1n) },
+      { name: 'to3', type: DataType.INT64, dims: [3], data: BigInt64Array.of(0n, 0n, -1n) },
+    ],
+    nodes: [
+      { op: 'Relu', inputs: ['x'], outputs: ['a'] },
+      { op: 'Reshape', inputs: ['a', 'to2'], outputs: ['b'] },
+      { op: 'Reshape', inputs: ['a', 'to3'], outputs: ['c'] },
+    ],
+  }));
+  const batch = (seed: number, n: number) => ({ x: new ort.Tensor('float32', randomFloats(n * 4 * 6 * 5, seed, -3, 2), [n, 4, 6, 5]) });
+  const tensors = ['a', 'b', 'c'];
+
+  for (const opset of [11, 13, 18]) {
+    it(`opset ${opset}: rank ≥ 3 tensors reduce to per-(batch, channel) partials, the rest fully; statistics equal the values`, async () => {
+      const model = modelAt(opset);
+      const plan = summaryPlan(model, tensors.map((tensor) => ({ tensor, histogram: false })));
+      const axesOf = (tensor: string, op: string) => {
+        const n = plan.model.graph.nodes.find((x) => x.op_type === op && x.input[0] === tensor)!;
+        const attr = n.attribute.find((a) => a.name === 'axes');
+        return attr ? attr.ints.map(Number) : n.input[1] ? Array.from(plan.model.graph.constantValue(n.input[1])!.data as BigInt64Array, Number) : [];
+      };
+      for (const op of ['ReduceMin', 'ReduceMax', 'ReduceSum']) assert.deepEqual([axesOf('a', op), axesOf('b', op), axesOf('c', op)], [[2, 3], [], [2]], `${op} at opset ${opset}`);
+      assert.deepEqual(axesOf('a', 'ReduceSumSquare'), [], 'sums of squares stay full reductions (ORT has no fast partial form)');
+      const batches = [batch(1, 2), batch(2, 3)];
+      for (const observer of ['sigma', 'histogram'] as const) {
+        const [inGraph, exposed] = await Promise.all(['in-graph', 'exposed'].map((collect) => calibrate(model, batches, { tensors, observer, collect: collect as 'in-graph' | 'exposed' })));
+        assert.equal(inGraph.metadata.collection, 'in-graph');
+        for (const t of tensors) {
+          const [g, e] = [inGraph.observers.get(t) as Observer, exposed.observers.get(t) as Observer];
+          const [gs, es] = [g.state(), e.state()];
+          assert.deepEqual([gs.min, gs.max, gs.count, gs.batches], [es.min, es.max, es.count, 2], `${observer} ${t}`);
+          assert.ok(Math.abs(g.mean - e.mean) < 1e-6 && Math.abs(g.std - e.std) < 1e-6, `${observer} ${t}: mean/std ${g.mean}/${g.std} vs ${e.mean}/${e.std}`);
+          const [sg, se] = [g.qparams().scale[0], e.qparams().scale[0]];
+          assert.ok(Math.abs(sg - se) / se < (observer === 'histogram' ? 0.01 : 1e-6), `${observer} ${t}: scale ${sg} vs ${se}`);
+        }
+      }
+      // a NaN in a partial is not lost when the partials are folded
+      const bad = batch(3, 2);
+      (bad.x.data as Float32Array)[7] = NaN;
+      await assert.rejects(calibrate(model, [bad], { tensors: ['a'], observer: 'minmax', collect: 'in-graph' }), /NaN/);
+    });
+  }
 });
