@@ -68,15 +68,15 @@ async function calibrationRows(): Promise<string> {
       await runner.dispose();
       return { all, warm };
     };
-    // [observer, collection, histogramSample]: every observer as shipped, two histogram observers
-    // counting a sample, and the exposed path for comparison
-    const runs: Array<[ObserverKind, CollectMode, number]> = [
-      ...(OBSERVER_KINDS as readonly ObserverKind[]).map((k): [ObserverKind, CollectMode, number] => [k, 'auto', 0]),
-      ['histogram', 'auto', 32768], ['percentile', 'auto', 32768],
-      ['minmax', 'exposed', 0], ['histogram', 'exposed', 0],
+    // [observer, collection, histogramSample, per channel]: every observer as shipped, two
+    // histogram observers counting a sample, minmax per channel, and the exposed path for comparison
+    const runs: Array<[ObserverKind, CollectMode, number, boolean]> = [
+      ...(OBSERVER_KINDS as readonly ObserverKind[]).map((k): [ObserverKind, CollectMode, number, boolean] => [k, 'auto', 0, false]),
+      ['histogram', 'auto', 32768, false], ['percentile', 'auto', 32768, false], ['minmax', 'auto', 0, true],
+      ['minmax', 'exposed', 0, false], ['histogram', 'exposed', 0, false], ['minmax', 'exposed', 0, true],
     ];
     await calibrate(model, batches.slice(0, 1)); // process warm-up (JIT, kernel choice): not billed to the first row
-    for (const [kind, collect, histogramSample] of runs) {
+    for (const [kind, collect, histogramSample, perChannel] of runs) {
       const m = { plainAll: [] as number[], plainWarm: [] as number[], all: [] as number[], loop: [] as number[], steady: [] as number[] };
       let collection = '';
       for (let round = 0; round < ROUNDS; round++) {
@@ -85,7 +85,7 @@ async function calibrationRows(): Promise<string> {
         m.plainWarm.push(plain.warm);
         const elapsed: number[] = [];
         m.all.push(await timeMs(async () => {
-          const r = await calibrate(model, batches, { observer: kind, collect, histogramSample, onProgress: (p) => elapsed.push(p.elapsedMs) });
+          const r = await calibrate(model, batches, { observer: kind, collect, histogramSample, spec: { perChannel }, onProgress: (p) => elapsed.push(p.elapsedMs) });
           r.rows(); // the method's range search runs here
           m.loop.push(r.timing!.batchesMs);
           collection = r.metadata.collection === 'in-graph' && r.metadata.histogram_values !== 'no histograms' ? `in-graph, histogram of ${r.metadata.histogram_values}` : r.metadata.collection;
@@ -93,7 +93,7 @@ async function calibrationRows(): Promise<string> {
         m.steady.push((elapsed[count - 1] - elapsed[WARMUP - 1]) / (count - WARMUP));
       }
       const [plainAll, plainWarm] = [median(m.plainAll), median(m.plainWarm)];
-      rows.push([label, `${dims.join('x')} ×${count}`, kind, collection, plainAll, median(m.all), median(m.all) / plainAll, median(m.loop) / plainWarm, median(m.steady) / (plainWarm / count)]);
+      rows.push([label, `${dims.join('x')} ×${count}`, perChannel ? `${kind} per channel` : kind, collection, plainAll, median(m.all), median(m.all) / plainAll, median(m.loop) / plainWarm, median(m.steady) / (plainWarm / count)]);
     }
   }
   return table(`Calibration wall time ÷ plain ORT inference over the same batches (goal: minmax ≤ 1.2, histogram ≤ 1.6; histograms count every value unless a sample is named); medians of ${ROUNDS} rounds, plain and calibrated runs alternating. "all": session, every batch and the range search vs. session and every batch; "batch loop": the batches only vs. warm inference; "steady": per batch after the first ${WARMUP} vs. warm inference per batch`,

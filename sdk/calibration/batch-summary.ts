@@ -71,14 +71,22 @@ export const FINE_BINS = 8192;
  * no more, and folding and merging the bins is a per-tensor cost that sampling does not shrink. */
 export const SAMPLED_FINE_BINS = 4096;
 
-export interface SummaryRequest { tensor: string; histogram: boolean }
+export interface SummaryRequest {
+  tensor: string;
+  histogram: boolean;
+  /** summaries per channel along this axis (min/max/moments only: no histogram) */
+  channelAxis?: number;
+}
 
 export interface SummaryOptions {
   /** histogram codes for about this many values per tensor and batch (whole rows, odd stride); 0 (default): every value */
   histogramSample?: number;
 }
 
-interface SummaryOutputs { min: string; max: string; size: string; sum: string; sumSq: string; codes?: string }
+interface SummaryOutputs { min: string; max: string; size: string; sum: string; sumSq: string; codes?: string; perChannel?: boolean }
+
+/** A batch's summary of each channel of a tensor, in channel order. */
+export interface ChannelSummaries { channels: BatchSummary[] }
 
 /** The instrumented model and how to read one run's summaries back. */
 export interface SummaryPlan {
@@ -86,7 +94,7 @@ export interface SummaryPlan {
   /** the outputs to fetch (only summaries: the model's own outputs are not needed) */
   outputNames: string[];
   /** one tensor's summary; its histogram's counts are valid until the next read (observe them first) */
-  read(result: Record<string, ort.Tensor>, tensor: string): BatchSummary | { nonFloat: string };
+  read(result: Record<string, ort.Tensor>, tensor: string): BatchSummary | ChannelSummaries | { nonFloat: string };
   /** which values the histograms count: "every value" or the sample (with why, when a sample asked for could not be taken) */
   sampling: string;
 }
@@ -131,10 +139,11 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     g.proto.initializer.push(makeTensor(name, DataType.INT64, [values.length], BigInt64Array.from(values)));
     return name;
   };
-  const axesInputs = new Map<number, string>();
+  const axesInputs = new Map<string, string>();
   const axesInput = (axes: number[]) => {
-    if (!axesInputs.has(axes.length)) axesInputs.set(axes.length, int64s(`axes_${axes.join('_')}`, axes.map(BigInt)));
-    return axesInputs.get(axes.length)!;
+    const key = axes.join('_');
+    if (!axesInputs.has(key)) axesInputs.set(key, int64s(`axes_${key}`, axes.map(BigInt)));
+    return axesInputs.get(key)!;
   };
   const bins = sample > 0 ? SAMPLED_FINE_BINS : FINE_BINS;
   const levels = anyHistogram ? constant('levels', bins - 1) : '';
@@ -163,17 +172,31 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       return out;
     };
     const reduce = (opType: string, x: string) => op(opType, [x], [makeAttribute('keepdims', 0)]);
-    // min, max and sum of a tensor of rank >= 3 as partials over its first two axes (see partialReduce)
-    const rank = ranks.get(r.tensor) ?? 0;
-    const partial = (opType: string) => (rank >= 3 ? partialReduce(opType, rank) : reduce(opType, r.tensor));
-    const partialReduce = (opType: string, rank: number) => {
-      const axes = Array.from({ length: rank - 2 }, (_, i) => i + 2);
-      const axesAsInput = copyOpset >= (opType === 'ReduceSum' ? 13 : 18);
-      return axesAsInput
-        ? op(opType, [r.tensor, axesInput(axes)], [makeAttribute('keepdims', 0)])
-        : op(opType, [r.tensor], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]);
-    };
-    const o: SummaryOutputs = {
+    // a reduction of the tensor over some axes, in the form the model's opset has
+    const reduceOver = (opType: string, axes: number[]) => (copyOpset >= (opType === 'ReduceSum' ? 13 : 18)
+      ? op(opType, [r.tensor, axesInput(axes)], [makeAttribute('keepdims', 0)])
+      : op(opType, [r.tensor], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]));
+    const rank = ranks.get(r.tensor);
+    let o: SummaryOutputs;
+    if (r.channelAxis !== undefined) {
+      // one value per channel: every axis but the channel axis reduced
+      const axis = r.channelAxis;
+      if (r.histogram) throw new QuantbookError('UNSUPPORTED', `per-channel in-graph summaries have no histograms ("${r.tensor}")`);
+      if (rank === undefined || rank < 2 || axis >= rank) {
+        throw new QuantbookError('UNSUPPORTED', `per-channel in-graph summary of "${r.tensor}": channel axis ${axis} needs a tensor of known rank ≥ 2 above it (rank ${rank ?? 'unknown'})`);
+      }
+      const axes = Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis);
+      o = {
+        min: reduceOver('ReduceMin', axes), max: reduceOver('ReduceMax', axes), size: op('Size', [r.tensor]),
+        sum: reduceOver('ReduceSum', axes), sumSq: reduceOver('ReduceSumSquare', axes), perChannel: true,
+      };
+      outputs.set(r.tensor, o);
+      nodes.push(group);
+      continue;
+    }
+    // min, max and sum of a tensor of rank >= 3 as partials over its first two axes
+    const partial = (opType: string) => (rank !== undefined && rank >= 3 ? reduceOver(opType, Array.from({ length: rank - 2 }, (_, i) => i + 2)) : reduce(opType, r.tensor));
+    o = {
       min: partial('ReduceMin'), max: partial('ReduceMax'), size: op('Size', [r.tensor]),
       sum: partial('ReduceSum'), sumSq: reduce('ReduceSumSquare', r.tensor),
     };
@@ -187,7 +210,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       // uint16 codes on [lo, hi] = [min(min, 0), max(max, tiny)]: scale = (hi - lo) / levels and
       // zero point = round(-lo / scale) = round(-lo * levels / (hi - lo)), in [0, levels] since
       // lo <= 0 < hi. codeParams() redoes this float32 arithmetic in JS, so neither is an output.
-      const [min, max] = rank >= 3 ? [reduce('ReduceMin', o.min), reduce('ReduceMax', o.max)] : [o.min, o.max];
+      const [min, max] = rank !== undefined && rank >= 3 ? [reduce('ReduceMin', o.min), reduce('ReduceMax', o.max)] : [o.min, o.max];
       const lo = op('Min', [min, zero]);
       const range = op('Sub', [op('Max', [max, tiny]), lo]);
       const zp = op('Div', [op('Mul', [lo, negLevels]), range]);
@@ -217,6 +240,11 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const minT = result[o.min];
       if (minT.type !== 'float32') return { nonFloat: minT.type };
       const scalar = (name: string) => Number((result[name].data as Float32Array | BigInt64Array)[0]);
+      if (o.perChannel) {
+        const [mins, maxs, sums, sumSqs] = [o.min, o.max, o.sum, o.sumSq].map((n) => result[n].data as Float32Array);
+        const count = scalar(o.size) / mins.length;
+        return { channels: Array.from(mins, (min, c) => ({ min, max: maxs[c], count, sum: sums[c], sumSq: sumSqs[c] })) };
+      }
       const [min, max] = [foldPartials(minT.data as Float32Array, Math.min), foldPartials(result[o.max].data as Float32Array, Math.max)];
       const s: BatchSummary = { min, max, count: scalar(o.size), sum: foldPartials(result[o.sum].data as Float32Array, add), sumSq: scalar(o.sumSq) };
       // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max

@@ -51,8 +51,9 @@ export interface CalibrateOptions {
    * How each batch's statistics leave ONNX Runtime: 'in-graph' summaries (min/max/moments, and
    * a uint16 fine histogram for the histogram observers, computed by extra graph nodes: see
    * batch-summary.ts) or 'exposed' activations (every value copied out as float32, observed in
-   * JS). 'auto' (default) uses in-graph summaries for per-tensor specs up to 8 bits on the CPU
-   * provider, and falls back to exposure where ORT cannot build the summary graph.
+   * JS). 'auto' (default) uses in-graph summaries on the CPU provider (per channel: minmax and
+   * sigma; histograms: up to 8 bits, per tensor), and falls back to exposure where ORT cannot
+   * build the summary graph.
    */
   collect?: CollectMode;
   /**
@@ -198,13 +199,16 @@ async function instrumentedRunner(
   executionProviders: CalibrateOptions['executionProviders'], histogramSample: number,
 ): Promise<{ runner: Runner; plan?: SummaryPlan; collection: string }> {
   const cpuOnly = (executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu');
-  const why = spec.perChannel ? 'per-channel observers need the values'
-    : spec.numBits > 8 ? `the uint16 fine histogram is too coarse for ${spec.numBits}-bit ranges`
+  const histograms = targets.some((t) => observers.get(t.tensor)!.needsHistogram);
+  const why = spec.perChannel && histograms ? 'per-channel histograms need the values'
+    : spec.numBits > 8 && histograms ? `the uint16 fine histogram is too coarse for ${spec.numBits}-bit ranges`
       : !cpuOnly ? 'summaries use ORT CPU contrib operators' : '';
   if (collect === 'in-graph' && why) throw new QuantbookError('UNSUPPORTED', `collect 'in-graph': ${why}; use 'exposed' or 'auto'`);
   if (collect !== 'exposed' && !why) {
     try {
-      const requests = targets.map((t) => ({ tensor: t.tensor, histogram: (observers.get(t.tensor) as Observer).needsHistogram }));
+      const requests = targets.map((t) => ({
+        tensor: t.tensor, histogram: observers.get(t.tensor)!.needsHistogram, ...(spec.perChannel ? { channelAxis: spec.channelAxis } : {}),
+      }));
       const plan = summaryPlan(model, requests, { histogramSample });
       const runner = await Runner.create(plan.model, { executionProviders });
       return { runner, plan, collection: 'in-graph' };
@@ -286,6 +290,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
         if (plan) {
           const summary = plan.read(result.outputs, t.tensor);
           if ('nonFloat' in summary) drop(t, summary.nonFloat);
+          else if ('channels' in summary) (observer as PerChannelObserver).observeSummaries(summary.channels);
           else (observer as Observer).observeSummary(summary);
           continue;
         }

@@ -2,6 +2,7 @@
  * createObserver(kind, spec, options): the one way to get an observer. Per-channel specs give a
  * PerChannelObserver that runs one observer of the kind per channel.
  */
+import type { BatchSummary } from '../calibration/batch-summary';
 import { QuantbookError, invalidArgument } from '../errors';
 import { forEachChannel } from '../kernels/quant';
 import { reductions } from '../kernels/reductions';
@@ -74,7 +75,19 @@ export class PerChannelObserver {
     gathered.forEach((g, c) => this.children[c].observe(g));
   }
 
+  /** One batch as per-channel summaries (in-graph calibration; observers that need no histogram). */
+  observeSummaries(channels: readonly BatchSummary[]): void {
+    if (this.children.length === 0) this.children = channels.map(() => new CLASSES[this.kind](this.kind, this.spec, this.options));
+    if (channels.length !== this.children.length) throw new QuantbookError('INVALID_ARGUMENT', `per-channel observer: batch has ${channels.length} channels on axis ${this.spec.channelAxis}, earlier batches had ${this.children.length}`);
+    channels.forEach((s, c) => this.children[c].observeSummary(s));
+  }
+
   get channels(): readonly Observer[] { return this.children; }
+
+  /** Whether its channel observers need histograms of the values (the histogram family). */
+  get needsHistogram(): boolean {
+    return (this.children[0] ?? new CLASSES[this.kind](this.kind, this.spec, this.options)).needsHistogram;
+  }
 
   qparams(): QParams {
     if (!this.children.length) throw new QuantbookError('INVALID_ARGUMENT', `observer (${this.kind}, per channel) has seen no data`);

@@ -1,6 +1,6 @@
 import { strict as assert } from 'assert';
 import * as ort from 'onnxruntime-node';
-import { DataType, Observer, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
+import { DataType, Observer, PerChannelObserver, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
 import { BatchSummary, FINE_BINS, codeParams, summaryPlan } from '../../sdk/calibration/batch-summary';
 import { roundHalfEven } from '../../sdk/kernels/quant';
 import { Histogram } from '../../sdk/kernels/histogram';
@@ -139,11 +139,46 @@ describe('in-graph batch summaries (calibration without copying activations out)
     assert.ok(es <= eb * 1.05, `in-graph sampled ${es} vs exposed ${eb}`);
   });
 
-  it("'auto' exposes where summaries cannot serve (per-channel), says so, and 'in-graph' refuses it with the reason", async () => {
-    const perChannel = await calibrate(model, batches.slice(0, 1), { observer: 'minmax', spec: { perChannel: true, channelAxis: 1 }, tensors: ['p2o.Add.31'] });
-    assert.match(perChannel.metadata.collection, /^exposed \(per-channel observers need the values\)$/);
-    await assert.rejects(calibrate(model, batches, { spec: { perChannel: true, channelAxis: 1 }, collect: 'in-graph' }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /per-channel observers need the values; use 'exposed' or 'auto'/.test(e.message));
+  it("'auto' exposes where summaries cannot serve (per-channel histograms), says so, and 'in-graph' refuses it with the reason", async () => {
+    const spec = { perChannel: true, channelAxis: 1 };
+    const perChannel = await calibrate(model, batches.slice(0, 1), { observer: 'percentile', spec, tensors: ['p2o.Add.31'] });
+    assert.match(perChannel.metadata.collection, /^exposed \(per-channel histograms need the values\)$/);
+    await assert.rejects(calibrate(model, batches, { observer: 'histogram', spec, collect: 'in-graph' }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /per-channel histograms need the values; use 'exposed' or 'auto'/.test(e.message));
+    // ranges of more than 8 bits: min/max summaries serve, uint16 fine histograms do not
+    assert.equal((await calibrate(model, batches.slice(0, 1), { observer: 'minmax', spec: { numBits: 16 }, tensors: ['p2o.Add.31'] })).metadata.collection, 'in-graph');
+    assert.match((await calibrate(model, batches.slice(0, 1), { observer: 'histogram', spec: { numBits: 16 }, tensors: ['p2o.Add.31'] })).metadata.collection, /^exposed \(the uint16 fine histogram is too coarse for 16-bit ranges\)$/);
     await assert.rejects(calibrate(model, batches, { collect: 'fast' as never }), /collect: got "fast"; expected one of 'auto', 'in-graph', 'exposed'/);
+  });
+
+  it('per-channel minmax and sigma run in-graph (one reduction per channel) and equal the exposed values per channel', async () => {
+    for (const observer of ['minmax', 'sigma'] as const) {
+      const [inGraph, exposed] = await Promise.all((['in-graph', 'exposed'] as const).map((collect) => calibrate(model, batches, { observer, spec: { perChannel: true, channelAxis: 1 }, collect })));
+      assert.equal(inGraph.metadata.collection, 'in-graph');
+      let channels = 0;
+      for (const t of defaultTargets(model)) {
+        const [g, e] = [inGraph.observers.get(t.tensor) as PerChannelObserver, exposed.observers.get(t.tensor) as PerChannelObserver];
+        assert.equal(g.channels.length, e.channels.length, t.tensor);
+        g.channels.forEach((gc, c) => {
+          const [gs, es] = [gc.state(), e.channels[c].state()];
+          assert.deepEqual([gs.min, gs.max, gs.count, gs.batches], [es.min, es.max, es.count, es.batches], `${t.tensor}[${c}]`);
+          // ORT sums in float32: the error of a moment is relative to the mean square, not to the variance
+          const meanSquare = es.sumSq / es.count;
+          const [vg, ve] = [gc.std ** 2, e.channels[c].std ** 2];
+          assert.ok(Math.abs(gc.mean - e.channels[c].mean) <= 1e-5 * Math.sqrt(meanSquare), `${t.tensor}[${c}] mean ${gc.mean} vs ${e.channels[c].mean}`);
+          assert.ok(Math.abs(vg - ve) <= 1e-4 * meanSquare, `${t.tensor}[${c}] variance ${vg} vs ${ve} (mean square ${meanSquare})`);
+        });
+        const [qg, qe] = [g.qparams(), e.qparams()];
+        if (observer === 'minmax') {
+          assert.deepEqual([qg.scale, qg.zeroPoint], [qe.scale, qe.zeroPoint], t.tensor);
+        } else {
+          // mean ± k·std: within the moments' float32 error
+          qg.scale.forEach((s, c) => assert.ok(Math.abs(s - qe.scale[c]) <= 1e-3 * qe.scale[c], `${t.tensor}[${c}] scale ${s} vs ${qe.scale[c]}`));
+          qg.zeroPoint.forEach((z, c) => assert.ok(Math.abs(z - qe.zeroPoint[c]) <= 1, `${t.tensor}[${c}] zero point`));
+        }
+        channels += g.channels.length;
+      }
+      assert.ok(channels > 1000, `${channels} channels compared`);
+    }
   });
 
   it('non-float tensors are dropped with skipNonFloat and named without it', async () => {
@@ -223,6 +258,22 @@ describe('in-graph batch summaries by rank and opset', () => {
           assert.ok(Math.abs(sg - se) / se < (observer === 'histogram' ? 0.01 : 1e-6), `${observer} ${t}: scale ${sg} vs ${se}`);
         }
       }
+      // per channel, along an axis other than 1 too: every axis but the channel axis reduced
+      for (const [tensor, channelAxis] of [['a', 2], ['b', 1], ['c', 1]] as const) {
+        const spec = { perChannel: true, channelAxis };
+        const channelPlan = summaryPlan(model, [{ tensor, histogram: false, channelAxis }]);
+        const sq = channelPlan.model.graph.nodes.find((x) => x.op_type === 'ReduceSumSquare')!;
+        assert.ok(sq.attribute.some((a) => a.name === 'axes') === opset < 18, 'axes as an attribute before opset 18, an input from 18');
+        const [inGraph, exposed] = await Promise.all((['in-graph', 'exposed'] as const).map((collect) => calibrate(model, batches, { tensors: [tensor], observer: 'sigma', spec, collect })));
+        const [g, e] = [inGraph.observers.get(tensor) as PerChannelObserver, exposed.observers.get(tensor) as PerChannelObserver];
+        assert.equal(g.channels.length, e.channels.length);
+        g.channels.forEach((gc, c) => {
+          const [gs, es] = [gc.state(), e.channels[c].state()];
+          assert.deepEqual([gs.min, gs.max, gs.count], [es.min, es.max, es.count], `${tensor} axis ${channelAxis} channel ${c}`);
+          assert.ok(Math.abs(gc.mean - e.channels[c].mean) < 1e-6 && Math.abs(gc.std - e.channels[c].std) < 1e-6);
+        });
+      }
+      await assert.rejects(calibrate(model, batches, { tensors: ['b'], spec: { perChannel: true, channelAxis: 2 }, collect: 'in-graph' }), /channel axis 2 needs a tensor of known rank ≥ 2 above it \(rank 2\)/);
       // a NaN in a partial is not lost when the partials are folded
       const bad = batch(3, 2);
       (bad.x.data as Float32Array)[7] = NaN;
