@@ -100,13 +100,17 @@ async function calibrationRows(): Promise<string> {
     ['model', 'batches', 'observer', 'statistics', 'plain ms (all)', 'calibrate ms (all)', 'ratio (all)', 'ratio (batch loop)', 'ratio (steady)'], rows);
 }
 
-/** Peak RSS of a child process calibrating `batches` generated batches (never all in memory). */
+/**
+ * Peak RSS of a child process calibrating `batches` generated batches (never all in memory). Read
+ * from the child's own VmHWM: getrusage's maxRSS survives fork + exec on Linux, so it reports the
+ * bench process's size whenever that is larger than the child's.
+ */
 function peakRss(batches: number): number {
   const script = `
     const q = require(${JSON.stringify(require.resolve('../sdk'))});
     const ort = require('onnxruntime-node');
     function* gen() { for (let s = 0; s < ${batches}; s++) { const x = new Float32Array(3*48*320); for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.001 * (s + 1)); yield { x: new ort.Tensor('float32', x, [1, 3, 48, 320]) }; } }
-    q.calibrate(q.loadModel(q.bundledModelPath('rec')), gen(), { observer: 'histogram' }).then((r) => { r.rows(); console.log(process.resourceUsage().maxRSS); });`;
+    q.calibrate(q.loadModel(q.bundledModelPath('rec')), gen(), { observer: 'histogram' }).then((r) => { r.rows(); const hwm = /VmHWM:\\s*(\\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8')); console.log(hwm ? hwm[1] : process.resourceUsage().maxRSS); });`;
   return Number(execFileSync(process.execPath, ['-e', script], { cwd: __dirname }).toString().trim()) / 1024;
 }
 
