@@ -173,9 +173,9 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     };
     const reduce = (opType: string, x: string) => op(opType, [x], [makeAttribute('keepdims', 0)]);
     // a reduction of the tensor over some axes, in the form the model's opset has
-    const reduceOver = (opType: string, axes: number[]) => (copyOpset >= (opType === 'ReduceSum' ? 13 : 18)
-      ? op(opType, [r.tensor, axesInput(axes)], [makeAttribute('keepdims', 0)])
-      : op(opType, [r.tensor], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]));
+    const reduceOver = (opType: string, axes: number[], x = r.tensor) => (copyOpset >= (opType === 'ReduceSum' ? 13 : 18)
+      ? op(opType, [x, axesInput(axes)], [makeAttribute('keepdims', 0)])
+      : op(opType, [x], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]));
     const rank = ranks.get(r.tensor);
     let o: SummaryOutputs;
     if (r.channelAxis !== undefined) {
@@ -188,7 +188,8 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const axes = Array.from({ length: rank }, (_, i) => i).filter((i) => i !== axis);
       o = {
         min: reduceOver('ReduceMin', axes), max: reduceOver('ReduceMax', axes), size: op('Size', [r.tensor]),
-        sum: reduceOver('ReduceSum', axes), sumSq: reduceOver('ReduceSumSquare', axes), perChannel: true,
+        // squares summed by ReduceSum: ORT's ReduceSumSquare over some axes is ~2.5x slower than Mul + ReduceSum
+        sum: reduceOver('ReduceSum', axes), sumSq: reduceOver('ReduceSum', axes, op('Mul', [r.tensor, r.tensor])), perChannel: true,
       };
       outputs.set(r.tensor, o);
       nodes.push(group);

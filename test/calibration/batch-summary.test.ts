@@ -262,8 +262,15 @@ describe('in-graph batch summaries by rank and opset', () => {
       for (const [tensor, channelAxis] of [['a', 2], ['b', 1], ['c', 1]] as const) {
         const spec = { perChannel: true, channelAxis };
         const channelPlan = summaryPlan(model, [{ tensor, histogram: false, channelAxis }]);
-        const sq = channelPlan.model.graph.nodes.find((x) => x.op_type === 'ReduceSumSquare')!;
-        assert.ok(sq.attribute.some((a) => a.name === 'axes') === opset < 18, 'axes as an attribute before opset 18, an input from 18');
+        const reductions = channelPlan.model.graph.nodes.filter((x) => x.op_type?.startsWith('Reduce'));
+        assert.deepEqual(reductions.map((x) => x.op_type).sort(), ['ReduceMax', 'ReduceMin', 'ReduceSum', 'ReduceSum'], 'squares summed by ReduceSum over Mul');
+        const expectedAxes = [0, 1, 2, 3].slice(0, tensor === 'a' ? 4 : tensor === 'b' ? 2 : 3).filter((i) => i !== channelAxis);
+        for (const x of reductions) {
+          const attr = x.attribute.find((a) => a.name === 'axes');
+          const asInput = opset >= (x.op_type === 'ReduceSum' ? 13 : 18);
+          assert.equal(!attr, asInput, `${x.op_type}: axes as an attribute before opset ${x.op_type === 'ReduceSum' ? 13 : 18}, an input from then`);
+          assert.deepEqual(attr ? attr.ints.map(Number) : Array.from(channelPlan.model.graph.constantValue(x.input[1])!.data as BigInt64Array, Number), expectedAxes);
+        }
         const [inGraph, exposed] = await Promise.all((['in-graph', 'exposed'] as const).map((collect) => calibrate(model, batches, { tensors: [tensor], observer: 'sigma', spec, collect })));
         const [g, e] = [inGraph.observers.get(tensor) as PerChannelObserver, exposed.observers.get(tensor) as PerChannelObserver];
         assert.equal(g.channels.length, e.channels.length);
