@@ -191,16 +191,14 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
         // squares summed by ReduceSum: ORT's ReduceSumSquare over some axes is ~2.5x slower than Mul + ReduceSum
         sum: reduceOver('ReduceSum', axes), sumSq: reduceOver('ReduceSum', axes, op('Mul', [r.tensor, r.tensor])), perChannel: true,
       };
-      outputs.set(r.tensor, o);
-      nodes.push(group);
-      continue;
+    } else {
+      // min, max and sum of a tensor of rank >= 3 as partials over its first two axes
+      const partial = (opType: string) => (rank !== undefined && rank >= 3 ? reduceOver(opType, Array.from({ length: rank - 2 }, (_, i) => i + 2)) : reduce(opType, r.tensor));
+      o = {
+        min: partial('ReduceMin'), max: partial('ReduceMax'), size: op('Size', [r.tensor]),
+        sum: partial('ReduceSum'), sumSq: reduce('ReduceSumSquare', r.tensor),
+      };
     }
-    // min, max and sum of a tensor of rank >= 3 as partials over its first two axes
-    const partial = (opType: string) => (rank !== undefined && rank >= 3 ? reduceOver(opType, Array.from({ length: rank - 2 }, (_, i) => i + 2)) : reduce(opType, r.tensor));
-    o = {
-      min: partial('ReduceMin'), max: partial('ReduceMax'), size: op('Size', [r.tensor]),
-      sum: partial('ReduceSum'), sumSq: reduce('ReduceSumSquare', r.tensor),
-    };
     if (r.histogram) {
       let values = r.tensor;
       if (rowSlice.length) {
