@@ -53,7 +53,6 @@ async function calibrationRows(): Promise<string> {
   ];
   const WARMUP = 2; // batches left out of the steady-state ratio (first ORT runs, JIT)
   const ROUNDS = 3; // plain and calibrated runs alternate, so host load drifts hit both alike
-  const median = (t: number[]) => [...t].sort((x, y) => x - y)[t.length >> 1];
   for (const [label, file, dims, count] of cases) {
     const model = loadModel(file);
     const batches = imageBatches(dims, count);
@@ -123,13 +122,18 @@ function memoryRows(): string {
     ['10 batches MB', '20 batches MB', '200 batches MB', '200 ÷ 10', '200 ÷ 20'], [[b10, b20, b200, b200 / b10, b200 / b20]]);
 }
 
+/** The middle value (the upper middle of an even count). */
+function median(t: readonly number[]): number {
+  return [...t].sort((x, y) => x - y)[t.length >> 1];
+}
+
 async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<number> {
   const s = await ort.InferenceSession.create(bytes);
   await s.run(batches[0]);
   const times: number[] = [];
   for (let i = 0; i < 7; i++) times.push(await timeMs(() => s.run(batches[i % batches.length])));
   await s.release();
-  return times.sort((a, b) => a - b)[3];
+  return median(times);
 }
 
 /**
@@ -147,7 +151,6 @@ async function pairedLatency(a: Uint8Array, b: Uint8Array, batches: Feeds[]): Pr
       await s.release();
     }
   }
-  const median = (t: number[]) => t.sort((x, y) => x - y)[t.length >> 1];
   return [median(times[0]), median(times[1])];
 }
 

@@ -177,6 +177,8 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       ? op(opType, [x, axesInput(axes)], [makeAttribute('keepdims', 0)])
       : op(opType, [x], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]));
     const rank = ranks.get(r.tensor);
+    // min, max and sum of a tensor of rank >= 3 as partials over all but its first two axes
+    const partialAxes = rank !== undefined && rank >= 3 ? Array.from({ length: rank - 2 }, (_, i) => i + 2) : undefined;
     let o: SummaryOutputs;
     if (r.channelAxis !== undefined) {
       // one value per channel: every axis but the channel axis reduced
@@ -192,8 +194,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
         sum: reduceOver('ReduceSum', axes), sumSq: reduceOver('ReduceSum', axes, op('Mul', [r.tensor, r.tensor])), perChannel: true,
       };
     } else {
-      // min, max and sum of a tensor of rank >= 3 as partials over its first two axes
-      const partial = (opType: string) => (rank !== undefined && rank >= 3 ? reduceOver(opType, Array.from({ length: rank - 2 }, (_, i) => i + 2)) : reduce(opType, r.tensor));
+      const partial = (opType: string) => (partialAxes ? reduceOver(opType, partialAxes) : reduce(opType, r.tensor));
       o = {
         min: partial('ReduceMin'), max: partial('ReduceMax'), size: op('Size', [r.tensor]),
         sum: partial('ReduceSum'), sumSq: reduce('ReduceSumSquare', r.tensor),
@@ -209,7 +210,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       // uint16 codes on [lo, hi] = [min(min, 0), max(max, tiny)]: scale = (hi - lo) / levels and
       // zero point = round(-lo / scale) = round(-lo * levels / (hi - lo)), in [0, levels] since
       // lo <= 0 < hi. codeParams() redoes this float32 arithmetic in JS, so neither is an output.
-      const [min, max] = rank !== undefined && rank >= 3 ? [reduce('ReduceMin', o.min), reduce('ReduceMax', o.max)] : [o.min, o.max];
+      const [min, max] = partialAxes ? [reduce('ReduceMin', o.min), reduce('ReduceMax', o.max)] : [o.min, o.max];
       const lo = op('Min', [min, zero]);
       const range = op('Sub', [op('Max', [max, tiny]), lo]);
       const zp = op('Div', [op('Mul', [lo, negLevels]), range]);

@@ -63,8 +63,7 @@ export class PerChannelObserver {
     const axis = this.spec.channelAxis;
     if (axis >= shape.length) throw invalidArgument('channelAxis', axis, `an axis of the tensor's shape [${shape}]`);
     const channels = shape[axis];
-    if (this.children.length === 0) this.children = Array.from({ length: channels }, () => new CLASSES[this.kind](this.kind, this.spec, this.options));
-    if (channels !== this.children.length) throw new QuantbookError('INVALID_ARGUMENT', `per-channel observer: batch has ${channels} channels on axis ${axis}, earlier batches had ${this.children.length}`);
+    this.fixChannels(channels);
     const per = x.length / channels;
     const gathered = Array.from({ length: channels }, () => new Float32Array(per));
     const filled = new Int32Array(channels);
@@ -77,16 +76,25 @@ export class PerChannelObserver {
 
   /** One batch as per-channel summaries (in-graph calibration; observers that need no histogram). */
   observeSummaries(channels: readonly BatchSummary[]): void {
-    if (this.children.length === 0) this.children = channels.map(() => new CLASSES[this.kind](this.kind, this.spec, this.options));
-    if (channels.length !== this.children.length) throw new QuantbookError('INVALID_ARGUMENT', `per-channel observer: batch has ${channels.length} channels on axis ${this.spec.channelAxis}, earlier batches had ${this.children.length}`);
+    this.fixChannels(channels.length);
     channels.forEach((s, c) => this.children[c].observeSummary(s));
+  }
+
+  /** The first batch fixes the number of channels; later batches must have as many. */
+  private fixChannels(count: number): void {
+    if (this.children.length === 0) this.children = Array.from({ length: count }, () => this.newChannel());
+    if (count !== this.children.length) throw new QuantbookError('INVALID_ARGUMENT', `per-channel observer: batch has ${count} channels on axis ${this.spec.channelAxis}, earlier batches had ${this.children.length}`);
+  }
+
+  private newChannel(): Observer {
+    return new CLASSES[this.kind](this.kind, this.spec, this.options);
   }
 
   get channels(): readonly Observer[] { return this.children; }
 
   /** Whether its channel observers need histograms of the values (the histogram family). */
   get needsHistogram(): boolean {
-    return (this.children[0] ?? new CLASSES[this.kind](this.kind, this.spec, this.options)).needsHistogram;
+    return (this.children[0] ?? this.newChannel()).needsHistogram;
   }
 
   qparams(): QParams {
