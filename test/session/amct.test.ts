@@ -22,13 +22,17 @@ function detLayerNames(): string[] {
 
 describe('AMCT flow: create_quant_config → quantize_model → calibrate → save_model', function () {
   const dir = tempDir();
-  const pages = detPages().slice(0, 1);
+  // Two calibration pages: calibrated on one det page, IFMR (from the 0.999999 percentile) picks
+  // between clips of near-equal MSE by float32 details, and the fake-quant IoU on pages 0-3 lands
+  // anywhere in 0.82-0.96 (in-graph summaries) or 0.80-0.92 (exposed values); from two pages on,
+  // both collection paths give 0.92-0.96 on every page.
+  const pages = detPages().slice(0, 2);
   const configFile = path.join(dir, 'config.json');
   let saved: ReturnType<typeof saveModel>;
   let config: Record<string, any>;
 
   before(async () => {
-    createQuantConfig(configFile, MODELS.det, pages[0], { batchNum: 1 });
+    createQuantConfig(configFile, MODELS.det, pages[0], { batchNum: pages.length });
     config = JSON.parse(fs.readFileSync(configFile, 'utf8'));
     const q = quantizeModel(configFile, MODELS.det);
     await q.calibrate(pages);
@@ -39,7 +43,7 @@ describe('AMCT flow: create_quant_config → quantize_model → calibrate → sa
     const layers = Object.keys(config).filter((k) => !['version', 'batch_num', 'activation_offset', 'do_fusion', 'skip_fusion_layers'].includes(k));
     assert.deepEqual(layers.sort(), detLayerNames().sort());
     assert.ok(layers.length > 50, `${layers.length} layers`);
-    assert.deepEqual({ version: config.version, batch_num: config.batch_num, activation_offset: config.activation_offset, do_fusion: config.do_fusion, skip_fusion_layers: config.skip_fusion_layers }, { version: 1, batch_num: 1, activation_offset: true, do_fusion: true, skip_fusion_layers: [] });
+    assert.deepEqual({ version: config.version, batch_num: config.batch_num, activation_offset: config.activation_offset, do_fusion: config.do_fusion, skip_fusion_layers: config.skip_fusion_layers }, { version: 1, batch_num: 2, activation_offset: true, do_fusion: true, skip_fusion_layers: [] });
     const conv = config[layers.find((l) => l.includes('Conv'))!];
     assert.deepEqual(conv, {
       quant_enable: true,
@@ -49,10 +53,16 @@ describe('AMCT flow: create_quant_config → quantize_model → calibrate → sa
   });
 
   it('writes the fake-quant model (ORT runs it, onnx.checker accepts it), the deploy model and the record', async function () {
-    const fp32 = Object.values(await runModel(MODELS.det, pages[0]))[0];
+    // text-map IoU with fp32 on the two calibration pages and two held-out ones
+    const ious: number[] = [];
+    for (const page of detPages().slice(0, 4)) {
+      const fp32 = Object.values(await runModel(MODELS.det, page))[0];
+      const fq = Object.values(await runModel(saved.fakeQuantModel, page))[0];
+      ious.push(metrics.binaryIoU(fp32.data as Float32Array, fq.data as Float32Array, 0.3));
+    }
+    const meanIoU = ious.reduce((a, b) => a + b, 0) / ious.length;
+    assert.ok(meanIoU >= 0.9 && Math.min(...ious) >= 0.88, `fake-quant vs fp32 text-map IoU ${ious.map((v) => v.toFixed(3)).join(', ')}`);
     const fq = Object.values(await runModel(saved.fakeQuantModel, pages[0]))[0];
-    const iou = metrics.binaryIoU(fp32.data as Float32Array, fq.data as Float32Array, 0.3);
-    assert.ok(iou >= 0.85, `fake-quant vs fp32 text-map IoU ${iou.toFixed(3)}`);
     // the fake-quant model and the QDQ rendering of the same parameters agree
     const qdq = Object.values(await runModel(saved.qdqModel!, pages[0]))[0];
     const a = fq.data as Float32Array;
@@ -203,7 +213,7 @@ override_layer_configs {
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { dmq_balancer_param: 0.9 } }), MODELS.det), /dmq_balancer_param: got 0.9; expected a number in \[0.2, 0.8\]/);
     assert.throws(() => createQuantConfig(path.join(dir, 'x.json'), MODELS.det, null, { skipLayers: ['nope'] }), /skip_layers: "nope" is not a quantizable layer/);
     const q = quantizeModel(bad({ batch_num: 3 }), MODELS.det);
-    await assert.rejects(q.calibrate(pages), /batch_num is 3 but the data holds 1 batch/);
+    await assert.rejects(q.calibrate(pages), /batch_num is 3 but the data holds 2 batches/);
     assert.throws(() => saveModel(path.join(dir, 'never'), q), /call calibrate\(batches\) before/);
     assert.ok(!fs.existsSync(path.join(dir, 'never_deploy_model.onnx')));
   });
