@@ -153,7 +153,7 @@ async function calibrateCommand(argv: string[]): Promise<number> {
   result.save(out);
   const rows = result.rows();
   output(args, { model: modelPath, observer, tensors: new Set(rows.map((r) => r.tensor)).size, rows: rows.length, file: out, metadata: result.metadata },
-    `calibrated ${new Set(rows.map((r) => r.tensor)).size} tensors of ${modelPath} with ${observer} over ${result.metadata.batches} batches\n  wrote ${out}`);
+    `calibrated ${new Set(rows.map((r) => r.tensor)).size} tensors of ${modelPath} with ${observer} over ${result.metadata.batches} batch${result.metadata.batches === '1' ? '' : 'es'}\n  wrote ${out}`);
   return 0;
 }
 
