@@ -22,10 +22,12 @@ function detLayerNames(): string[] {
 
 describe('AMCT flow: create_quant_config → quantize_model → calibrate → save_model', function () {
   const dir = tempDir();
-  // Two calibration pages: calibrated on one det page, IFMR (from the 0.999999 percentile) picks
-  // between clips of near-equal MSE by float32 details, and the fake-quant IoU on pages 0-3 lands
-  // anywhere in 0.82-0.96 (in-graph summaries) or 0.80-0.92 (exposed values); from two pages on,
-  // both collection paths give 0.92-0.96 on every page.
+  // Two calibration pages. det's text map is hypersensitive to one early layer's input scale
+  // (p2o.Conv.2: values up to 37.8 on page 0, most below 1, so its 8-bit step of 0.13-0.15 is
+  // coarse for the bulk): page 2's IoU is 0.72 at scale 0.148 (max), 0.82 at 0.129, 0.91 at 0.140.
+  // Calibrated on one page, IFMR's pick among clips of near-equal MSE moves with float32 details,
+  // so IoU on pages 0-3 lands anywhere in 0.80-0.96 by collection path; from two pages on, both
+  // paths give 0.92-0.96 on every page.
   const pages = detPages().slice(0, 2);
   const configFile = path.join(dir, 'config.json');
   let saved: ReturnType<typeof saveModel>;
