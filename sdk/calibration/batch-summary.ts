@@ -2,20 +2,24 @@
  * Batch summaries computed inside the ONNX Runtime graph: for each calibrated tensor, its
  * min, max, element count, sum and sum of squares, and (for the histogram observers) a fine
  * histogram, are added to the model as extra nodes, so a calibration run returns a few values
- * per channel and at most one uint16 code per value instead of every activation as float32.
+ * per channel and at most one int16 code per value instead of every activation as float32.
  *
  * Why: returning the activations themselves (graph outputs) makes ORT keep them all alive to the
  * end of the run and copy each one into a JS buffer: 2.6-3x the plain inference time on
  * PP-OCRv4 before any statistic is computed. The summaries cost 1.1-1.6x (see the bench).
  *
- * The fine histogram is ONNX QuantizeLinear to uint16 (ORT's com.microsoft QuantizeLinear)
- * on the batch's own range widened to include zero: 8192 uniform bins (4096 when sampled), counted in JS. Every
- * activation range quantbook quantizes with includes zero (see qparamsFromRange), so these
- * bins are 32x finer than an 8-bit grid over the same range and as fine as the observers'
- * finest (1024-8192 bins, default 2048); they are then merged into the observer's histogram
- * like any other batch (each fine bin spread over the bins it overlaps). Per tensor and batch,
- * folding and merging the fine bins is a fixed cost (~0.1 ms at 8192), which is why there are
- * not more of them.
+ * The fine histogram is ONNX QuantizeLinear to int16 (ORT's com.microsoft QuantizeLinear) with
+ * zero point 0 and a scale that puts FINE_BINS - 1 steps between zero and the larger of |min| and
+ * max, counted in JS: 8192 to 16383 uniform bins over the batch's range widened to include zero
+ * (8192 for a one-sided tensor, more the more two-sided it is; 2048 to 4095 when sampled). Every
+ * activation range quantbook quantizes with includes zero (see qparamsFromRange), so these bins
+ * are at least 32x finer than an 8-bit grid over the same range and as fine as the observers'
+ * finest (1024-8192 bins, default 2048); they are then merged into the observer's histogram like
+ * any other batch (each fine bin spread over the bins it overlaps). Per tensor and batch, folding
+ * and merging the fine bins is a fixed cost (~0.1 ms at 8192), which is why there are not more of
+ * them. A grid symmetric about zero needs no zero point arithmetic in the graph: an earlier
+ * uint16 grid over [min(min, 0), max(max, 0)] took 5 more nodes a tensor (zero point = round(-lo /
+ * scale), cast), which cost session creation ~0.1 ms each and each run a few µs.
  *
  * Sampling (histogramSample > 0; off by default, see CalibrateOptions): the codes are made for about that
  * many values per tensor and batch, whole rows of the tensor seen as [rows, last dim] taken at an
@@ -66,10 +70,12 @@ export interface BatchSummary {
   histogram?: Histogram;
 }
 
+/** Fine bins between zero and the larger of |min| and max (the codes run over ±(FINE_BINS - 1)). */
 export const FINE_BINS = 8192;
-/** Fine bins of a sampled histogram: half as many, since a sample of ~32k values a batch fills
- * no more, and folding and merging the bins is a per-tensor cost that sampling does not shrink. */
-export const SAMPLED_FINE_BINS = 4096;
+/** The same for a sampled histogram: a quarter as many, since a sample of ~32k values a batch
+ * fills no more, and folding and merging the bins is a per-tensor cost that sampling does not
+ * shrink (4096 cost det ~3 ms a batch more, with the same HFMG error on rec). */
+export const SAMPLED_FINE_BINS = 2048;
 
 export interface SummaryRequest {
   tensor: string;
@@ -99,7 +105,7 @@ export interface SummaryPlan {
   sampling: string;
 }
 
-/** Default-domain opset below which the summary nodes' forms (Cast's integer `to`) do not exist. */
+/** Default-domain opset below which the summary nodes' forms differ (legacy `consumed_inputs`). */
 const MIN_OPSET = 6;
 /** Flatten with a negative axis (rows whatever the rank) and Slice with steps need opset 11. */
 const SAMPLING_OPSET = 11;
@@ -123,7 +129,6 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   }
   const g = copy.graph;
   const copyOpset = copy.opsetVersion('') ?? 1;
-  const hasRound = copyOpset >= 11;
   const ranks = inferRanks(g);
   for (const r of requests) g.requireTensor(r.tensor, 'calibration tensor');
   const names = g.nameSource();
@@ -146,11 +151,13 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     return axesInputs.get(key)!;
   };
   const bins = sample > 0 ? SAMPLED_FINE_BINS : FINE_BINS;
-  const levels = anyHistogram ? constant('levels', bins - 1) : '';
-  const negLevels = levels ? constant('neg_levels', -(bins - 1)) : '';
-  const half = levels && !hasRound ? constant('half', 0.5) : '';
-  const zero = levels ? constant('zero', 0) : '';
-  const tiny = levels ? constant('tiny', TINY) : '';
+  const steps = anyHistogram ? constant('steps', bins - 1) : '';
+  const tiny = steps ? constant('tiny', TINY) : '';
+  let zeroCode = '';
+  if (steps) {
+    zeroCode = names.fresh('quantbook_summary_zero_code');
+    g.proto.initializer.push(makeTensor(zeroCode, DataType.INT16, [], new Int16Array(1)));
+  }
   // Slice inputs taking rows 0, k, 2k, ... (starts, ends, axes; the steps k are per tensor)
   const rowSlice = anyHistogram && sample > 0 ? [int64s('first_row', [0n]), int64s('end', [2n ** 62n]), int64s('rows_axis', [0n])] : [];
   const twiceSample = rowSlice.length ? int64s('twice_sample', [BigInt(2 * sample)]) : '';
@@ -207,15 +214,14 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
         const stride = op('Add', [op('Mul', [op('Div', [o.size, twiceSample]), two]), one]);
         values = op('Slice', [op('Flatten', [r.tensor], [makeAttribute('axis', -1)]), ...rowSlice, stride]);
       }
-      // uint16 codes on [lo, hi] = [min(min, 0), max(max, tiny)]: scale = (hi - lo) / levels and
-      // zero point = round(-lo / scale) = round(-lo * levels / (hi - lo)), in [0, levels] since
-      // lo <= 0 < hi. codeParams() redoes this float32 arithmetic in JS, so neither is an output.
-      const [min, max] = partialAxes ? [reduce('ReduceMin', o.min), reduce('ReduceMax', o.max)] : [o.min, o.max];
-      const lo = op('Min', [min, zero]);
-      const range = op('Sub', [op('Max', [max, tiny]), lo]);
-      const zp = op('Div', [op('Mul', [lo, negLevels]), range]);
-      const zeroPoint = op('Cast', [hasRound ? op('Round', [zp]) : op('Floor', [op('Add', [zp, half])])], [makeAttribute('to', DataType.UINT16)]);
-      o.codes = op('QuantizeLinear', [values, op('Div', [range, levels]), zeroPoint], [], 'com.microsoft');
+      // int16 codes on a grid symmetric about zero, bins - 1 steps to the larger of |min| and max:
+      // scale = max(-min, max, tiny) / (bins - 1) and zero point 0, so the grid needs no zero
+      // point arithmetic (5 nodes fewer a tensor, each costing run and session-creation time).
+      // codeScale() redoes this float32 arithmetic in JS, so the scale is not an output.
+      const bound = partialAxes
+        ? op('Max', [reduce('ReduceMax', op('Max', [op('Neg', [o.min]), o.max])), tiny])
+        : op('Max', [op('Neg', [o.min]), o.max, tiny]);
+      o.codes = op('QuantizeLinear', [values, op('Div', [bound, steps]), zeroCode], [], 'com.microsoft');
     }
     outputs.set(r.tensor, o);
     nodes.push(group);
@@ -229,8 +235,9 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   for (const name of outputNames) g.proto.output.push(newValueInfo({ name }));
   g.invalidate();
 
-  const counts = new Int32Array(4 * bins);
-  const weighted = new Float64Array(bins);
+  // code tables: codes run from -(bins - 1) to bins - 1
+  const counts = new Int32Array(8 * bins);
+  const weighted = new Float64Array(2 * bins);
   return {
     model: copy,
     outputNames,
@@ -249,8 +256,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const s: BatchSummary = { min, max, count: scalar(o.size), sum: foldPartials(result[o.sum].data as Float32Array, add), sumSq: scalar(o.sumSq) };
       // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max
       if (o.codes && Number.isFinite(min) && Number.isFinite(max)) {
-        const { scale, zeroPoint } = codeParams(min, max, hasRound, bins);
-        s.histogram = fineHistogram(result[o.codes].data as Uint16Array, scale, zeroPoint, s, counts, weighted);
+        s.histogram = fineHistogram(result[o.codes].data as Int16Array, codeScale(min, max, bins), s, counts, weighted);
       }
       return s;
     },
@@ -270,64 +276,67 @@ function foldPartials(partials: Float32Array, fold: (a: number, b: number) => nu
 const TINY = 1e-30;
 
 /**
- * The scale and zero point the summary graph gives a tensor's codes, by the same float32
- * operations in the same order (each IEEE-rounded result is reproduced exactly by Math.fround of
- * the double result for these operations), so the graph need not return them.
+ * The scale the summary graph gives a tensor's codes, by the same float32 operations (Neg, Max and
+ * ReduceMax are exact; the division is reproduced exactly by Math.fround of the double quotient),
+ * so the graph need not return it. The zero point is 0: code c stands for c · scale.
  */
-export function codeParams(min: number, max: number, hasRound: boolean, bins = FINE_BINS): { scale: number; zeroPoint: number } {
-  const f = Math.fround;
-  const LEVELS = bins - 1;
-  const lo = Math.min(min, 0);
-  const range = f(Math.max(max, f(TINY)) - lo);
-  const z = f(f(lo * -LEVELS) / range);
-  return { scale: f(range / LEVELS), zeroPoint: hasRound ? roundHalfEven(z) : Math.floor(f(z + 0.5)) };
+export function codeScale(min: number, max: number, bins = FINE_BINS): number {
+  return Math.fround(Math.max(-min, max, Math.fround(TINY)) / (bins - 1));
 }
 
 /**
- * Counts uint16 codes (each below `bins`, the length of each table) into four interleaved tables (repeated codes do not wait on each other),
- * reading them two at a time through a 32-bit view where the buffer allows it. The tables must
- * be zero on entry; fineHistogram leaves them so.
+ * Counts int16 codes (each within ±(bins - 1), shifted by bins - 1 to an index below 2·bins)
+ * into four interleaved tables of 2·bins counts (repeated codes do not wait on each other),
+ * reading them two at a time through a 32-bit view where the buffer allows it. The tables must be
+ * zero on entry; fineHistogram leaves them so.
  */
-function countCodes(codes: Uint16Array, counts: Int32Array): void {
-  const [T1, T2, T3] = [counts.length >> 2, counts.length >> 1, 3 * (counts.length >> 2)];
+function countCodes(codes: Int16Array, counts: Int32Array, offset: number): void {
+  const table = counts.length >> 2;
+  const [T1, T2, T3] = [table, 2 * table, 3 * table];
   let i = 0;
   if ((codes.byteOffset & 3) === 0) {
     const pairs = new Uint32Array(codes.buffer, codes.byteOffset, codes.length >> 1);
     const n = pairs.length & ~1;
+    // (a 16-bit two's complement code + offset) & 0xffff is code + offset for codes >= -offset
     for (let p = 0; p < n; p += 2) {
       const a = pairs[p];
       const b = pairs[p + 1];
-      counts[a & 0xffff]++;
-      counts[T1 + (a >>> 16)]++;
-      counts[T2 + (b & 0xffff)]++;
-      counts[T3 + (b >>> 16)]++;
+      counts[((a & 0xffff) + offset) & 0xffff]++;
+      counts[T1 + (((a >>> 16) + offset) & 0xffff)]++;
+      counts[T2 + (((b & 0xffff) + offset) & 0xffff)]++;
+      counts[T3 + (((b >>> 16) + offset) & 0xffff)]++;
     }
     i = 2 * n;
   }
-  for (; i < codes.length; i++) counts[codes[i]]++;
+  for (; i < codes.length; i++) counts[codes[i] + offset]++;
 }
 
 /**
- * The uint16 code histogram as a Histogram over the values the codes stand for, from the code of
+ * The int16 code histogram as a Histogram over the values the codes stand for, from the code of
  * the batch's min to that of its max. Codes of a sample count count / codes.length values each.
  * Its counts are a view of `weighted`, overwritten by the next call: the observer merges them
- * right away (one scratch buffer instead of 64 KB of garbage per tensor and batch).
+ * right away (one scratch buffer instead of 128 KB of garbage per tensor and batch).
  */
-function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: BatchSummary, counts: Int32Array, weighted: Float64Array): Histogram {
+function fineHistogram(codes: Int16Array, scale: number, s: BatchSummary, counts: Int32Array, weighted: Float64Array): Histogram {
   if (!(s.max > s.min)) {
     // a constant tensor: one bin at its value, as Histogram.add makes it
     return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
   }
-  countCodes(codes, counts);
+  const table = weighted.length;
+  const offset = (table >> 1) - 1;
+  countCodes(codes, counts, offset);
   const sampled = codes.length !== s.count;
   const weight = sampled ? s.count / codes.length : 1;
+  // every code lies between those of the batch's min and max (QuantizeLinear is monotone); one
+  // code of margin on each side in case a division rounds differently
+  const indexOf = (v: number) => Math.min(table - 1, Math.max(0, roundHalfEven(Math.fround(v / scale)) + offset));
+  const [minIndex, maxIndex] = [indexOf(s.min), indexOf(s.max)];
   // one pass: sum the four tables into weighted counts, zero them for the next tensor, and find
-  // the first and last occupied code (a per-tensor cost, paid for every bin: hence one pass)
+  // the first and last occupied code (a per-tensor cost: hence one pass, over the occupied span only)
   let first = -1;
   let last = -1;
-  const bins = weighted.length;
-  const [T1, T2, T3] = [bins, 2 * bins, 3 * bins];
-  for (let k = 0; k < bins; k++) {
+  const [T1, T2, T3] = [table, 2 * table, 3 * table];
+  for (let k = Math.max(0, minIndex - 1), end = Math.min(table - 1, maxIndex + 1); k <= end; k++) {
     const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
     weighted[k] = c * weight;
     if (c === 0) continue;
@@ -337,19 +346,17 @@ function fineHistogram(codes: Uint16Array, scale: number, zeroPoint: number, s: 
   }
   if (sampled) {
     // the exact min and max are in the batch even when the sample missed them
-    const codeOf = (v: number) => Math.min(bins - 1, Math.max(0, Math.round(v / scale) + zeroPoint));
-    const [minCode, maxCode] = [codeOf(s.min), codeOf(s.max)];
-    first = first < 0 ? minCode : Math.min(first, minCode);
-    last = Math.max(last, maxCode);
+    first = first < 0 ? minIndex : Math.min(first, minIndex);
+    last = Math.max(last, maxIndex);
     weighted[first] ||= 1;
     weighted[last] ||= 1;
   } else if (first < 0) {
-    first = last = 0;
+    first = last = minIndex;
+    weighted[first] = 0;
   }
-  // code k stands for values within half a step of (k - zeroPoint) * scale; the end bins are cut
-  // at the batch's min and max (as Histogram.add does), a stretch of under one code step
-  const lo = Math.max((first - zeroPoint - 0.5) * scale, s.min);
-  const hi = Math.min((last - zeroPoint + 0.5) * scale, s.max);
+  // code index k stands for values within half a step of (k - offset) * scale; the end bins are
+  // cut at the batch's min and max (as Histogram.add does), a stretch of under one code step
+  const lo = Math.max((first - offset - 0.5) * scale, s.min);
+  const hi = Math.min((last - offset + 0.5) * scale, s.max);
   return new Histogram(last - first + 1, lo, hi, weighted.subarray(first, last + 1));
 }
-

@@ -49,7 +49,7 @@ export interface CalibrateOptions {
   skipNonFloat?: boolean;
   /**
    * How each batch's statistics leave ONNX Runtime: 'in-graph' summaries (min/max/moments, and
-   * a uint16 fine histogram for the histogram observers, computed by extra graph nodes: see
+   * an int16 fine histogram for the histogram observers, computed by extra graph nodes: see
    * batch-summary.ts) or 'exposed' activations (every value copied out as float32, observed in
    * JS). 'auto' (default) uses in-graph summaries on the CPU provider (per channel: minmax and
    * sigma; histograms: up to 8 bits, per tensor), and falls back to exposure where ORT cannot
@@ -201,7 +201,7 @@ async function instrumentedRunner(
   const cpuOnly = (executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu');
   const histograms = targets.some((t) => observers.get(t.tensor)!.needsHistogram);
   const why = spec.perChannel && histograms ? 'per-channel histograms need the values'
-    : spec.numBits > 8 && histograms ? `the uint16 fine histogram is too coarse for ${spec.numBits}-bit ranges`
+    : spec.numBits > 8 && histograms ? `the int16 fine histogram is too coarse for ${spec.numBits}-bit ranges`
       : !cpuOnly ? 'summaries use ORT CPU contrib operators' : '';
   if (collect === 'in-graph' && why) throw new QuantbookError('UNSUPPORTED', `collect 'in-graph': ${why}; use 'exposed' or 'auto'`);
   if (collect !== 'exposed' && !why) {

@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import * as ort from 'onnxruntime-node';
 import { DataType, Observer, PerChannelObserver, QuantbookError, Runner, calibrate, createObserver, defaultTargets, loadModel, loopReductions, qparamsFromRange, resolveSpec } from '../../sdk';
-import { BatchSummary, FINE_BINS, codeParams, summaryPlan } from '../../sdk/calibration/batch-summary';
+import { BatchSummary, FINE_BINS, codeScale, summaryPlan } from '../../sdk/calibration/batch-summary';
 import { roundHalfEven } from '../../sdk/kernels/quant';
 import { Histogram } from '../../sdk/kernels/histogram';
 import { MODELS, randomFloats } from '../helpers';
@@ -23,7 +23,7 @@ describe('in-graph batch summaries (calibration without copying activations out)
     await runner.dispose();
   });
 
-  it('returns small reductions and uint16 codes only, appended in reverse order of their tensors', () => {
+  it('returns small reductions and int16 codes only, appended in reverse order of their tensors', () => {
     const targets = defaultTargets(model).map((t) => t.tensor);
     const plan = summaryPlan(model, targets.map((tensor) => ({ tensor, histogram: true })));
     const g = plan.model.graph;
@@ -66,7 +66,7 @@ describe('in-graph batch summaries (calibration without copying activations out)
     }
   });
 
-  it('histogramSample 0: the codes are the ones QuantizeLinear gives every value, on the grid codeParams computes (bit for bit)', async () => {
+  it('histogramSample 0: the codes are the ones QuantizeLinear gives every value, on the grid codeScale computes (bit for bit)', async () => {
     const targets = defaultTargets(model).map((t) => t.tensor);
     const plan = summaryPlan(model, targets.map((tensor) => ({ tensor, histogram: true })));
     assert.equal(plan.sampling, 'every value');
@@ -77,13 +77,20 @@ describe('in-graph batch summaries (calibration without copying activations out)
       const values = activations.get(tensor)![0];
       const summary = plan.read(outputs, tensor) as BatchSummary;
       if (!(summary.max > summary.min)) continue;
-      const { scale, zeroPoint } = codeParams(summary.min, summary.max, true);
-      const expected = new Float64Array(FINE_BINS);
-      for (const v of values) expected[Math.min(FINE_BINS - 1, Math.max(0, roundHalfEven(Math.fround(v / scale)) + zeroPoint))]++;
+      const scale = codeScale(summary.min, summary.max);
+      // QuantizeLinear to int16 with zero point 0 (saturating), shifted to an index
+      const offset = FINE_BINS - 1;
+      const expected = new Float64Array(2 * FINE_BINS);
+      for (const v of values) expected[Math.min(32767, Math.max(-32768, roundHalfEven(Math.fround(v / scale)))) + offset]++;
       const h = summary.histogram!;
       const first = expected.findIndex((c) => c > 0);
       assert.deepEqual([...h.counts], [...expected.subarray(first, first + h.counts.length)], tensor);
       assert.equal(h.counts.reduce((x, y) => x + y, 0), values.length, tensor);
+      // the grid: FINE_BINS - 1 steps to the larger of |min| and max, so at least FINE_BINS bins over the range
+      assert.ok((summary.max - Math.min(summary.min, 0)) / scale >= FINE_BINS - 1 - 1e-3, tensor);
+      assert.equal(Math.max(-summary.min, summary.max) / scale <= FINE_BINS - 1 + 1e-3, true, tensor);
+      // the histogram spans the batch's range exactly (end bins cut at min and max)
+      assert.deepEqual([h.lo, h.hi], [summary.min, summary.max], tensor);
     }
   });
 
@@ -144,9 +151,9 @@ describe('in-graph batch summaries (calibration without copying activations out)
     const perChannel = await calibrate(model, batches.slice(0, 1), { observer: 'percentile', spec, tensors: ['p2o.Add.31'] });
     assert.match(perChannel.metadata.collection, /^exposed \(per-channel histograms need the values\)$/);
     await assert.rejects(calibrate(model, batches, { observer: 'histogram', spec, collect: 'in-graph' }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /per-channel histograms need the values; use 'exposed' or 'auto'/.test(e.message));
-    // ranges of more than 8 bits: min/max summaries serve, uint16 fine histograms do not
+    // ranges of more than 8 bits: min/max summaries serve, int16 fine histograms do not
     assert.equal((await calibrate(model, batches.slice(0, 1), { observer: 'minmax', spec: { numBits: 16 }, tensors: ['p2o.Add.31'] })).metadata.collection, 'in-graph');
-    assert.match((await calibrate(model, batches.slice(0, 1), { observer: 'histogram', spec: { numBits: 16 }, tensors: ['p2o.Add.31'] })).metadata.collection, /^exposed \(the uint16 fine histogram is too coarse for 16-bit ranges\)$/);
+    assert.match((await calibrate(model, batches.slice(0, 1), { observer: 'histogram', spec: { numBits: 16 }, tensors: ['p2o.Add.31'] })).metadata.collection, /^exposed \(the int16 fine histogram is too coarse for 16-bit ranges\)$/);
     await assert.rejects(calibrate(model, batches, { collect: 'fast' as never }), /collect: got "fast"; expected one of 'auto', 'in-graph', 'exposed'/);
   });
 
