@@ -22,16 +22,20 @@
  * scale), cast), which cost session creation ~0.1 ms each and each run a few µs.
  *
  * Sampling (histogramSample > 0; off by default, see CalibrateOptions): the codes are made for about that
- * many values per tensor and batch, whole rows of the tensor seen as [rows, last dim] taken at an
- * odd stride (Flatten + Slice with steps; ORT copies whole rows at memcpy speed), and each counted
- * code stands for count / sampled values. Why: exact counting costs per activation value one code
+ * many values per tensor and batch, every k-th value of the flattened tensor (Flatten + Slice with
+ * steps), and each counted code stands for count / sampled values. Values, not whole rows: a row
+ * stride larger than a channel's rows skipped whole channels, and one of PP-OCRv4 rec's tensors
+ * ([8, 240, 12, 80]) keeps nearly all its values above 1.2 in 4 of its 240 channels, which the
+ * sample then missed: HFMG clipped them and the W8A8 model read no text at all (sample 8192). Taking values costs ORT
+ * ~3 ms more per det batch than copying rows. Why: exact counting costs per activation value one code
  * made by ORT, returned to JS and counted there (2-2.5 ns together), more than plain inference
  * spends per calibrated value (1.3-2.4 ns on PP-OCRv4), so exact histograms cost 3.6-4.9x plain
  * inference. The stride is computed in the graph from the tensor's size, so small tensors (SE
- * blocks, pooled features) are counted whole and large ones cost the same as small ones. It is
- * odd so that it cannot sample only even rows of a map with a 2-periodic pattern (a stride-2
- * ConvTranspose's). Min, max, count, sum and sum of squares stay exact (full-tensor reductions:
- * a sample of rows misestimated the std of channel-heterogeneous tensors by up to 80%), and the
+ * blocks, pooled features) are counted whole and large ones cost the same as small ones; as long
+ * as k is below a channel's size (batch items x channels below the sample size), every channel
+ * is sampled. k is odd so that it cannot sample only even columns of a map with a 2-periodic
+ * pattern (a stride-2 ConvTranspose's). Min, max, count, sum and sum of squares stay exact
+ * (full-tensor reductions: a sample of rows misestimated the std of channel-heterogeneous tensors by up to 80%), and the
  * histogram's range runs from the exact min to the exact max, each holding at least one value.
  *
  * Min, max and sum of a tensor of rank >= 3 are reduced over all but its first two axes, to one
@@ -85,7 +89,7 @@ export interface SummaryRequest {
 }
 
 export interface SummaryOptions {
-  /** histogram codes for about this many values per tensor and batch (whole rows, odd stride); 0 (default): every value */
+  /** histogram codes for about this many values per tensor and batch (every k-th value, odd k); 0 (default): every value */
   histogramSample?: number;
 }
 
@@ -107,8 +111,8 @@ export interface SummaryPlan {
 
 /** Default-domain opset below which the summary nodes' forms differ (legacy `consumed_inputs`). */
 const MIN_OPSET = 6;
-/** Flatten with a negative axis (rows whatever the rank) and Slice with steps need opset 11. */
-const SAMPLING_OPSET = 11;
+/** Slice with steps needs opset 10. */
+const SAMPLING_OPSET = 10;
 /** Older models are raised to this opset, the one upgradeOpset (and W8A8) writes. */
 const UPGRADE_OPSET = 13;
 
@@ -118,7 +122,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   const anyHistogram = requests.some((r) => r.histogram);
   const copy = model.clone();
   let sample = Math.max(0, options.histogramSample ?? 0);
-  let sampling = !anyHistogram ? 'no histograms' : sample > 0 ? `about ${sample} values per tensor and batch (whole rows, odd stride)` : 'every value';
+  let sampling = !anyHistogram ? 'no histograms' : sample > 0 ? `about ${sample} values per tensor and batch (every k-th value, odd k)` : 'every value';
   if (anyHistogram && sample > 0 && opset < SAMPLING_OPSET) {
     try {
       upgradeOpset(copy, UPGRADE_OPSET);
@@ -159,10 +163,10 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     g.proto.initializer.push(makeTensor(zeroCode, DataType.INT16, [], new Int16Array(1)));
   }
   // Slice inputs taking rows 0, k, 2k, ... (starts, ends, axes; the steps k are per tensor)
-  const rowSlice = anyHistogram && sample > 0 ? [int64s('first_row', [0n]), int64s('end', [2n ** 62n]), int64s('rows_axis', [0n])] : [];
-  const twiceSample = rowSlice.length ? int64s('twice_sample', [BigInt(2 * sample)]) : '';
-  const two = rowSlice.length ? int64s('two', [2n]) : '';
-  const one = rowSlice.length ? int64s('one', [1n]) : '';
+  const valueSlice = anyHistogram && sample > 0 ? [int64s('first_value', [0n]), int64s('end', [2n ** 62n]), int64s('values_axis', [1n])] : [];
+  const twiceSample = valueSlice.length ? int64s('twice_sample', [BigInt(2 * sample)]) : '';
+  const two = valueSlice.length ? int64s('two', [2n]) : '';
+  const one = valueSlice.length ? int64s('one', [1n]) : '';
 
   // producer position: the order the summaries must be appended in (reversed)
   const position = new Map<string, number>();
@@ -209,10 +213,10 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     }
     if (r.histogram) {
       let values = r.tensor;
-      if (rowSlice.length) {
-        // every k-th row of the tensor as [rows, last dim], k = 2·floor(size / 2·sample) + 1
+      if (valueSlice.length) {
+        // every k-th value of the tensor flattened to [1, size], k = 2·floor(size / 2·sample) + 1
         const stride = op('Add', [op('Mul', [op('Div', [o.size, twiceSample]), two]), one]);
-        values = op('Slice', [op('Flatten', [r.tensor], [makeAttribute('axis', -1)]), ...rowSlice, stride]);
+        values = op('Slice', [op('Flatten', [r.tensor], [makeAttribute('axis', 0)]), ...valueSlice, stride]);
       }
       // int16 codes on a grid symmetric about zero, bins - 1 steps to the larger of |min| and max:
       // scale = max(-min, max, tiny) / (bins - 1) and zero point 0, so the grid needs no zero

@@ -94,10 +94,10 @@ describe('in-graph batch summaries (calibration without copying activations out)
     }
   });
 
-  it('histogramSample N: codes for N to 2N values of each larger tensor, whole rows at an odd stride; smaller tensors whole; stats otherwise exact', async () => {
+  it('histogramSample N: codes for N to 2N values of each larger tensor, every k-th value (k odd); smaller tensors whole; stats otherwise exact', async () => {
     const targets = defaultTargets(model).map((t) => t.tensor);
     const plan = summaryPlan(model, targets.map((tensor) => ({ tensor, histogram: true })), { histogramSample: 4096 });
-    assert.equal(plan.sampling, 'about 4096 values per tensor and batch (whole rows, odd stride)');
+    assert.equal(plan.sampling, 'about 4096 values per tensor and batch (every k-th value, odd k)');
     assert.equal(plan.model.opsetVersion(''), 13, 'rec (opset 9) is raised to 13 for Slice with steps');
     const runner = await Runner.create(plan.model);
     const { outputs } = await runner.run(batches[0]);
@@ -117,6 +117,29 @@ describe('in-graph batch summaries (calibration without copying activations out)
     assert.ok(sampledTensors >= 10, `${sampledTensors} tensors were large enough to sample`);
     const stride = (size: number) => 2 * Math.floor(size / 8192) + 1;
     assert.deepEqual([1000, 8191, 8192, 30000].map(stride), [1, 1, 3, 7]);
+  });
+
+  it('histogramSample N samples every channel: an outlier channel keeps its share of the histogram', async () => {
+    // [2, 240, 12, 80] like the rec tensor whose large values live in 4 of 240 channels; a stride
+    // over whole rows (12 per channel) larger than 12 skipped those channels
+    const dims = [2, 240, 12, 80];
+    const perChannel = 12 * 80;
+    const x = new Float32Array(dims.reduce((a, b) => a * b));
+    const outliers = new Set([132, 197, 207, 211]);
+    for (let i = 0; i < x.length; i++) {
+      const c = Math.floor(i / perChannel) % 240;
+      x[i] = outliers.has(c) ? 2 + 0.5 * Math.sin(i) : 0.5 * Math.sin(0.37 * i);
+    }
+    const tiny = loadModel(tinyModel({ inputs: [{ name: 'x', shape: dims }], outputs: ['y'], nodes: [{ op: 'Relu', inputs: ['x'], outputs: ['y'] }] }));
+    const plan = summaryPlan(tiny, [{ tensor: 'x', histogram: true }], { histogramSample: 4096 });
+    const runner = await Runner.create(plan.model);
+    const { outputs } = await runner.run({ x: new ort.Tensor('float32', x, dims) });
+    await runner.dispose();
+    const h = (plan.read(outputs, 'x') as BatchSummary).histogram!;
+    let above = 0;
+    h.counts.forEach((c, k) => { if (h.lo + (k + 0.5) * (h.hi - h.lo) / h.bins > 1.2) above += c; });
+    const share = above / x.length;
+    assert.ok(Math.abs(share - 4 / 240) < 0.2 * (4 / 240), `mass above 1.2: ${(100 * share).toFixed(2)}% of the values, true ${(100 * 4 / 240).toFixed(2)}%`);
   });
 
   it('percentile ranges from exact fine histograms are within one bin of those from the values', async () => {

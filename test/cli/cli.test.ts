@@ -74,7 +74,7 @@ describe('quantbook command', function () {
     const c = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--observer', 'percentile', '--max-batches', '1', '--histogram-sample', '4096', '--json']);
     assert.equal(c.code, 0, c.stderr);
     assert.equal(JSON.parse(c.stdout).metadata.batches, '1');
-    assert.equal(JSON.parse(c.stdout).metadata.histogram_values, 'about 4096 values per tensor and batch (whole rows, odd stride)');
+    assert.equal(JSON.parse(c.stdout).metadata.histogram_values, 'about 4096 values per tensor and batch (every k-th value, odd k)');
     const bad = run(['calibrate', MODELS.cls, '--data', data, '--out', stats, '--histogram-sample', '-3']);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /--histogram-sample: got "-3"; expected a whole number \(0 or more\)/);
