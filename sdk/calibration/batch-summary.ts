@@ -21,22 +21,23 @@
  * uint16 grid over [min(min, 0), max(max, 0)] took 5 more nodes a tensor (zero point = round(-lo /
  * scale), cast), which cost session creation ~0.1 ms each and each run a few µs.
  *
- * Sampling (histogramSample > 0; off by default, see CalibrateOptions): the codes are made for about that
- * many values per tensor and batch, every k-th value of the flattened tensor (Flatten + Slice with
- * steps), and each counted code stands for count / sampled values. Values, not whole rows: a row
- * stride larger than a channel's rows skipped whole channels, and one of PP-OCRv4 rec's tensors
- * ([8, 240, 12, 80]) keeps nearly all its values above 1.2 in 4 of its 240 channels, which the
- * sample then missed: HFMG clipped them and the W8A8 model read no text at all (sample 8192). Taking values costs ORT
- * ~3 ms more per det batch than copying rows. Why: exact counting costs per activation value one code
- * made by ORT, returned to JS and counted there (2-2.5 ns together), more than plain inference
- * spends per calibrated value (1.3-2.4 ns on PP-OCRv4), so exact histograms cost 3.6-4.9x plain
- * inference. The stride is computed in the graph from the tensor's size, so small tensors (SE
- * blocks, pooled features) are counted whole and large ones cost the same as small ones; as long
- * as k is below a channel's size (batch items x channels below the sample size), every channel
- * is sampled. k is odd so that it cannot sample only even columns of a map with a 2-periodic
- * pattern (a stride-2 ConvTranspose's). Min, max, count, sum and sum of squares stay exact
- * (full-tensor reductions: a sample of rows misestimated the std of channel-heterogeneous tensors by up to 80%), and the
- * histogram's range runs from the exact min to the exact max, each holding at least one value.
+ * Sampling (histogramSample > 0; off by default, see CalibrateOptions): the codes are made for
+ * about that many values per tensor and batch, every k-th value of the flattened tensor (Flatten
+ * + Slice with steps), and each counted code stands for count / sampled values. Why: exact
+ * counting costs per activation value one code made by ORT, returned to JS and counted there
+ * (2-2.5 ns together), more than plain inference spends per calibrated value (1.3-2.4 ns on
+ * PP-OCRv4), so exact histograms cost ~3-4x plain inference. The stride is computed in the graph
+ * from the tensor's size, so small tensors (SE blocks, pooled features) are counted whole and
+ * large ones cost the same as small ones. k is odd so that it cannot sample only even columns of
+ * a map with a 2-periodic pattern (a stride-2 ConvTranspose's). Values, not whole rows: while k is
+ * below a channel's size (batch items x channels below the sample size) every channel is sampled,
+ * whereas a row stride longer than a channel's rows skipped whole channels; one of PP-OCRv4 rec's
+ * tensors ([8, 240, 12, 80]) keeps nearly all its values above 1.2 in 4 of its 240 channels, the
+ * row sample missed them, HFMG clipped them and the W8A8 model read no text at all (sample 8192).
+ * Taking values costs ORT ~3 ms more per det batch than copying rows. Min, max, count, sum and
+ * sum of squares stay exact (full-tensor reductions: a sample of rows misestimated the std of
+ * channel-heterogeneous tensors by up to 80%), and the histogram's range runs from the exact min
+ * to the exact max, each holding at least one value.
  *
  * Min, max and sum of a tensor of rank >= 3 are reduced over all but its first two axes, to one
  * partial per (batch item, channel) that JS folds: ORT reduces a whole tensor to a scalar on one
