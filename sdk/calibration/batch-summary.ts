@@ -163,7 +163,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     zeroCode = names.fresh('quantbook_summary_zero_code');
     g.proto.initializer.push(makeTensor(zeroCode, DataType.INT16, [], new Int16Array(1)));
   }
-  // Slice inputs taking rows 0, k, 2k, ... (starts, ends, axes; the steps k are per tensor)
+  // Slice inputs taking values 0, k, 2k, ... of [1, size] (starts, ends, axes; the steps k are per tensor)
   const valueSlice = anyHistogram && sample > 0 ? [int64s('first_value', [0n]), int64s('end', [2n ** 62n]), int64s('values_axis', [1n])] : [];
   const twiceSample = valueSlice.length ? int64s('twice_sample', [BigInt(2 * sample)]) : '';
   const two = valueSlice.length ? int64s('two', [2n]) : '';

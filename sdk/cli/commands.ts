@@ -152,8 +152,9 @@ async function calibrateCommand(argv: string[]): Promise<number> {
   fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
   result.save(out);
   const rows = result.rows();
-  output(args, { model: modelPath, observer, tensors: new Set(rows.map((r) => r.tensor)).size, rows: rows.length, file: out, metadata: result.metadata },
-    `calibrated ${new Set(rows.map((r) => r.tensor)).size} tensors of ${modelPath} with ${observer} over ${result.metadata.batches} batch${result.metadata.batches === '1' ? '' : 'es'}\n  wrote ${out}`);
+  const tensors = new Set(rows.map((r) => r.tensor)).size;
+  output(args, { model: modelPath, observer, tensors, rows: rows.length, file: out, metadata: result.metadata },
+    `calibrated ${tensors} tensors of ${modelPath} with ${observer} over ${result.metadata.batches} batch${result.metadata.batches === '1' ? '' : 'es'}\n  wrote ${out}`);
   return 0;
 }
 
