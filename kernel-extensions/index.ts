@@ -38,7 +38,7 @@ export function setup(): void {
 /** Writes the HTML report of a session or result and shows where it went (and its run facts). */
 export async function report(source: QuantSession | QuantizationResult, file: string, options: ReportOptions = {}): Promise<void> {
   const { input } = await writeSessionReport(source, file, options);
-  const facts = [`model ${input.model}`, `${input.layers.length} layers`, input.data?.sha256 ? `data sha256 ${input.data.sha256.slice(0, 16)}…` : '', input.comparison ? `${input.comparison.length} tensors compared` : ''].filter(Boolean).join(' · ');
+  const facts = [`model ${input.model}`, `${input.layers.length} layers`, input.data?.hash ? `data ${input.data.hash.slice(0, 25)}…` : '', input.comparison ? `${input.comparison.length} tensors compared` : ''].filter(Boolean).join(' · ');
   const href = path.relative(process.cwd(), path.resolve(file)).split(path.sep).join('/');
   output.show(`<div style="font:13px system-ui">Report written: <a href="${escapeHtml(href)}" target="_blank">${escapeHtml(href)}</a> (${escapeHtml(facts)})</div>`, `report written: ${file} (${facts})`);
 }

@@ -14,7 +14,7 @@ export { Histogram } from './kernels/histogram';
 export { roundHalfEven, quantizeLinear, dequantizeLinear, fakeQuantize } from './kernels/quant';
 export * from './observers';
 export { StatRow, statsTable, rowsFromTable, writeStats, readStats, writeTable } from './stats/calibration-stats';
-export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, COLLECT_MODES, CollectMode, defaultTargets } from './calibration/calibrator';
+export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, COLLECT_MODES, CollectMode, defaultTargets, dataHashOf, DATA_HASH } from './calibration/calibrator';
 export { BatchSummary, FINE_BINS } from './calibration/batch-summary';
 export { batchesFrom, readNpy, CalibrationSource } from './calibration/data';
 export { upgradeOpset } from './onnx/opset-upgrade';

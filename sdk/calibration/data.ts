@@ -27,8 +27,11 @@ export async function* batchesFrom(source: CalibrationSource, inputNames: readon
   }
 }
 
+/** What hashFeeds needs of a hash: a streaming update (node's crypto.Hash and hash-wasm's hashers both have it). */
+export interface StreamingHash { update(data: string | Uint8Array): unknown }
+
 /** Adds one batch to a running hash: input names (sorted), element types, shapes and raw bytes. */
-export function hashFeeds(hash: import('crypto').Hash, feeds: Feeds): void {
+export function hashFeeds(hash: StreamingHash, feeds: Feeds): void {
   for (const name of Object.keys(feeds).sort()) {
     const t = feeds[name];
     const data = t.data as ArrayBufferView | string[];

@@ -12,6 +12,7 @@ import { DATA_DIR, folderLabels, recBatches } from '../eval/ocr-data';
 import { characterAccuracy, exactMatchRate } from '../eval/metrics';
 import { ctcDecode, loadRecKeys } from '../eval/ppocr';
 import { session } from '../session/session';
+import { dataHashOf } from '../calibration/calibrator';
 import { writeReport } from '../export/report';
 
 const DATA = path.join(DATA_DIR, 'rec');
@@ -70,7 +71,7 @@ export async function runStart(outDir = 'out'): Promise<void> {
   files.push(writeReport(path.join(outDir, 'report.html'), result.reportInput({
     title: 'quantbook: PP-OCRv4 rec, W8A8 (minmax)',
     model: path.relative(process.cwd(), modelPath),
-    data: { description: 'data/rec/calib (calibration), data/rec/held (evaluation)', sha256: result.calibration?.metadata.data_sha256, batches: calib.length },
+    data: { description: 'data/rec/calib (calibration), data/rec/held (evaluation)', hash: result.calibration && dataHashOf(result.calibration.metadata), batches: calib.length },
     comparison,
     accuracy: rows.slice(1).map((r) => ({ metric: r[0], fp32: r[1], int8: r[2] })),
     files: files.map((f) => path.relative(outDir, f)),

@@ -22,7 +22,8 @@ export interface ReportInput {
   environment: Record<string, string>;
   /** the random seed the run used, or why none was needed */
   seed?: number | string;
-  data?: { description: string; sha256?: string; batches?: number };
+  /** `hash`: the calibration data's hash, algorithm first ("xxh3-128:…") */
+  data?: { description: string; hash?: string; batches?: number };
   layers: Array<{ name: string; opType: string; inputScale?: number; inputZeroPoint?: number }>;
   /** every per-channel weight scale of the quantized layers */
   weightScales?: ArrayLike<number>;
@@ -52,7 +53,7 @@ export function environment(extra: Record<string, string> = {}): Record<string, 
 export function renderReport(r: ReportInput): string {
   const sections: string[] = [];
   const run: unknown[][] = [['model', r.model], ['created', r.created ?? new Date().toISOString()], ['seed', r.seed ?? 'none (the run is deterministic)']];
-  if (r.data) run.push(['calibration data', r.data.description], ['data sha256', r.data.sha256 ?? 'n/a'], ['batches', r.data.batches ?? 'n/a']);
+  if (r.data) run.push(['calibration data', r.data.description], ['data hash', r.data.hash ?? 'n/a'], ['batches', r.data.batches ?? 'n/a']);
   sections.push(`<h2>Run</h2>${table(['', ''], run)}`);
   sections.push(`<h2>Environment</h2>${table(['', ''], Object.entries(r.environment))}`);
   sections.push(`<h2>Configuration</h2><pre>${esc(JSON.stringify(r.config, null, 2))}</pre>`);

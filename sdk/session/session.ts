@@ -9,7 +9,7 @@ import * as arrow from 'apache-arrow';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
-import { CalibrationProgress, CalibrationResult } from '../calibration/calibrator';
+import { CalibrationProgress, CalibrationResult, dataHashOf } from '../calibration/calibrator';
 import { writeTable } from '../stats/calibration-stats';
 import { CalibrationSource } from '../calibration/data';
 import { isImageFolderSource } from '../calibration/images';
@@ -110,7 +110,7 @@ export class QuantizationResult {
     return {
       config: { processorCfgMap: this.config.processorCfgMap, device: this.config.device },
       environment: environment(meta ? { 'tfjs backend': meta.backend ?? '' } : {}),
-      ...(meta ? { data: { description: describeSource(this.config.calibData), sha256: meta.data_sha256, batches: Number(meta.batches) } } : {}),
+      ...(meta ? { data: { description: describeSource(this.config.calibData), hash: dataHashOf(meta), batches: Number(meta.batches) } } : {}),
       layers: this.layerSummary(),
       statistics,
       weightScales: this.weightScales(),

@@ -54,7 +54,7 @@ describe('quantbook command', function () {
     assert.ok(loadSafetensors(path.join(out, 'quant_model_weight_w8a8.safetensors')).tensors.size > 0);
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /Plotly\.newPlot\("sqnr"/);
-    assert.match(html, /data sha256<\/td><td>[0-9a-f]{64}/);
+    assert.match(html, /data hash<\/td><td>xxh3-128:[0-9a-f]{32}/);
     assert.ok(!/<script src=/.test(html), 'no external scripts');
   });
 

@@ -7,6 +7,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
+import { xxhash128 } from 'hash-wasm';
 import { CalibrationResult, figures, renderReport, report, session } from '../../sdk';
 import { MODELS, tempDir } from '../helpers';
 import { clsBatch } from '../ocr-fixtures';
@@ -50,10 +51,13 @@ describe('report and figures', () => {
     assert.equal(a.html, b.html);
     const x = calib[0].x.data as Float32Array;
     const other = await render([{ x: new ort.Tensor('float32', x.map((v) => v * 0.5), calib[0].x.dims) }]);
-    assert.match(a.input.data!.sha256!, /^[0-9a-f]{64}$/);
-    assert.notEqual(other.input.data!.sha256, a.input.data!.sha256);
+    assert.match(a.input.data!.hash!, /^xxh3-128:[0-9a-f]{32}$/);
+    assert.notEqual(other.input.data!.hash, a.input.data!.hash);
+    // the hash is XXH3-128 over each batch's "name:type:dims;" and raw bytes, as documented
+    const bytes = calib.map((b) => [Buffer.from(`x:float32:${b.x.dims.join('x')};`), Buffer.from((b.x.data as Float32Array).buffer, (b.x.data as Float32Array).byteOffset, (b.x.data as Float32Array).byteLength)]).flat();
+    assert.equal(a.input.data!.hash, `xxh3-128:${await xxhash128(Buffer.concat(bytes))}`);
     // the report holds what the issue lists: config, versions, backend, seed, data hash, statistics, plots
-    for (const needle of ['&quot;actMethod&quot;: &quot;histogram&quot;', 'onnxruntime-node', 'tfjs backend', 'seed', a.input.data!.sha256!, 'Calibration statistics', 'Plotly.newPlot', 'window.Plotly = Plotly']) {
+    for (const needle of ['&quot;actMethod&quot;: &quot;histogram&quot;', 'onnxruntime-node', 'tfjs backend', 'seed', a.input.data!.hash!, 'Calibration statistics', 'Plotly.newPlot', 'window.Plotly = Plotly']) {
       assert.ok(a.html.includes(needle), needle);
     }
     // every plot uses a trace type plotly's basic bundle has (an unknown type would draw nothing useful)
