@@ -129,7 +129,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       upgradeOpset(copy, UPGRADE_OPSET);
     } catch (e) {
       sample = 0;
-      sampling = `every value (row sampling needs opset ${SAMPLING_OPSET}: ${(e as Error).message.split(';')[0]})`;
+      sampling = `every value (value sampling needs opset ${SAMPLING_OPSET}: ${(e as Error).message.split(';')[0]})`;
     }
   }
   const g = copy.graph;

@@ -322,7 +322,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
     kernels: JSON.stringify(reductionChoice()),
     batches: String(batch),
     collection,
-    // which values the histograms count (in-graph collection samples rows; exposed sees all)
+    // which values the histograms count (in-graph collection may count a sample of values; exposed sees all)
     histogram_values: plan ? plan.sampling : 'every value',
     // XXH3-128 over every batch's input names, types, shapes and bytes, in order: same data, same hash
     data_hash: `${DATA_HASH}:${dataHash.digest('hex')}`,
