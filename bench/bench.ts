@@ -14,6 +14,7 @@ import {
   QatConfig, QatNetwork, quantizePtq, PtqOptions, SimulatedQuantizationAwareTraining, TrainableGraph, fit, ortAccuracy, qsinQat, saveQsinQatModel,
 } from '../sdk';
 import { mnistSplit } from '../sdk/eval/mnist';
+import { chooseCodeCounter, codeCounterChoice } from '../sdk/kernels/code-counts';
 import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
 
 type Feeds = Record<string, ort.Tensor>;
@@ -41,8 +42,13 @@ function table(title: string, header: string[], rows: Array<Array<string | numbe
 async function kernelRows(): Promise<string> {
   const timings = chooseReductions(1 << 20);
   const choice = reductionChoice();
-  return table('Reduction kernels, 2^20 floats: tfjs backend vs plain typed-array loop', ['kernel', 'loop ms', 'tfjs ms', 'tfjs ÷ loop', 'chosen'],
-    Object.entries(timings).map(([k, t]) => [k, t.loop, t.tfjs, t.tfjs / t.loop, choice[k as keyof typeof choice]]));
+  const counting = chooseCodeCounter(1 << 20);
+  return [
+    table('Reduction kernels, 2^20 floats: tfjs backend vs plain typed-array loop', ['kernel', 'loop ms', 'tfjs ms', 'tfjs ÷ loop', 'chosen'],
+      Object.entries(timings).map(([k, t]) => [k, t.loop, t.tfjs, t.tfjs / t.loop, choice[k as keyof typeof choice]])),
+    table('Counting 2^20 histogram codes into the in-graph fine histogram: WebAssembly vs plain typed-array loop', ['kernel', 'loop ms', 'wasm ms', 'wasm ÷ loop', 'chosen'],
+      [['countCodes', counting.loop, counting.wasm, counting.wasm / counting.loop, codeCounterChoice()]]),
+  ].join('\n');
 }
 
 async function calibrationRows(): Promise<string> {

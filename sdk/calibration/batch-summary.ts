@@ -10,7 +10,8 @@
  *
  * The fine histogram is ONNX QuantizeLinear to int16 (ORT's com.microsoft QuantizeLinear) with
  * zero point 0 and a scale that puts FINE_BINS - 1 steps between zero and the larger of |min| and
- * max, counted in JS: 8192 to 16383 uniform bins over the batch's range widened to include zero
+ * max, counted in JS (kernels/code-counts.ts: WebAssembly or a typed-array loop, whichever this
+ * machine runs faster): 8192 to 16383 uniform bins over the batch's range widened to include zero
  * (8192 for a one-sided tensor, more the more two-sided it is; 2048 to 4095 when sampled). Every
  * activation range quantbook quantizes with includes zero (see qparamsFromRange), so these bins
  * are at least 32x finer than an 8-bit grid over the same range and as fine as the observers'
@@ -25,7 +26,7 @@
  * about that many values per tensor and batch, every k-th value of the flattened tensor (Flatten
  * + Slice with steps), and each counted code stands for count / sampled values. Why: exact
  * counting costs per activation value one code made by ORT, returned to JS and counted there
- * (2-2.5 ns together), more than plain inference spends per calibrated value (1.3-2.4 ns on
+ * (~1.5-2 ns together), more than plain inference spends per calibrated value (1.3-2.4 ns on
  * PP-OCRv4), so exact histograms cost ~3-4x plain inference. The stride is computed in the graph
  * from the tensor's size, so small tensors (SE blocks, pooled features) are counted whole and
  * large ones cost the same as small ones. k is odd so that it cannot sample only even columns of
@@ -63,6 +64,7 @@ import { upgradeOpset } from '../onnx/opset-upgrade';
 import { inferRanks } from '../onnx/rank';
 import { Histogram, pointRangeEnd } from '../kernels/histogram';
 import { roundHalfEven } from '../kernels/quant';
+import { CodeCounter, newCodeCounter } from '../kernels/code-counts';
 
 /** What an observer needs from one batch of one tensor when it does not see the values. */
 export interface BatchSummary {
@@ -241,7 +243,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
   g.invalidate();
 
   // code tables: codes run from -(bins - 1) to bins - 1
-  const counts = new Int32Array(8 * bins);
+  const counter = newCodeCounter(2 * bins);
   const weighted = new Float64Array(2 * bins);
   return {
     model: copy,
@@ -261,7 +263,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
       const s: BatchSummary = { min, max, count: scalar(o.size), sum: foldPartials(result[o.sum].data as Float32Array, add), sumSq: scalar(o.sumSq) };
       // a NaN or infinite min/max has no code grid: the observer rejects the batch by its min/max
       if (o.codes && Number.isFinite(min) && Number.isFinite(max)) {
-        s.histogram = fineHistogram(result[o.codes].data as Int16Array, codeScale(min, max, bins), s, counts, weighted);
+        s.histogram = fineHistogram(result[o.codes].data as Int16Array, codeScale(min, max, bins), s, counter, weighted);
       }
       return s;
     },
@@ -290,46 +292,21 @@ export function codeScale(min: number, max: number, bins = FINE_BINS): number {
 }
 
 /**
- * Counts int16 codes (each within ±(bins - 1), shifted by bins - 1 to an index below 2·bins)
- * into four interleaved tables of 2·bins counts (repeated codes do not wait on each other),
- * reading them two at a time through a 32-bit view where the buffer allows it. The tables must be
- * zero on entry; fineHistogram leaves them so.
- */
-function countCodes(codes: Int16Array, counts: Int32Array, offset: number): void {
-  const table = counts.length >> 2;
-  const [T1, T2, T3] = [table, 2 * table, 3 * table];
-  let i = 0;
-  if ((codes.byteOffset & 3) === 0) {
-    const pairs = new Uint32Array(codes.buffer, codes.byteOffset, codes.length >> 1);
-    const n = pairs.length & ~1;
-    // (a 16-bit two's complement code + offset) & 0xffff is code + offset for codes >= -offset
-    for (let p = 0; p < n; p += 2) {
-      const a = pairs[p];
-      const b = pairs[p + 1];
-      counts[((a & 0xffff) + offset) & 0xffff]++;
-      counts[T1 + (((a >>> 16) + offset) & 0xffff)]++;
-      counts[T2 + (((b & 0xffff) + offset) & 0xffff)]++;
-      counts[T3 + (((b >>> 16) + offset) & 0xffff)]++;
-    }
-    i = 2 * n;
-  }
-  for (; i < codes.length; i++) counts[codes[i] + offset]++;
-}
-
-/**
  * The int16 code histogram as a Histogram over the values the codes stand for, from the code of
  * the batch's min to that of its max. Codes of a sample count count / codes.length values each.
  * Its counts are a view of `weighted`, overwritten by the next call: the observer merges them
  * right away (one scratch buffer instead of 128 KB of garbage per tensor and batch).
  */
-function fineHistogram(codes: Int16Array, scale: number, s: BatchSummary, counts: Int32Array, weighted: Float64Array): Histogram {
+function fineHistogram(codes: Int16Array, scale: number, s: BatchSummary, counter: CodeCounter, weighted: Float64Array): Histogram {
   if (!(s.max > s.min)) {
     // a constant tensor: one bin at its value, as Histogram.add makes it
     return new Histogram(1, s.min, pointRangeEnd(s.min), Float64Array.of(s.count));
   }
   const table = weighted.length;
   const offset = (table >> 1) - 1;
-  countCodes(codes, counts, offset);
+  // codes run from -offset to offset: index code + offset in each of the counter's four tables
+  counter.count(codes, offset);
+  const counts = counter.tables;
   const sampled = codes.length !== s.count;
   const weight = sampled ? s.count / codes.length : 1;
   // every code lies between those of the batch's min and max (QuantizeLinear is monotone); one

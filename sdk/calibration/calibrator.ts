@@ -9,6 +9,7 @@ import { createXXHash128 } from 'hash-wasm';
 import { QuantbookError, invalidArgument } from '../errors';
 import { BackendName, describeBackend, initBackend } from '../kernels/backend';
 import { ReductionImpl, chooseReductions, reductionChoice, useReductions } from '../kernels/reductions';
+import { chooseCodeCounter, codeCounterChoice, useCodeCounter } from '../kernels/code-counts';
 import { Model } from '../onnx/model';
 import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import {
@@ -41,7 +42,11 @@ export interface CalibrateOptions {
   signal?: AbortSignal;
   /** tfjs backend for the kernels (default: best available) */
   backend?: BackendName;
-  /** reduction kernels: 'auto' times both once per process and keeps the faster per kernel */
+  /**
+   * Kernels: 'auto' times the typed-array loops against tfjs (reductions) and against
+   * WebAssembly (counting histogram codes) once per process and keeps the faster per kernel;
+   * 'loop' uses the loops throughout, 'tfjs' the tfjs reductions.
+   */
   kernels?: 'auto' | ReductionImpl;
   /** ORT execution providers for the instrumented runs (a Device's executionProviders; default cpu) */
   executionProviders?: import('onnxruntime-node').InferenceSession.SessionOptions['executionProviders'];
@@ -234,10 +239,14 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const backend = await initBackend(options.backend);
   const kernels = options.kernels ?? 'auto';
   if (kernels === 'auto') {
-    if (!kernelsChosen) chooseReductions(1 << 18);
+    if (!kernelsChosen) {
+      chooseReductions(1 << 18);
+      chooseCodeCounter(1 << 18);
+    }
     kernelsChosen = true;
   } else if (kernels === 'loop' || kernels === 'tfjs') {
     useReductions(kernels);
+    if (kernels === 'loop') useCodeCounter('loop');
     kernelsChosen = false;
   } else {
     throw invalidArgument('kernels', kernels, "'auto', 'loop' or 'tfjs'");
@@ -319,7 +328,7 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const metadata = {
     quantbook: require('../../../package.json').version as string,
     backend: describeBackend(backend),
-    kernels: JSON.stringify(reductionChoice()),
+    kernels: JSON.stringify({ ...reductionChoice(), countCodes: codeCounterChoice() }),
     batches: String(batch),
     collection,
     // which values the histograms count (in-graph collection may count a sample of values; exposed sees all)

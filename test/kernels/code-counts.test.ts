@@ -1,0 +1,62 @@
+import { strict as assert } from 'assert';
+import { CodeCounterKind, chooseCodeCounter, codeCounterChoice, newCodeCounter, useCodeCounter } from '../../sdk/kernels/code-counts';
+import { seededRandom } from '../helpers';
+
+/** The sum of the four tables at each index, as the histogram reads them. */
+function totals(tables: Int32Array, table: number): number[] {
+  return Array.from({ length: table }, (_, k) => tables[k] + tables[k + table] + tables[k + 2 * table] + tables[k + 3 * table]);
+}
+
+describe('kernels: counting histogram codes (loop and WebAssembly)', () => {
+  const previous = codeCounterChoice();
+  after(() => useCodeCounter(previous));
+  const table = 2 * 8192;
+  const offset = 8191;
+
+  it('both count every code, extremes included, at any length and byte offset', () => {
+    const rand = seededRandom(7);
+    const buffer = new Int16Array(300_003);
+    for (let i = 0; i < buffer.length; i++) buffer[i] = Math.round((rand() * 2 - 1) ** 3 * offset);
+    // runs of one code (the increments that wait on each other), and both ends of the range
+    buffer.fill(0, 1000, 5000);
+    buffer[17] = -offset;
+    buffer[18] = offset;
+    for (const [start, length] of [[0, buffer.length], [1, 299_999], [3, 2], [0, 0], [5, 7]]) {
+      const codes = buffer.subarray(start, start + length);
+      const expected = new Array<number>(table).fill(0);
+      for (const c of codes) expected[c + offset]++;
+      for (const kind of ['loop', 'wasm'] as CodeCounterKind[]) {
+        const counter = newCodeCounter(table, kind);
+        assert.equal(counter.kind, kind);
+        counter.count(codes, offset);
+        assert.deepEqual(totals(counter.tables, table), expected, `${kind}, codes [${start}, ${start + length})`);
+      }
+    }
+  });
+
+  it('the wasm counter keeps counting across calls that grow its memory', () => {
+    const counter = newCodeCounter(table, 'wasm');
+    const small = Int16Array.from([1, 2, 3, 4, -5]);
+    counter.count(small, offset);
+    const large = new Int16Array(2_000_000).fill(-7); // 4 MB of codes: the memory grows
+    counter.count(large, offset);
+    counter.count(small, offset);
+    const t = totals(counter.tables, table);
+    assert.equal(t[offset - 7], 2_000_000);
+    assert.equal(t[offset - 5], 2);
+    assert.equal(t[offset + 4], 2);
+    assert.equal(t.reduce((a, b) => a + b, 0), 2_000_010);
+  });
+
+  it('chooses the faster implementation by timing both', () => {
+    const timings = chooseCodeCounter(1 << 16);
+    assert.ok(timings.loop > 0 && timings.wasm > 0);
+    assert.equal(codeCounterChoice(), timings.wasm < timings.loop ? 'wasm' : 'loop');
+    assert.equal(newCodeCounter(table).kind, codeCounterChoice());
+  });
+
+  it('rejects tables its 16-bit indices cannot address', () => {
+    assert.throws(() => newCodeCounter(1 << 17, 'wasm'), /code tables hold 1 to 65536 counts, got 131072/);
+    assert.throws(() => newCodeCounter(0, 'loop'), /got 0/);
+  });
+});
