@@ -64,7 +64,7 @@ import { upgradeOpset } from '../onnx/opset-upgrade';
 import { inferRanks } from '../onnx/rank';
 import { Histogram, pointRangeEnd } from '../kernels/histogram';
 import { roundHalfEven } from '../kernels/quant';
-import { CodeCounter, newCodeCounter } from '../kernels/code-counts';
+import { CodeCounter, drainCounts, newCodeCounter } from '../kernels/code-counts';
 
 /** What an observer needs from one batch of one tensor when it does not see the values. */
 export interface BatchSummary {
@@ -304,28 +304,16 @@ function fineHistogram(codes: Int16Array, scale: number, s: BatchSummary, counte
   }
   const table = weighted.length;
   const offset = (table >> 1) - 1;
-  // codes run from -offset to offset: index code + offset in each of the counter's four tables
+  // codes run from -offset to offset: index code + offset in the counter's tables
   counter.count(codes, offset);
-  const counts = counter.tables;
   const sampled = codes.length !== s.count;
   const weight = sampled ? s.count / codes.length : 1;
   // every code lies between those of the batch's min and max (QuantizeLinear is monotone); one
   // code of margin on each side in case a division rounds differently
   const indexOf = (v: number) => Math.min(table - 1, Math.max(0, roundHalfEven(Math.fround(v / scale)) + offset));
   const [minIndex, maxIndex] = [indexOf(s.min), indexOf(s.max)];
-  // one pass: sum the four tables into weighted counts, zero them for the next tensor, and find
-  // the first and last occupied code (a per-tensor cost: hence one pass, over the occupied span only)
-  let first = -1;
-  let last = -1;
-  const [T1, T2, T3] = [table, 2 * table, 3 * table];
-  for (let k = Math.max(0, minIndex - 1), end = Math.min(table - 1, maxIndex + 1); k <= end; k++) {
-    const c = counts[k] + counts[k + T1] + counts[k + T2] + counts[k + T3];
-    weighted[k] = c * weight;
-    if (c === 0) continue;
-    counts[k] = counts[k + T1] = counts[k + T2] = counts[k + T3] = 0;
-    if (first < 0) first = k;
-    last = k;
-  }
+  // sum that span's counts into `weighted`, leaving the tables zero for the next tensor
+  let [first, last] = drainCounts(counter, Math.max(0, minIndex - 1), Math.min(table - 1, maxIndex + 1), weight, weighted);
   if (sampled) {
     // the exact min and max are in the batch even when the sample missed them
     first = first < 0 ? minIndex : Math.min(first, minIndex);

@@ -19,7 +19,7 @@ export interface CodeCounter {
   readonly kind: CodeCounterKind;
   /** counts per table */
   readonly table: number;
-  /** the four tables, table t at [t * table, (t + 1) * table); zero them after reading */
+  /** the four tables, table t at [t * table, (t + 1) * table); read them with drainCounts */
   readonly tables: Int32Array;
   /** adds every code to the tables */
   count(codes: Int16Array, offset: number): void;
@@ -123,6 +123,28 @@ class WasmCounter implements CodeCounter {
   }
 }
 
+/**
+ * Moves the counts at indices [from, to] out of the counter: out[k] = (sum of the four tables at
+ * k) · weight, and the tables are zeroed there for the next count. Returns the first and last
+ * index holding a count ([-1, -1] when none). One pass, over the given span only: per tensor and
+ * batch it is a fixed cost, so callers pass the span their codes can occupy.
+ */
+export function drainCounts(counter: CodeCounter, from: number, to: number, weight: number, out: Float64Array): [number, number] {
+  const tables = counter.tables;
+  const [T1, T2, T3] = [counter.table, 2 * counter.table, 3 * counter.table];
+  let first = -1;
+  let last = -1;
+  for (let k = from; k <= to; k++) {
+    const c = tables[k] + tables[k + T1] + tables[k + T2] + tables[k + T3];
+    out[k] = c * weight;
+    if (c === 0) continue;
+    tables[k] = tables[k + T1] = tables[k + T2] = tables[k + T3] = 0;
+    if (first < 0) first = k;
+    last = k;
+  }
+  return [first, last];
+}
+
 export function newCodeCounter(table: number, kind: CodeCounterKind = chosen): CodeCounter {
   return kind === 'wasm' ? new WasmCounter(table) : new LoopCounter(table);
 }
@@ -141,20 +163,22 @@ export function codeCounterChoice(): CodeCounterKind {
  * call counts ~5x slower). Returns the timings (ms) for the bench table.
  */
 export function chooseCodeCounter(sampleSize = 1 << 20): Record<CodeCounterKind, number> {
+  // codes and tables as an exact in-graph histogram has them: within ±8191, tables of 2 · 8192
+  const offset = 8191;
   const codes = new Int16Array(sampleSize);
-  for (let i = 0; i < codes.length; i++) codes[i] = Math.round(Math.min(8191, -400 * Math.log((i * 0.6180339887) % 1 || 0.5) - 200));
+  for (let i = 0; i < codes.length; i++) codes[i] = Math.round(Math.min(offset, -400 * Math.log((i * 0.6180339887) % 1 || 0.5) - 200));
   const timings = {} as Record<CodeCounterKind, number>;
   for (const kind of ['loop', 'wasm'] as const) {
     let counter: CodeCounter;
     try {
-      counter = newCodeCounter(2 * 8192, kind);
+      counter = newCodeCounter(2 * (offset + 1), kind);
     } catch {
       // count-codes.wasm missing (compiled without `npm run build`'s assets step): the loop counts the same
       timings[kind] = Infinity;
       continue;
     }
-    for (let i = 0; i < 3; i++) counter.count(codes, 8191);
-    timings[kind] = timeIt(() => counter.count(codes, 8191));
+    for (let i = 0; i < 3; i++) counter.count(codes, offset);
+    timings[kind] = timeIt(() => counter.count(codes, offset));
   }
   chosen = timings.wasm < timings.loop ? 'wasm' : 'loop';
   return timings;

@@ -1,10 +1,13 @@
 import { strict as assert } from 'assert';
-import { CodeCounterKind, chooseCodeCounter, codeCounterChoice, newCodeCounter, useCodeCounter } from '../../sdk/kernels/code-counts';
+import { CodeCounter, CodeCounterKind, chooseCodeCounter, codeCounterChoice, drainCounts, newCodeCounter, useCodeCounter } from '../../sdk/kernels/code-counts';
 import { seededRandom } from '../helpers';
 
-/** The sum of the four tables at each index, as the histogram reads them. */
-function totals(tables: Int32Array, table: number): number[] {
-  return Array.from({ length: table }, (_, k) => tables[k] + tables[k + table] + tables[k + 2 * table] + tables[k + 3 * table]);
+/** Every index's count, drained as the histogram reads them; the tables are left zero. */
+function totals(counter: CodeCounter): number[] {
+  const out = new Float64Array(counter.table);
+  drainCounts(counter, 0, counter.table - 1, 1, out);
+  assert.ok(counter.tables.every((c) => c === 0), 'drained tables are zero');
+  return Array.from(out);
 }
 
 describe('kernels: counting histogram codes (loop and WebAssembly)', () => {
@@ -29,7 +32,7 @@ describe('kernels: counting histogram codes (loop and WebAssembly)', () => {
         const counter = newCodeCounter(table, kind);
         assert.equal(counter.kind, kind);
         counter.count(codes, offset);
-        assert.deepEqual(totals(counter.tables, table), expected, `${kind}, codes [${start}, ${start + length})`);
+        assert.deepEqual(totals(counter), expected, `${kind}, codes [${start}, ${start + length})`);
       }
     }
   });
@@ -41,11 +44,23 @@ describe('kernels: counting histogram codes (loop and WebAssembly)', () => {
     const large = new Int16Array(2_000_000).fill(-7); // 4 MB of codes: the memory grows
     counter.count(large, offset);
     counter.count(small, offset);
-    const t = totals(counter.tables, table);
+    const t = totals(counter);
     assert.equal(t[offset - 7], 2_000_000);
     assert.equal(t[offset - 5], 2);
     assert.equal(t[offset + 4], 2);
     assert.equal(t.reduce((a, b) => a + b, 0), 2_000_010);
+  });
+
+  it('drainCounts weights the span it is given, names its first and last occupied index and zeroes only that span', () => {
+    for (const kind of ['loop', 'wasm'] as CodeCounterKind[]) {
+      const counter = newCodeCounter(table, kind);
+      counter.count(Int16Array.from([-3, 5, 5, 9000 - offset]), offset);
+      const out = new Float64Array(table);
+      assert.deepEqual(drainCounts(counter, offset - 10, offset + 10, 2.5, out), [offset - 3, offset + 5], kind);
+      assert.deepEqual([out[offset - 3], out[offset + 5], out[offset]], [2.5, 5, 0]);
+      assert.deepEqual(drainCounts(counter, offset - 10, offset + 10, 1, out), [-1, -1]);
+      assert.equal(totals(counter)[9000], 1, 'outside the span: still counted');
+    }
   });
 
   it('chooses the faster implementation by timing both', () => {
