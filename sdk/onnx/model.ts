@@ -3,6 +3,7 @@
  * everything that reads or edits a model: `loadModel(pathOrBytes)`.
  */
 import { Graph } from './graph';
+import { conformIrVersion } from './ir-version';
 import { LoadOptions, SaveOptions, SaveResult, readModelProto, serializeModel, writeModelProto } from './model-io';
 import { ModelProto, cloneModel, int64ToNumber } from './proto';
 
@@ -28,11 +29,13 @@ export class Model {
     return entry ? int64ToNumber(entry.version) : undefined;
   }
 
-  /** Sets the default-domain opset (e.g. 13 for per-channel QDQ). Never lowers it. */
+  /** Sets the default-domain opset (e.g. 13 for per-channel QDQ), and the IR version it needs. Never lowers either. */
   requireOpset(version: number): void {
     const entry = this.proto.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx');
     if (!entry) this.proto.opset_import.push({ domain: '', version });
     else if (int64ToNumber(entry.version) < version) entry.version = version;
+    conformIrVersion(this.proto);
+    this.mainGraph?.invalidate();
   }
 
   /** The encoded model (all tensor data inside; throws over protobuf's 2 GB limit). */
