@@ -17,6 +17,7 @@ import {
   createObserver, observe, resolveSpec, restoreObserver,
 } from '../observers';
 import { Runner } from '../runtime/runner';
+import { hoistTensors } from '../onnx/scopes';
 import { StatRow, readStats, writeStats } from '../stats/calibration-stats';
 import { CalibrationSource, batchesFrom, hashFeeds } from './data';
 import { SummaryPlan, summaryPlan } from './batch-summary';
@@ -254,8 +255,13 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const spec = resolveSpec(options.spec);
   const all = defaultTargets(model);
   let targets = [...all];
+  // tensors inside If/Loop/Scan bodies (scoped names, onnx/scopes) are observed through a copy
+  // that carries them out to the main graph
+  const inBodies = (options.tensors ?? []).filter((t) => typeof t === 'string' && !model.graph.hasTensor(t) && t.includes('/'));
+  const hoisted = inBodies.length ? hoistTensors(model, inBodies) : undefined;
+  const route = (t: string) => hoisted?.outputs.get(t) ?? t;
   if (options.tensors) {
-    for (const t of options.tensors) model.graph.requireTensor(t, 'calibration tensor');
+    for (const t of options.tensors) if (!hoisted?.outputs.has(t)) model.graph.requireTensor(t, 'calibration tensor');
     targets = options.tensors.map((t) => all.find((x) => x.tensor === t) ?? { tensor: t, layers: model.graph.consumers(t).map((n) => ({ name: n.name ?? '', opType: n.op_type ?? '' })) });
   }
   if (targets.length === 0) throw new QuantbookError('INVALID_ARGUMENT', 'calibration: the model has no quantizable layers with activation inputs, and no tensors were named');
@@ -273,7 +279,10 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
   const histogramSample = options.histogramSample ?? DEFAULT_HISTOGRAM_SAMPLE;
   if (!(Number.isInteger(histogramSample) && histogramSample >= 0)) throw invalidArgument('histogramSample', histogramSample, 'a whole number of values per tensor and batch (0: every value)');
   const sessionStart = Date.now();
-  const { runner, plan, collection } = await instrumentedRunner(model, targets, observers, spec, collect, options.executionProviders, histogramSample);
+  if (hoisted && collect === 'in-graph') throw new QuantbookError('UNSUPPORTED', `collect 'in-graph': tensors inside If/Loop/Scan bodies (${inBodies.slice(0, 3).join(', ')}) are observed as exposed values; use 'exposed' or 'auto'`);
+  const { runner, plan, collection } = hoisted
+    ? { runner: await Runner.create(hoisted.model, { expose: targets.map((t) => route(t.tensor)), executionProviders: options.executionProviders }), plan: undefined, collection: 'exposed (tensors inside If/Loop/Scan bodies)' }
+    : await instrumentedRunner(model, targets, observers, spec, collect, options.executionProviders, histogramSample);
   const started = Date.now();
   const source = batchesFrom(data, runner.inputNames)[Symbol.asyncIterator]();
   // Batch k+1 is requested before batch k is observed; at most two batches are alive at once,
@@ -313,7 +322,9 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
           else (observer as Observer).observeSummary(summary);
           continue;
         }
-        const v = result.exposed[t.tensor];
+        const v = result.exposed[route(t.tensor)];
+        // an If branch that did not run gives an empty tensor in place of its own
+        if (v.size === 0) continue;
         if (v.type !== 'float32') drop(t, v.type);
         else observe(observer, v.data as Float32Array, v.dims);
       }

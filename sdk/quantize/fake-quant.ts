@@ -10,10 +10,17 @@ import { Model } from '../onnx/model';
 import { NodeProto, newNode } from '../onnx/proto';
 import { dequantizeLinear } from '../kernels/quant';
 import { removeUnusedConstants } from './fold-batchnorm';
+import { scopes } from '../onnx/scopes';
 
 export function toFakeQuant(qdq: Model): Model {
   const model = qdq.clone();
-  const g = model.graph;
+  // bodies first: a body's Q/DQ are its own nodes, and the main graph's pass then sees the finished bodies
+  for (const s of scopes(model).reverse()) fakeQuantGraph(s.graph);
+  return model;
+}
+
+function fakeQuantGraph(g: Graph): void {
+  g.invalidate(); // its bodies may have changed since its index was built
   for (const dq of [...g.nodes]) {
     if (dq.op_type !== 'DequantizeLinear') continue;
     const [x, s, z] = dq.input;
@@ -36,7 +43,6 @@ export function toFakeQuant(qdq: Model): Model {
     replaceQuantize(g, q, readers);
   }
   removeUnusedConstants(g);
-  return model;
 }
 
 function zeroPoints(g: Graph, name: string | undefined, n: number): Int32Array {

@@ -14,7 +14,8 @@ import { newNode } from '../onnx/proto';
 import { quantizeLinear } from '../kernels/quant';
 import { QParams, QuantSpec, WEIGHT_SPEC, quantRange, resolveSpec, weightQParams } from '../observers';
 import { removeUnusedConstants } from './fold-batchnorm';
-import { QuantLayer } from './layers';
+import { QuantLayer, layerGraph, layerTensorKey } from './layers';
+import { definingGraph } from '../onnx/scopes';
 
 /** What each quantized layer became: the numbers the Ascend writers and reports need. */
 export interface LayerRecord {
@@ -130,35 +131,44 @@ export interface QdqOptions {
   weightScales?: Map<string, Float32Array>;
 }
 
-/** Quantizes `layers` of `model` in place (opset ≥ 13; ≥ 10 with per-tensor weights). */
+/**
+ * Quantizes `layers` of `model` in place (opset ≥ 13; ≥ 10 with per-tensor weights). Layers
+ * inside If/Loop/Scan bodies get their QDQ in their own body; `activations` is keyed by the
+ * tensors' scoped names (layerTensorKey).
+ */
 export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions): LayerRecord[] {
   const perTensor = options.weightSpec?.perChannel === false;
   if ((model.opsetVersion('') ?? 0) < (perTensor ? 10 : 13)) {
     throw new QuantbookError('UNSUPPORTED', perTensor ? 'QDQ needs opset 10; call upgradeOpset(model, 13) first' : 'QDQ with per-channel weights needs opset 13; call upgradeOpset(model, 13) first');
   }
-  const g = model.graph;
   const withActivations = options.quantizeActivations !== false;
   const chosen = options.tensors && new Set(options.tensors);
-  const outputs = new Set(!withActivations ? [] : chosen ? layers.map((l) => l.node.output[0]).filter((t) => chosen.has(t)) : quantizedOutputs(model, layers));
+  const outputKeys = new Set(!withActivations ? [] : chosen ? layers.map((l) => layerTensorKey(l, l.node.output[0])).filter((t) => chosen.has(t)) : quantizedOutputs(model, layers));
   const act = (t: string) => {
     const q = options.activations.get(t);
     if (!q) throw new QuantbookError('UNKNOWN_TENSOR', `no activation quantization parameters for tensor "${t}"`);
     return q;
   };
-  const names = g.nameSource();
+  const names = model.graph.nameSource();
+  const touched = new Set<Graph>([model.graph]);
   const records: LayerRecord[] = layers.map((layer) => {
+    const g = layerGraph(model, layer);
+    touched.add(g);
+    const key = (t: string) => layerTensorKey(layer, t);
     const rec: LayerRecord = { name: layer.name, opType: layer.opType };
     const a = layer.activations[0];
     if (a && withActivations) {
-      const q = act(a);
-      rec.input = { tensor: a, scale: q.scale[0], zeroPoint: q.zeroPoint[0], qmin: q.qmin, qmax: q.qmax };
+      const q = act(key(a));
+      rec.input = { tensor: key(a), scale: q.scale[0], zeroPoint: q.zeroPoint[0], qmin: q.qmin, qmax: q.qmax };
     }
-    if (outputs.has(layer.node.output[0])) {
-      const q = act(layer.node.output[0]);
-      rec.output = { tensor: layer.node.output[0], scale: q.scale[0], zeroPoint: q.zeroPoint[0] };
+    const out = key(layer.node.output[0]);
+    if (outputKeys.has(out)) {
+      const q = act(out);
+      rec.output = { tensor: out, scale: q.scale[0], zeroPoint: q.zeroPoint[0] };
     }
     if (layer.weight) {
-      const w = g.constantValue(layer.weight)!;
+      // the weight may be an outer-scope constant: its integer copy lives beside the layer
+      const w = definingGraph(g, layer.weight)!.constantValue(layer.weight)!;
       const data = w.data as Float32Array;
       const axis = layer.weightAxis!;
       let { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
@@ -168,29 +178,54 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
         int8 = Int8Array.from(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1));
         scale = perChannel(customScale, w.dims[axis]);
       }
-      const chosen = options.weightValues?.get(layer.name);
-      if (chosen) {
-        if (chosen.length !== int8.length) throw new QuantbookError('INVALID_ARGUMENT', `weightValues for layer "${layer.name}": ${chosen.length} values for a weight of ${int8.length}`);
-        int8.set(chosen);
+      const chosenValues = options.weightValues?.get(layer.name);
+      if (chosenValues) {
+        if (chosenValues.length !== int8.length) throw new QuantbookError('INVALID_ARGUMENT', `weightValues for layer "${layer.name}": ${chosenValues.length} values for a weight of ${int8.length}`);
+        int8.set(chosenValues);
       }
-      rec.weight = { tensor: layer.weight, dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
-      const out = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
-      layer.node.input[layer.node.input.indexOf(layer.weight)] = out;
+      rec.weight = { tensor: key(layer.weight), dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
+      const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
+      layer.node.input[layer.node.input.indexOf(layer.weight)] = wOut;
       if (layer.bias && rec.input) {
-        const b = g.constantValue(layer.bias)!.data as Float32Array;
+        const b = definingGraph(g, layer.bias)!.constantValue(layer.bias)!.data as Float32Array;
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
         const int32 = quantizeBias(b, bScale);
-        rec.bias = { tensor: layer.bias, int32, scale: bScale };
+        rec.bias = { tensor: key(layer.bias), int32, scale: bScale };
         layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, perTensor ? undefined : 0);
       }
     }
     return rec;
   });
-  g.invalidate();
+  for (const g of touched) g.invalidate();
+  model.graph.invalidate();
   // one Q → DQ pair per activation tensor, however many layers read or write it
-  if (withActivations) insertQdqPairs(g, (options.tensors ?? activationTensors(model, layers)).map((t) => [t, act(t)]));
-  removeUnusedConstants(g);
+  if (withActivations) {
+    const keys = options.tensors ?? activationTensors(model, layers);
+    for (const [g, items] of byGraph(model, layers, keys)) insertQdqPairs(g, items.map((t) => [t.tensor, act(t.key)]));
+  }
+  for (const g of touched) removeUnusedConstants(g);
+  removeUnusedConstants(model.graph);
   return records;
+}
+
+/**
+ * Groups scoped tensor keys by the graph that defines them (a key no layer's scope explains is
+ * a main-graph tensor), with each tensor's bare name in that graph.
+ */
+export function byGraph(model: Model, layers: QuantLayer[], keys: string[]): Map<Graph, Array<{ key: string; tensor: string }>> {
+  const owners = new Map<string, { graph: Graph; tensor: string }>();
+  for (const l of layers) {
+    const g = layerGraph(model, l);
+    for (const t of [...l.activations, l.node.output[0]]) owners.set(layerTensorKey(l, t), { graph: definingGraph(g, t) ?? g, tensor: t });
+  }
+  const out = new Map<Graph, Array<{ key: string; tensor: string }>>();
+  for (const key of keys) {
+    const o = owners.get(key) ?? { graph: model.graph, tensor: key };
+    const list = out.get(o.graph) ?? [];
+    list.push({ key, tensor: o.tensor });
+    out.set(o.graph, list);
+  }
+  return out;
 }
 
 /**
@@ -200,24 +235,26 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
  * decision is made (ORT still runs MatMul heads as MatMulIntegerToFloat).
  */
 export function quantizedOutputs(model: Model, layers: QuantLayer[]): string[] {
-  const g = model.graph;
   const quantized = new Set(layers.map((l) => l.node));
-  const reaches = new Map<string, boolean>();
-  const leadsToQuantized = (tensor: string): boolean => {
-    const known = reaches.get(tensor);
+  // walks stay inside the layer's own graph (a body output that feeds a layer outside is not followed)
+  const reaches = new Map<Graph, Map<string, boolean>>();
+  const leadsToQuantized = (g: Graph, tensor: string): boolean => {
+    const memo = reaches.get(g) ?? new Map<string, boolean>();
+    reaches.set(g, memo);
+    const known = memo.get(tensor);
     if (known !== undefined) return known;
-    reaches.set(tensor, false); // guards against revisiting while the walk is in progress
-    const result = g.consumers(tensor).some((n) => quantized.has(n) || n.output.some((o) => o && leadsToQuantized(o)));
-    reaches.set(tensor, result);
+    memo.set(tensor, false); // guards against revisiting while the walk is in progress
+    const result = g.consumers(tensor).some((n) => quantized.has(n) || n.output.some((o) => o && leadsToQuantized(g, o)));
+    memo.set(tensor, result);
     return result;
   };
-  return layers.map((l) => l.node.output[0]).filter(leadsToQuantized);
+  return layers.filter((l) => leadsToQuantized(layerGraph(model, l), l.node.output[0])).map((l) => layerTensorKey(l, l.node.output[0]));
 }
 
 /** Activation tensors a set of layers needs parameters for: their inputs and quantized outputs. */
 export function activationTensors(model: Model, layers: QuantLayer[]): string[] {
   const out = new Set<string>();
-  for (const l of layers) l.activations.forEach((t) => out.add(t));
+  for (const l of layers) l.activations.forEach((t) => out.add(layerTensorKey(l, t)));
   for (const t of quantizedOutputs(model, layers)) out.add(t);
   return [...out];
 }

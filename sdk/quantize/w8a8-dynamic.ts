@@ -13,7 +13,8 @@ import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
 import { removeUnusedConstants } from './fold-batchnorm';
 import { LayerRecord, applyQdq } from './qdq';
-import { LayerSelection, selectLayers } from './layers';
+import { LayerSelection, layerGraph, layerTensorKey, requireLayers, selectLayers } from './layers';
+import { definingGraph, scopes } from '../onnx/scopes';
 import { prepareFloat } from './w8a8';
 import { toFakeQuant } from './fake-quant';
 
@@ -80,23 +81,27 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   const reduceRange = resolveReduceRange(options.reduceRange);
   const float = prepareFloat(model);
   const qdq = float.clone();
-  const selection = selectLayers(qdq, options.disableNames ?? []);
+  const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
+  requireLayers(selection, qdq);
   const layers = applyQdq(qdq, selection.layers.map((l) => ({ ...l, bias: undefined })), {
     activations: new Map(),
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
     quantizeActivations: false,
   });
-  const g = qdq.graph;
   const granularity = new Map<string, 'per-token' | 'per-tensor'>();
   for (const l of selection.layers) {
     for (const t of l.activations) {
-      if (granularity.has(t)) continue;
+      const key = layerTensorKey(l, t);
+      if (granularity.has(key)) continue;
       const perToken = l.opType === 'MatMul' || l.opType === 'Gemm';
-      granularity.set(t, perToken ? 'per-token' : 'per-tensor');
+      granularity.set(key, perToken ? 'per-token' : 'per-tensor');
+      // the quantization goes where the tensor is defined (a body may read an outer tensor)
+      const g = definingGraph(layerGraph(qdq, l), t)!;
       if (perToken) insertPerToken(g, t);
       else insertPerTensorDynamic(g, t);
     }
   }
-  removeUnusedConstants(g);
+  qdq.graph.invalidate();
+  for (const s of scopes(qdq)) removeUnusedConstants(s.graph);
   return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, granularity, reduceRange };
 }

@@ -10,13 +10,13 @@ import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
-import { Observer, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
+import { AnyObserver, Observer, PerChannelObserver, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
 import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, glueTensors, scaleThroughMultipliers, shareClipParams } from './glue';
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
-import { LayerSelection, selectLayers } from './layers';
+import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
@@ -78,8 +78,9 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   // layers are selected on the copy that gets quantized; tensor names are the same in both
   const qdq = float.clone();
   if (opSet === 'extended') divisionsToMultiplications(qdq);
-  const selection = selectLayers(qdq, options.disableNames ?? []);
-  const layerTensors = activationTensors(qdq, selection.layers);
+  const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
+  requireLayers(selection, qdq);
+  let layerTensors = activationTensors(qdq, selection.layers);
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
   const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
@@ -93,11 +94,15 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     executionProviders: options.executionProviders,
     histogramSample: options.histogramSample,
   });
+  keepUnreachedLayersFloat(qdq, selection, calibration);
+  requireLayers(selection, qdq);
+  layerTensors = activationTensors(qdq, selection.layers);
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();
   for (const t of tensors) {
     const o = calibration.observers.get(t) as Observer | undefined;
     if (!o) continue; // not a float tensor (extended op set only)
+    if (observedValues(o) === 0) continue; // never computed: its layers stay float
     let method: 'minmax' | 'histogram' = actMethod === 'minmax' ? 'minmax' : 'histogram';
     let q = o.qparams();
     if (actMethod === 'mixed') {
@@ -127,4 +132,27 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     removeUnusedConstants(qdq.graph);
   }
   return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange };
+}
+
+/** How many values an observer has seen (0: its tensor was never computed in calibration). */
+function observedValues(o: AnyObserver): number {
+  return (o instanceof PerChannelObserver ? o.channels[0] : o).state().count;
+}
+
+/**
+ * Layers whose activations calibration never saw (inside an If branch the calibration data did
+ * not take, or a Loop that ran no iteration) have no ranges: they stay float, listed with the reason.
+ */
+function keepUnreachedLayersFloat(model: Model, selection: LayerSelection, calibration: CalibrationResult): void {
+  const unseen = (t: string) => {
+    const o = calibration.observers.get(t);
+    return o !== undefined && observedValues(o) === 0;
+  };
+  selection.layers = selection.layers.filter((l) => {
+    const key = (t: string) => layerTensorKey(l, t);
+    const missing = l.activations.map(key).find(unseen);
+    if (!missing) return true;
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: `not reached by the calibration data (its input "${missing}" was never computed: a branch or loop body that did not run)` });
+    return false;
+  });
 }
