@@ -57,3 +57,12 @@ function listInitializersAsInputs(g: GraphProto): void {
     }));
   }
 }
+
+/** `m` itself when its IR version already fits its opsets, else a shallow copy that does (the caller's model is left alone). */
+export function withConformingIr(m: ModelProto): ModelProto {
+  const copy = { ...m, graph: { ...m.graph!, input: [...m.graph!.input] } } as ModelProto;
+  const before = m.ir_version === undefined ? 0 : int64ToNumber(m.ir_version);
+  const after = conformIrVersion(copy);
+  const inputsChanged = copy.graph!.input.length !== m.graph!.input.length;
+  return after === before && !inputsChanged ? m : copy;
+}

@@ -8,6 +8,7 @@ import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { PendingFile, writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { GraphProto, ModelProto, TensorProto, decodeModel, encodeModel, int64ToNumber, newTensor } from './proto';
+import { withConformingIr } from './ir-version';
 import { DATA_LOCATION_EXTERNAL, isExternal, readExternalBytes, tensorByteSize } from './tensor';
 
 /** Protobuf cannot encode messages of 2 GiB or more; leave headroom for the graph itself. */
@@ -116,6 +117,7 @@ export function writeModelProto(m: ModelProto, modelPath: string, options: SaveO
   if (typeof modelPath !== 'string' || modelPath.length === 0) {
     throw new QuantbookError('INVALID_ARGUMENT', `path: got ${JSON.stringify(modelPath)}; expected the path of the .onnx file to write`);
   }
+  m = withConformingIr(m); // a file that says IR 3 but imports opset 13 is not valid ONNX
   const tensors = [...allInitializers(m.graph!)];
   const totalBytes = tensors.reduce((a, t) => a + tensorByteSize(t), 0);
   const ext = options.externalData === true ? {} : options.externalData || (totalBytes >= AUTO_EXTERNAL_THRESHOLD ? {} : undefined);

@@ -1,148 +1,70 @@
 /**
  * Raises a model's default-domain opset (e.g. 9 → 13 so per-channel QuantizeLinear /
  * DequantizeLinear with `axis` can be used), rewriting the operators whose signature or
- * meaning changed on the way. Operators not known to be safe are refused by name rather
- * than silently carried into a version whose semantics may differ.
+ * meaning changed on the way, in subgraph bodies too. What changed when, and each rewrite, is
+ * in opset-rules.ts. Every node is judged before anything is edited: a model with a node that
+ * cannot be converted (an operator not known to be safe, or a variant with no new form) is
+ * refused whole, naming those nodes, and left as it was.
  */
 import { QuantbookError } from '../errors';
-import { DataType } from './dtype';
-import { Graph, attributeValue, makeAttribute } from './graph';
+import { Graph } from './graph';
 import { Model } from './model';
-import { NodeProto, newNode } from './proto';
+import { HISTORY, NEWEST_KNOWN_OPSET, RULES, Site } from './opset-rules';
+import { NodeProto } from './proto';
 
-/** Operators whose form and meaning are the same from opset 7 up to 13 for what models use. */
-const UNCHANGED = new Set([
-  'Abs', 'Add', 'And', 'ArgMax', 'ArgMin', 'AveragePool', 'BatchNormalization', 'Cast', 'Ceil', 'Concat', 'Constant',
-  'ConstantOfShape', 'Conv', 'ConvTranspose', 'Cos', 'DepthToSpace', 'Div', 'Dropout', 'Einsum', 'Elu', 'Equal', 'Erf', 'Exp', 'Expand',
-  'Flatten', 'Floor', 'Gather', 'GatherElements', 'Gemm', 'GlobalAveragePool', 'GlobalMaxPool', 'Greater', 'GRU', 'HardSigmoid', 'Identity',
-  'If', 'InstanceNormalization', 'LeakyRelu', 'Less', 'Log', 'Loop', 'LRN', 'LSTM', 'MatMul', 'Max', 'MaxPool', 'Mean', 'Min', 'Mod',
-  'Mul', 'Neg', 'Not', 'Or', 'Pow', 'PRelu', 'QuantizeLinear', 'DequantizeLinear', 'Range', 'Reciprocal', 'ReduceL2', 'ReduceMax',
-  'ReduceMean', 'ReduceMin', 'ReduceProd', 'ReduceSumSquare', 'Relu', 'Reshape', 'Resize', 'RNN', 'Round', 'Scan', 'ScatterND', 'Selu',
-  'Shape', 'Sigmoid', 'Sign', 'Sin', 'Size', 'Softplus', 'Softsign', 'SpaceToDepth', 'Sqrt', 'Sub', 'Sum', 'Tanh', 'ThresholdedRelu',
-  'Tile', 'TopK', 'Transpose', 'Where', 'Xor', 'Clip', 'Slice', 'Squeeze', 'Unsqueeze', 'Softmax', 'LogSoftmax', 'Hardmax', 'ReduceSum', 'Split', 'Pad',
-]);
+/** The oldest opset ONNX Runtime runs; changes before it (consumed_inputs, broadcast, is_test) are not converted. */
+const OLDEST_SOURCE_OPSET = 7;
+/** Problem nodes listed in full in a refusal; the rest are counted. */
+const LISTED = 6;
 
-/** Returns the model itself (changed in place) with opset `target` for the default domain. */
+/** Returns the model itself (changed in place) with opset `target` for the default domain; never lowers it. */
 export function upgradeOpset(model: Model, target: number): Model {
-  const from = model.opsetVersion('') ?? 1;
+  const declared = model.opsetVersion('');
+  const from = declared ?? 1;
   if (from >= target) return model;
-  if (target > 13) throw new QuantbookError('UNSUPPORTED', `upgradeOpset: target ${target}: quantbook upgrades models up to opset 13`);
-  const problems: string[] = [];
-  model.graph.walk((n) => {
-    if ((n.domain ?? '') !== '' && n.domain !== 'ai.onnx') return;
-    if (!UNCHANGED.has(n.op_type!)) problems.push(n.op_type!);
+  if (!Number.isInteger(target) || target > NEWEST_KNOWN_OPSET) {
+    throw new QuantbookError('UNSUPPORTED', `upgradeOpset: target opset ${target}: quantbook converts models up to opset ${NEWEST_KNOWN_OPSET}, whose operator changes it knows`);
+  }
+  const sites: Array<Site & { where: string }> = [];
+  model.graph.walk((node, graph) => {
+    if ((node.domain ?? '') === '' || node.domain === 'ai.onnx') sites.push({ graph, node, from, target, where: location(graph) });
   });
+  if (sites.length && from < OLDEST_SOURCE_OPSET) {
+    const why = declared === undefined ? 'the model imports no default-domain opset' : `opset ${from} is older than ${OLDEST_SOURCE_OPSET}, the oldest ONNX Runtime runs`;
+    throw new QuantbookError('UNSUPPORTED', `upgradeOpset: cannot convert from opset ${from} to ${target}: ${why}`);
+  }
+
+  const problems: string[] = [];
+  const edits: Array<{ graph: Graph; apply: () => void }> = [];
+  for (const s of sites) {
+    const refuse = (why: string, detail?: string) => problems.push(`node ${nodeLabel(s.node)} (${s.node.op_type}${detail ? `, ${detail}` : ''})${s.where}: cannot convert from opset ${from} to ${target}: ${why}`);
+    const op = s.node.op_type ?? '';
+    const history = HISTORY.get(op);
+    if (!history) { refuse('not a standard ONNX operator known to keep its meaning (experimental and custom operators are not converted)'); continue; }
+    if (history.versions[0] > from) { refuse(`${op} does not exist at opset ${from} (it was added at opset ${history.versions[0]}); the node may be an experimental operator of that name`); continue; }
+    const verdict = RULES.get(op)?.(s);
+    if (verdict && 'refuse' in verdict) refuse(verdict.refuse, verdict.detail);
+    else if (verdict) edits.push({ graph: s.graph, apply: verdict.apply });
+  }
   if (problems.length) {
-    throw new QuantbookError('UNSUPPORTED', `cannot upgrade opset ${from} → ${target}: operators ${[...new Set(problems)].join(', ')} are not known to keep their meaning; supported: ${[...UNCHANGED].sort().join(', ')}`);
+    const more = problems.length > LISTED ? `\n  … and ${problems.length - LISTED} more` : '';
+    throw new QuantbookError('UNSUPPORTED', `upgradeOpset: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be converted; the model is unchanged:\n  ${problems.slice(0, LISTED).join('\n  ')}${more}`);
   }
-  const graphs: Graph[] = [];
-  const collect = (g: Graph) => {
-    graphs.push(g);
-    for (const s of g.subgraphs()) collect(s.graph);
-  };
-  collect(model.graph);
-  for (const g of graphs) {
-    for (const n of [...g.proto.node]) rewrite(g, n, from);
-    g.invalidate();
+  for (const e of edits) {
+    e.apply();
+    e.graph.invalidate();
   }
-  model.requireOpset(target);
+  model.graph.invalidate();
+  model.requireOpset(target); // and the IR version that opset needs
   return model;
 }
 
-function int64Constant(g: Graph, base: string, values: number[], scalar = false): string {
-  const name = g.uniqueName(base);
-  g.addInitializer({ name, type: DataType.INT64, dims: scalar ? [] : [values.length], data: BigInt64Array.from(values.map(BigInt)) });
-  return name;
+function nodeLabel(n: NodeProto): string {
+  return n.name ? `"${n.name}"` : `(unnamed, output "${n.output[0]}")`;
 }
 
-function floatConstant(g: Graph, base: string, value: number): string {
-  const name = g.uniqueName(base);
-  g.addInitializer({ name, type: DataType.FLOAT, dims: [], data: Float32Array.of(value) });
-  return name;
-}
-
-function dropAttributes(n: NodeProto, names: string[]): void {
-  n.attribute = n.attribute.filter((a) => !names.includes(a.name ?? ''));
-}
-
-function rewrite(g: Graph, n: NodeProto, from: number): void {
-  const base = n.name || n.output[0];
-  switch (n.op_type) {
-    case 'Clip':
-      if (from < 11) {
-        // attributes min/max (defaults: the float range) became optional inputs
-        const min = attributeValue(n, 'min') as number | undefined;
-        const max = attributeValue(n, 'max') as number | undefined;
-        dropAttributes(n, ['min', 'max']);
-        n.input = [n.input[0], min === undefined ? '' : floatConstant(g, `${base}_min`, min), max === undefined ? '' : floatConstant(g, `${base}_max`, max)];
-        while (n.input[n.input.length - 1] === '') n.input.pop();
-      }
-      break;
-    case 'Slice':
-      if (from < 10) {
-        const starts = attributeValue(n, 'starts') as number[];
-        const ends = attributeValue(n, 'ends') as number[];
-        const axes = attributeValue(n, 'axes') as number[] | undefined;
-        dropAttributes(n, ['starts', 'ends', 'axes']);
-        n.input = [n.input[0], int64Constant(g, `${base}_starts`, starts), int64Constant(g, `${base}_ends`, ends), ...(axes ? [int64Constant(g, `${base}_axes`, axes)] : [])];
-      }
-      break;
-    case 'Squeeze': case 'Unsqueeze': case 'ReduceSum': case 'Split': {
-      // an int64 list attribute became the node's second input (opset 13)
-      const attr = n.op_type === 'Split' ? 'split' : 'axes';
-      const values = attributeValue(n, attr) as number[] | undefined;
-      if (values) {
-        dropAttributes(n, [attr]);
-        n.input = [n.input[0], int64Constant(g, `${base}_${attr}`, values)];
-      }
-      break;
-    }
-    case 'Pad':
-      if (from < 11) {
-        const pads = attributeValue(n, 'pads') as number[];
-        const value = (attributeValue(n, 'value') as number | undefined) ?? 0;
-        dropAttributes(n, ['pads', 'value']);
-        n.input = [n.input[0], int64Constant(g, `${base}_pads`, pads), floatConstant(g, `${base}_value`, value)];
-      }
-      break;
-    case 'Softmax': case 'LogSoftmax': case 'Hardmax':
-      rewriteSoftmax(g, n);
-      break;
-    default:
-      break;
-  }
-}
-
-/**
- * Before opset 13 these ops flatten the input to 2-D at `axis` (default 1) and normalise over
- * the second dimension; from 13 they work along `axis` alone. Where the axis is the last one
- * the two agree; otherwise the old meaning is kept explicitly: Flatten → op(axis 1) → Reshape.
- */
-function rewriteSoftmax(g: Graph, n: NodeProto): void {
-  const axis = (attributeValue(n, 'axis') as number | undefined) ?? 1;
-  const rank = g.valueType(n.input[0])?.shape?.length;
-  if (axis === -1 || (rank !== undefined && axis === rank - 1)) {
-    dropAttributes(n, ['axis']);
-    n.attribute.push(makeAttribute('axis', -1));
-    return;
-  }
-  const input = n.input[0];
-  const output = n.output[0];
-  const flat = g.uniqueName(`${input}_flat2d`);
-  const shape = g.uniqueName(`${input}_shape`);
-  const inner = g.uniqueName(`${output}_2d`);
-  const at = g.proto.node.indexOf(n);
-  g.proto.node.splice(at, 0,
-    newNode({ op_type: 'Shape', name: g.uniqueName(`${base(n)}_shape`), input: [input], output: [shape] }),
-    newNode({ op_type: 'Flatten', name: g.uniqueName(`${base(n)}_flatten`), input: [input], output: [flat], attribute: [makeAttribute('axis', axis)] }),
-  );
-  n.input = [flat];
-  n.output = [inner];
-  dropAttributes(n, ['axis']);
-  n.attribute.push(makeAttribute('axis', 1));
-  g.proto.node.splice(g.proto.node.indexOf(n) + 1, 0, newNode({ op_type: 'Reshape', name: g.uniqueName(`${base(n)}_reshape`), input: [inner, shape], output: [output] }));
-}
-
-function base(n: NodeProto): string {
-  return n.name || n.output[0];
+function location(g: Graph): string {
+  if (!g.parent) return '';
+  const owner = g.parent.subgraphs().find((s) => s.graph === g);
+  return owner ? ` in the ${owner.attribute} of ${owner.node.op_type} ${nodeLabel(owner.node)}` : ` in graph "${g.name}"`;
 }

@@ -14,6 +14,10 @@ import { Scope, definingGraph, scopedKey, scopes } from '../onnx/scopes';
 
 export const QUANTIZABLE_OP_TYPES = ['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'AveragePool', 'GlobalAveragePool'] as const;
 
+/** Recurrent layers: listed as kept float (ONNX Runtime runs no QDQ form of them). */
+export const RECURRENT_OP_TYPES = ['LSTM', 'GRU', 'RNN'] as const;
+const RECURRENT_REASON = 'recurrent layer: ONNX Runtime has no QDQ (static int8) kernel for it; kept float';
+
 export interface QuantLayer {
   node: NodeProto;
   /** the node's name; inside a body, prefixed with the body's scope path when the bare name is taken */
@@ -78,6 +82,11 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
   }
   const layers: QuantLayer[] = [];
   const skipped: LayerSelection['skipped'] = [];
+  for (const scope of scopes(model)) {
+    for (const n of scope.graph.nodes) {
+      if ((RECURRENT_OP_TYPES as readonly string[]).includes(n.op_type!)) skipped.push({ name: n.name || n.output[0], opType: n.op_type!, reason: RECURRENT_REASON });
+    }
+  }
   candidates.forEach((n, i) => {
     const name = names[i];
     const op = n.op_type!;
