@@ -25,6 +25,10 @@ export function upgradeOpset(model: Model, target: number): Model {
   if (!Number.isInteger(target) || target > NEWEST_KNOWN_OPSET) {
     throw new QuantbookError('UNSUPPORTED', `upgradeOpset: target opset ${target}: quantbook converts models up to opset ${NEWEST_KNOWN_OPSET}, whose operator changes it knows`);
   }
+  if (model.proto.functions.length) {
+    // their nodes answer to the functions' own opset imports, which this does not rewrite
+    throw new QuantbookError('UNSUPPORTED', `upgradeOpset: cannot convert from opset ${from} to ${target}: the model defines local functions (${model.proto.functions.map((f) => f.name).join(', ')}), whose bodies are not converted`);
+  }
   const sites: Array<Site & { where: string }> = [];
   model.graph.walk((node, graph) => {
     if ((node.domain ?? '') === '' || node.domain === 'ai.onnx') sites.push({ graph, node, from, target, where: location(graph) });
