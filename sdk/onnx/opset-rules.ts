@@ -14,7 +14,7 @@
  */
 import { DataType, numberToFloat16Bits } from './dtype';
 import { Graph, attributeValue, makeAttribute } from './graph';
-import { NodeProto, TensorProto, int64ToBigInt, newNode } from './proto';
+import { AttributeType, NodeProto, TensorProto, int64ToBigInt, newAttribute, newGraph, newNode, newValueInfo } from './proto';
 import { makeTensor } from './tensor';
 
 const HISTORY_TEXT = `
@@ -399,10 +399,48 @@ function roiAlign(s: Site): Verdict {
   return crosses(s, 16) ? { apply: () => setAttribute(s.node, 'coordinate_transformation_mode', 'output_half_pixel') } : undefined;
 }
 
-/** Scan-9 removed the batch axis and sequence_lens input that Scan-8 bodies run under. */
+/**
+ * Scan-8 runs its body once per batch entry: inputs [sequence_lens?, states…, scan inputs…],
+ * each with a leading batch axis (scan inputs [batch, sequence, …]); Scan-9 has no batch.
+ * Without sequence_lens (every sequence full length) that is a Loop over the batch whose body
+ * takes entry i of each input (Gather) and runs the Scan-9 form on it; Loop stacks the results
+ * along a new axis 0, where Scan-8 put the batch.
+ */
 function scan(s: Site): Verdict {
   if (!crosses(s, 9)) return undefined;
-  return { refuse: 'Scan-8 runs its body once per batch entry (batch axis 0, optional sequence_lens), which Scan-9 removed; quantbook does not rewrite it' };
+  const n = s.node;
+  if (n.input[0]) return { refuse: `its sequence_lens input "${n.input[0]}" gives each batch entry its own length, which Scan-9 has no form for`, detail: 'sequence_lens' };
+  return {
+    apply: () => {
+      const g = s.graph;
+      const b = baseName(n);
+      const inputs = n.input.slice(1);
+      const directions = attributeValue(n, 'directions') as number[] | undefined;
+      const zero = int64Init(g, `${b}_batch_axis`, [0n], []);
+      const names = g.nameSource();
+      const [shape, batch, iter, condIn, condOut] = ['shape', 'batch', 'entry', 'cond_in', 'cond_out'].map((t) => names.fresh(`${b}_${t}`));
+      const picked = inputs.map((t) => names.fresh(`${t}_entry`));
+      const results = n.output.map((o) => names.fresh(`${o}_entry`));
+      const scalar = (name: string, elem_type: DataType) => newValueInfo({ name, type: { tensor_type: { elem_type, shape: { dim: [] } } } });
+      const perEntry = newGraph({
+        name: `${b}_per_entry`,
+        input: [scalar(iter, DataType.INT64), scalar(condIn, DataType.BOOL)],
+        output: [condOut, ...results].map((name) => newValueInfo({ name })),
+        node: [
+          ...inputs.map((t, i) => newNode({ op_type: 'Gather', name: names.fresh(`${b}_take_${i}`), input: [t, iter], output: [picked[i]] })),
+          newNode({
+            op_type: 'Scan', name: names.fresh(`${b}_scan9`), input: picked, output: results,
+            attribute: [...n.attribute.filter((a) => a.name === 'body' || a.name === 'num_scan_inputs'), ...(directions ? [makeAttribute('scan_input_directions', directions)] : [])],
+          }),
+          newNode({ op_type: 'Identity', name: names.fresh(`${b}_keep_going`), input: [condIn], output: [condOut] }),
+        ],
+      });
+      g.proto.node.splice(g.proto.node.indexOf(n), 1,
+        newNode({ op_type: 'Shape', name: names.fresh(`${b}_shape`), input: [inputs[0]], output: [shape] }),
+        newNode({ op_type: 'Gather', name: names.fresh(`${b}_batch`), input: [shape, zero], output: [batch] }),
+        newNode({ op_type: 'Loop', name: n.name, input: [batch, ''], output: n.output, attribute: [newAttribute({ name: 'body', type: AttributeType.GRAPH, g: perEntry })] }));
+    },
+  };
 }
 
 /**

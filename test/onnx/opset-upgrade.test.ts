@@ -407,6 +407,37 @@ describe('upgradeOpset: old operators keep their results at opset 13', function 
     });
   });
 
+  describe('Scan-8 → a Loop over the batch running Scan-9', () => {
+    const scan8 = (sequenceLens: boolean) => {
+      const body = new GraphBuilder('step');
+      body.input('state', F, [2]);
+      body.input('xt', F, [2]);
+      body.node('Add', ['state', 'xt'], {}, { name: 'acc', outputs: ['next'] });
+      body.node('Mul', ['next', 'w'], {}, { name: 'weigh', outputs: ['yt'] }); // w: an outer-scope weight
+      body.outputs.push(valueInfo('next', F, [2]), valueInfo('yt', F, [2]));
+      return oldModel(8, [2, 3, 2], (b) => {
+        b.input('s0', F, [2, 2]);
+        b.constant('w', F, [2], Float32Array.of(0.5, -2));
+        if (sequenceLens) b.constant('lens', DataType.INT32, [2], Int32Array.of(3, 2));
+        b.node('Scan', [sequenceLens ? 'lens' : '', 's0', 'x'], { body: body.graph(), num_scan_inputs: 1, directions: [1] }, { name: 'scan8', outputs: ['sN', 'ys'] });
+        outputs(b, 'sN', 'ys');
+      });
+    };
+
+    it('batch of 2, reversed scan input, outer-scope weight in the body', async function () {
+      const m = await convertsExactly(this, scan8(false), { x: floats([2, 3, 2], 80), s0: floats([2, 2], 81) });
+      const [loop] = nodesOf(m, 'Loop');
+      assert.equal(loop.name, 'scan8');
+      const [inner] = nodesOf(m, 'Scan');
+      assert.deepEqual(attrNames(inner).sort(), ['body', 'num_scan_inputs', 'scan_input_directions']);
+      assert.deepEqual(attributeValue(inner, 'scan_input_directions'), [1]);
+    });
+
+    it('with sequence_lens it is refused by name', () => {
+      refuses(scan8(true), [/node "scan8" \(Scan, sequence_lens\): cannot convert from opset 8 to 13: its sequence_lens input "lens"/]);
+    });
+  });
+
   describe('refusals and targets', () => {
     it('an operator not known to keep its meaning is refused by name, with every problem node listed', () => {
       const bytes = oldModel(7, [1, 2, 2, 2], (b) => {
@@ -426,20 +457,6 @@ describe('upgradeOpset: old operators keep their results at opset 13', function 
       });
       const message = refuses(bytes, [/8 nodes cannot be converted/, /node "f5"/, /… and 2 more/]);
       assert.ok(!message.includes('"f6"'));
-    });
-
-    it('Scan-8 (batch axis, sequence_lens) is refused by name', () => {
-      const body = new GraphBuilder('step');
-      body.input('state', F, [2]);
-      body.input('xt', F, [2]);
-      body.node('Add', ['state', 'xt'], {}, { name: 'acc', outputs: ['next'] });
-      body.outputs.push(valueInfo('next', F, [2]));
-      const bytes = oldModel(8, [1, 3, 2], (b) => {
-        b.input('s0', F, [1, 2]);
-        b.node('Scan', ['', 's0', 'x'], { body: body.graph(), num_scan_inputs: 1 }, { name: 'scan8', outputs: ['sN'] });
-        outputs(b, 'sN');
-      });
-      refuses(bytes, [/node "scan8" \(Scan\): cannot convert from opset 8 to 13: Scan-8 runs its body once per batch entry/]);
     });
 
     it('models at or above the target come back unchanged; opsets before 7 and targets past 17 are refused', () => {
