@@ -40,7 +40,7 @@ export interface W8A8DynamicResult {
 }
 
 /** x → per-token symmetric int8 fake quantization along the last axis. Returns the new tensor. */
-function insertPerToken(g: Graph, tensor: string): string {
+function insertPerToken(g: Graph, tensor: string, opset: number): string {
   const name = (k: string) => g.uniqueName(`${tensor}_${k}`);
   const c = (k: string, v: number) => g.addInitializer({ name: name(k), type: DataType.FLOAT, dims: [], data: Float32Array.of(v) }).name!;
   const [qmax, qmin, tiny] = [c('qmax', 127), c('qmin', -127), c('tiny', 1e-12)];
@@ -48,7 +48,10 @@ function insertPerToken(g: Graph, tensor: string): string {
   const readers = g.consumers(tensor);
   const nodes = [
     newNode({ op_type: 'Abs', name: `${abs}_node`, input: [tensor], output: [abs] }),
-    newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs], output: [amax], attribute: [makeAttribute('axes', [-1]), makeAttribute('keepdims', 1)] }),
+    // ReduceMax takes its axes as an input from opset 18
+    opset >= 18
+      ? newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs, g.addInitializer({ name: name('axes'), type: DataType.INT64, dims: [1], data: BigInt64Array.of(-1n) }).name!], output: [amax], attribute: [makeAttribute('keepdims', 1)] })
+      : newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs], output: [amax], attribute: [makeAttribute('axes', [-1]), makeAttribute('keepdims', 1)] }),
     newNode({ op_type: 'Max', name: `${safe}_node`, input: [amax, tiny], output: [safe] }),
     newNode({ op_type: 'Div', name: `${scale}_node`, input: [safe, qmax], output: [scale] }),
     newNode({ op_type: 'Div', name: `${div}_node`, input: [tensor, scale], output: [div] }),
@@ -97,7 +100,7 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
       granularity.set(key, perToken ? 'per-token' : 'per-tensor');
       // the quantization goes where the tensor is defined (a body may read an outer tensor)
       const g = definingGraph(layerGraph(qdq, l), t)!;
-      if (perToken) insertPerToken(g, t);
+      if (perToken) insertPerToken(g, t, qdq.opsetVersion('') ?? 13);
       else insertPerTensorDynamic(g, t);
     }
   }

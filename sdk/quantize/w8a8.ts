@@ -8,6 +8,7 @@ import { resolveReduceRange, weightBits } from '../runtime/cpu-features';
 import { invalidArgument } from '../errors';
 import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
+import { promoteFloat16 } from '../onnx/float16';
 import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource } from '../calibration/data';
 import { AnyObserver, Observer, PerChannelObserver, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
@@ -61,6 +62,7 @@ export interface W8A8Result {
 
 export function prepareFloat(model: Model): Model {
   const float = model.clone();
+  promoteFloat16(float);
   upgradeOpset(float, 13);
   foldBatchNorms(float);
   foldAffineIntoConvs(float);
@@ -79,6 +81,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const qdq = float.clone();
   if (opSet === 'extended') divisionsToMultiplications(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
+  keepScanBodiesFloat(selection);
   requireLayers(selection, qdq);
   let layerTensors = activationTensors(qdq, selection.layers);
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
@@ -153,6 +156,20 @@ function keepUnreachedLayersFloat(model: Model, selection: LayerSelection, calib
     const missing = l.activations.map(key).find(unseen);
     if (!missing) return true;
     selection.skipped.push({ name: l.name, opType: l.opType, reason: `not reached by the calibration data (its input "${missing}" was never computed: a branch or loop body that did not run)` });
+    return false;
+  });
+}
+
+/**
+ * Scan bodies are not calibrated yet: ONNX Runtime refuses a body tensor carried out as an extra
+ * scan output unless its shape is fully known ("is_concrete_shape_"). Their layers stay float,
+ * named; W8A8_DYNAMIC quantizes them (it needs no calibration).
+ */
+function keepScanBodiesFloat(selection: LayerSelection): void {
+  selection.layers = selection.layers.filter((l) => {
+    const scan = l.scope?.chain.find((ref) => ref.node.op_type === 'Scan');
+    if (!scan) return true;
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: `inside the Scan body of "${scan.node.name}": static calibration through Scan is not supported yet (W8A8_DYNAMIC quantizes it)` });
     return false;
   });
 }

@@ -25,22 +25,31 @@ export function smoothImages(n: number, c: number, h: number, w: number, seed: n
   const random = seededRandom((Math.imul(seed + 1, 0x9e3779b1) ^ 0x5bd1e995) >>> 0);
   const normal = seededNormal(random);
   const out = new Float32Array(n * c * h * w);
-  const wave = () => ({ fx: (random() * 2 - 1) * 2.5, fy: (random() * 2 - 1) * 2.5, phase: random() * 2 * Math.PI, amp: 0.35 + 0.55 * random() });
+  // a 1/f spectrum, as natural images have: a few broad shapes and many finer details. Smooth
+  // images alone (a handful of sinusoids of 1–3 cycles) make every first-layer channel a mix of
+  // the same three signals; a random network then amplifies the small differences between them,
+  // and any perturbation with them (measured: 11 dB SQNR from one 8-bit Conv of AlexNet).
+  const wave = () => {
+    const f = 0.5 + 15 * random() ** 2;
+    const angle = 2 * Math.PI * random();
+    return { fx: f * Math.cos(angle), fy: f * Math.sin(angle), phase: random() * 2 * Math.PI, amp: 1.2 / (0.6 + f) };
+  };
   for (let i = 0; i < n; i++) {
-    const shared = [wave(), wave(), wave()];
+    const shared = Array.from({ length: 10 }, wave);
     for (let ch = 0; ch < c; ch++) {
       const gains = shared.map(() => 0.5 + 0.7 * random());
-      const own = wave();
+      const own = [wave(), wave(), wave()];
       const offset = 0.3 * normal();
       const base = (i * c + ch) * h * w;
       for (let y = 0; y < h; y++) {
         for (let x = 0; x < w; x++) {
-          let v = offset + own.amp * 0.6 * Math.sin(2 * Math.PI * (own.fx * x / w + own.fy * y / h) + own.phase);
+          let v = offset;
+          for (const o of own) v += 0.6 * o.amp * Math.sin(2 * Math.PI * (o.fx * x / w + o.fy * y / h) + o.phase);
           for (let k = 0; k < shared.length; k++) {
             const s = shared[k];
             v += gains[k] * s.amp * Math.sin(2 * Math.PI * (s.fx * x / w + s.fy * y / h) + s.phase);
           }
-          out[base + y * w + x] = v + 0.05 * normal();
+          out[base + y * w + x] = v + 0.1 * normal();
         }
       }
     }

@@ -38,9 +38,9 @@ describe('preparing float models for quantization', () => {
     for (let i = 0; i < 24; i++) assert.ok(Math.abs((a.y.data as Float32Array)[i] - (b.y.data as Float32Array)[i]) < 1e-6);
   });
 
-  it('refuses operators it does not know to be unchanged, naming them', () => {
-    const m = loadModel(tinyModel({ opset: 9, inputs: [{ name: 'x', shape: [1, 1, 2, 2] }], outputs: ['y'], nodes: [{ op: 'Upsample', inputs: ['x', 's'], outputs: ['y'] }], initializers: [{ name: 's', type: DataType.FLOAT, dims: [4], data: Float32Array.of(1, 1, 2, 2) }] }));
-    assert.throws(() => upgradeOpset(m, 13), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /operators Upsample are not known/.test(e.message));
+  it('refuses what it cannot convert, naming the node, operator and opsets', () => {
+    const m = loadModel(tinyModel({ opset: 9, inputs: [{ name: 'x', shape: [1, 1, 2, 2] }], outputs: ['y'], nodes: [{ op: 'Upsample', inputs: ['x', 's'], outputs: ['y'], attrs: [makeAttribute('mode', 'cubic')] }], initializers: [{ name: 's', type: DataType.FLOAT, dims: [4], data: Float32Array.of(1, 1, 2, 2) }] }));
+    assert.throws(() => upgradeOpset(m, 13), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /node "n0" \(Upsample, mode "cubic"\): cannot convert from opset 9 to 13/.test(e.message));
   });
 
   it('folds every BatchNormalization after a Conv in PP-OCR cls; outputs stay within 1e-5', async () => {
