@@ -61,6 +61,7 @@ import { Model } from '../onnx/model';
 import { newNode, newValueInfo } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
 import { upgradeOpset } from '../onnx/opset-upgrade';
+import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { inferRanks } from '../onnx/rank';
 import { Histogram, pointRangeEnd } from '../kernels/histogram';
 import { roundHalfEven } from '../kernels/quant';
@@ -187,7 +188,7 @@ export function summaryPlan(model: Model, requests: SummaryRequest[], options: S
     };
     const reduce = (opType: string, x: string) => op(opType, [x], [makeAttribute('keepdims', 0)]);
     // a reduction of the tensor over some axes, in the form the model's opset has
-    const reduceOver = (opType: string, axes: number[], x = r.tensor) => (copyOpset >= (opType === 'ReduceSum' ? 13 : 18)
+    const reduceOver = (opType: string, axes: number[], x = r.tensor) => (reduceAxesAreInput(opType, copyOpset)
       ? op(opType, [x, axesInput(axes)], [makeAttribute('keepdims', 0)])
       : op(opType, [x], [makeAttribute('axes', axes), makeAttribute('keepdims', 0)]));
     const rank = ranks.get(r.tensor);

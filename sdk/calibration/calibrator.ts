@@ -323,7 +323,8 @@ export async function calibrate(model: Model, data: CalibrationSource, options: 
           continue;
         }
         const v = result.exposed[route(t.tensor)];
-        // an If branch that did not run gives an empty tensor in place of its own
+        // an If branch that did not run gives an empty 1-D placeholder, which a per-channel
+        // observer would reject as the wrong shape: the tensor was not computed, so skip it
         if (v.size === 0) continue;
         if (v.type !== 'float32') drop(t, v.type);
         else observe(observer, v.data as Float32Array, v.dims);

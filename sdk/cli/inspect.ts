@@ -5,7 +5,6 @@
  */
 import { Model } from '../onnx/model';
 import { typeName } from '../onnx/dtype';
-import { scopes } from '../onnx/scopes';
 import { QUANTIZABLE_OP_TYPES, selectLayers } from '../quantize/layers';
 import { prepareFloat } from '../quantize/w8a8';
 
@@ -42,9 +41,7 @@ function planFor(model: Model): ModelSummary['plan'] {
   }
   const selection = selectLayers(prepared, [], { subgraphs: true });
   for (const l of selection.layers) plan.quantized.push({ name: l.name, opType: l.opType, scope: l.scope?.path ?? '' });
-  const scopeOf = new Map<string, string>();
-  for (const s of scopes(prepared)) for (const n of s.graph.nodes) scopeOf.set(n.name || n.output[0], s.path);
-  for (const s of selection.skipped) plan.float.push({ name: s.name, opType: s.opType, scope: scopeOf.get(s.name) ?? '', reason: s.reason });
+  for (const s of selection.skipped) plan.float.push({ name: s.name, opType: s.opType, scope: s.scope ?? '', reason: s.reason });
   if (!plan.quantized.length) plan.error = `no layer can be quantized${plan.float.length ? '' : `: the model has none of ${QUANTIZABLE_OP_TYPES.join(', ')}`}`;
   return plan;
 }

@@ -6,10 +6,9 @@
  * only gains precision in the ops between the quantized layers.
  */
 import { DataType } from './dtype';
-
 import { Model } from './model';
-import { makeAttribute } from './graph';
-import { AttributeProto, GraphProto, NodeProto, TensorProto, TypeProto, ValueInfoProto, newNode } from './proto';
+import { makeAttribute, renameReads } from './graph';
+import { AttributeProto, NodeProto, TensorProto, TypeProto, ValueInfoProto, newNode } from './proto';
 import { makeTensor, readTensorAsFloat32 } from './tensor';
 import { scopes } from './scopes';
 
@@ -52,16 +51,18 @@ export function promoteFloat16(model: Model): Model {
     if (v.type?.tensor_type?.elem_type !== DataType.FLOAT16 || main.initializer.some((t) => t.name === v.name)) continue;
     const inner = names.fresh(`${v.name}_float32`);
     renames.set(v.name!, inner);
-    inCasts.push(newNode({ op_type: 'Cast', name: names.fresh(`${v.name}_to_float32`), input: [v.name!], output: [inner], attribute: [castTo(DataType.FLOAT)] }));
+    inCasts.push(newNode({ op_type: 'Cast', name: names.fresh(`${v.name}_to_float32`), input: [v.name!], output: [inner], attribute: [makeAttribute('to', DataType.FLOAT)] }));
   }
   for (const v of main.output) {
     if (v.type?.tensor_type?.elem_type !== DataType.FLOAT16) continue;
     const inner = names.fresh(`${v.name}_float32`);
-    for (const n of allNodes(main)) n.output = n.output.map((o) => (o === v.name ? inner : o));
-    for (const n of allNodes(main)) n.input = n.input.map((i) => (i === v.name ? inner : i));
-    outCasts.push(newNode({ op_type: 'Cast', name: names.fresh(`${v.name}_to_float16`), input: [inner], output: [v.name!], attribute: [castTo(DataType.FLOAT16)] }));
+    for (const n of main.node) {
+      n.output = n.output.map((o) => (o === v.name ? inner : o));
+      renameReads(n, v.name!, inner);
+    }
+    outCasts.push(newNode({ op_type: 'Cast', name: names.fresh(`${v.name}_to_float16`), input: [inner], output: [v.name!], attribute: [makeAttribute('to', DataType.FLOAT16)] }));
   }
-  for (const n of allNodes(main)) n.input = n.input.map((i) => renames.get(i) ?? i);
+  for (const n of main.node) for (const [from, to] of renames) renameReads(n, from, to);
   const io = new Set([...main.input, ...main.output]);
   for (const { graph } of scopes(model)) {
     const g = graph.proto;
@@ -76,29 +77,6 @@ export function promoteFloat16(model: Model): Model {
   }
   main.node = [...inCasts, ...main.node, ...outCasts];
   main.value_info = main.value_info.filter((v) => !io.has(v));
-  model.graph.invalidate();
-  for (const s of scopes(model)) s.graph.invalidate();
+  model.graph.invalidate(); // and with it the bodies' indexes
   return model;
 }
-
-function castTo(type: DataType): AttributeProto {
-  return makeAttribute('to', type);
-}
-
-/** Main-graph nodes and every body's nodes (renames must reach outer-scope reads). */
-function allNodes(g: GraphProto): NodeProto[] {
-  const out: NodeProto[] = [];
-  const visit = (x: GraphProto) => {
-    for (const n of x.node) {
-      out.push(n);
-      for (const a of n.attribute) {
-        if (a.g) visit(a.g);
-        for (const sg of a.graphs ?? []) visit(sg);
-      }
-    }
-  };
-  visit(g);
-  return out;
-}
-
-

@@ -16,6 +16,7 @@ import { DataType, numberToFloat16Bits } from './dtype';
 import { Graph, attributeValue, makeAttribute } from './graph';
 import { AttributeType, NodeProto, TensorProto, int64ToBigInt, newAttribute, newGraph, newNode, newValueInfo } from './proto';
 import { makeTensor } from './tensor';
+import { definingGraph } from './scopes';
 
 const HISTORY_TEXT = `
 Abs 1 6 13; Acos 7; Acosh 9; Add 1 6 7 13 14; And 1 7; ArgMax 1 11 12 13; ArgMin 1 11 12 13; Asin 7; Asinh 9; Atan 7
@@ -45,6 +46,11 @@ SoftmaxCrossEntropyLoss 12 13; Softplus 1; Softsign 1; SpaceToDepth 1 13; Split 
 Sqrt 1 6 13; Squeeze 1 11 13*; STFT 17; StringNormalizer 10; Sub 1 6 7 13 14; Sum 1 6 8 13; Tan 7; Tanh 1 6 13
 TfIdfVectorizer 9; ThresholdedRelu 10; Tile 1 6 13; TopK 1 10* 11; Transpose 1 13; Trilu 14; Unique 11
 Unsqueeze 1 11 13*; Upsample 1 7 9* 10*; Where 9 16; Xor 1 7`;
+
+/** Whether a Reduce* node takes its axes as an input (ReduceSum from opset 13, the others from 18) rather than an attribute. */
+export function reduceAxesAreInput(opType: string, opset: number): boolean {
+  return opset >= (opType === 'ReduceSum' ? 13 : 18);
+}
 
 /** The newest opset HISTORY covers: upgrades go no further. */
 export const NEWEST_KNOWN_OPSET = 17;
@@ -110,21 +116,10 @@ function isUsed(g: Graph, tensor: string): boolean {
   return !!tensor && (g.consumers(tensor).length > 0 || g.outputNames.includes(tensor));
 }
 
-/** `g` and the graphs around it, innermost first: a body may read its parents' tensors. */
-function enclosing(g: Graph): Graph[] {
-  const out: Graph[] = [];
-  for (let at: Graph | undefined = g; at; at = at.parent) out.push(at);
-  return out;
-}
-
 /** Float values of a constant tensor visible from `g` (its own or an enclosing graph's). */
 function constantFloats(g: Graph, name: string): number[] | undefined {
-  for (const at of enclosing(g)) {
-    if (!at.hasTensor(name)) continue;
-    const v = at.constantValue(name);
-    return v && !Array.isArray(v.data) ? Array.from(v.data as ArrayLike<number>, Number) : undefined;
-  }
-  return undefined;
+  const v = definingGraph(g, name)?.constantValue(name);
+  return v && !Array.isArray(v.data) ? Array.from(v.data as ArrayLike<number>, Number) : undefined;
 }
 
 const FLOAT_TYPES = new Set([DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE]);
@@ -146,24 +141,22 @@ const INT64_OUT = new Set('Shape Size NonZero ArgMax ArgMin NonMaxSuppression'.s
  * it, and old models often declare no intermediate types.
  */
 export function elemType(g: Graph, name: string, depth = 0): DataType | undefined {
-  for (const at of enclosing(g)) {
-    if (!at.hasTensor(name)) continue;
-    const declared = at.valueType(name)?.elemType;
-    if (declared) return declared;
-    const p = at.producer(name);
-    if (!p || depth > 500 || (p.domain ?? '') !== '') return undefined;
-    const index = p.output.indexOf(name);
-    const op = p.op_type ?? '';
-    if (op === 'Cast') return attributeValue(p, 'to') as DataType;
-    if (INT64_OUT.has(op) || (index > 0 && (op === 'TopK' || op === 'MaxPool' || op === 'Unique'))) return DataType.INT64;
-    if (BOOL_OUT.has(op)) return DataType.BOOL;
-    if (op === 'DequantizeLinear') return DataType.FLOAT;
-    if (op === 'QuantizeLinear') return p.input[2] ? elemType(at, p.input[2], depth + 1) : DataType.UINT8;
-    if (op === 'ConstantOfShape') return (attributeValue(p, 'value') as TensorProto | undefined)?.data_type ?? DataType.FLOAT;
-    if (op === 'Where') return elemType(at, p.input[1], depth + 1);
-    if (SAME_AS_INPUT.has(op) || ((op === 'TopK' || op === 'MaxPool' || op === 'Dropout') && index === 0)) return elemType(at, p.input[0], depth + 1);
-    return undefined;
-  }
+  const at = definingGraph(g, name); // a body may read its parents' tensors
+  if (!at) return undefined;
+  const declared = at.valueType(name)?.elemType;
+  if (declared) return declared;
+  const p = at.producer(name);
+  if (!p || depth > 500 || (p.domain ?? '') !== '') return undefined;
+  const index = p.output.indexOf(name);
+  const op = p.op_type ?? '';
+  if (op === 'Cast') return attributeValue(p, 'to') as DataType;
+  if (INT64_OUT.has(op) || (index > 0 && (op === 'TopK' || op === 'MaxPool' || op === 'Unique'))) return DataType.INT64;
+  if (BOOL_OUT.has(op)) return DataType.BOOL;
+  if (op === 'DequantizeLinear') return DataType.FLOAT;
+  if (op === 'QuantizeLinear') return p.input[2] ? elemType(at, p.input[2], depth + 1) : DataType.UINT8;
+  if (op === 'ConstantOfShape') return (attributeValue(p, 'value') as TensorProto | undefined)?.data_type ?? DataType.FLOAT;
+  if (op === 'Where') return elemType(at, p.input[1], depth + 1);
+  if (SAME_AS_INPUT.has(op) || ((op === 'TopK' || op === 'MaxPool' || op === 'Dropout') && index === 0)) return elemType(at, p.input[0], depth + 1);
   return undefined;
 }
 

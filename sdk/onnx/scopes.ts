@@ -16,6 +16,7 @@ import { DataType } from './dtype';
 import { Graph, SubgraphRef, makeAttribute } from './graph';
 import { Model } from './model';
 import { AttributeProto, GraphProto, NodeProto, newNode, newValueInfo } from './proto';
+import { makeTensor } from './tensor';
 
 export interface Scope {
   graph: Graph;
@@ -36,11 +37,6 @@ export function scopes(model: Model): Scope[] {
   };
   visit(model.graph, '', []);
   return out;
-}
-
-/** The name a tensor of `scope` goes by outside it. */
-export function scopedName(scope: Pick<Scope, 'path'>, tensor: string): string {
-  return scope.path ? `${scope.path}/${tensor}` : tensor;
 }
 
 function step(ref: SubgraphRef): string {
@@ -76,10 +72,8 @@ export function definingGraph(g: Graph, tensor: string): Graph | undefined {
   return undefined;
 }
 
-function emptyConstant(g: GraphProto, name: string, type: DataType): NodeProto {
-  const node = newNode({ op_type: 'Constant', name: `${name}_node`, output: [name], attribute: [makeAttribute('value', { name, data_type: type, dims: [0] } as never)] });
-  g.node.push(node);
-  return node;
+function emptyConstant(g: GraphProto, name: string, type: DataType): void {
+  g.node.push(newNode({ op_type: 'Constant', name: `${name}_node`, output: [name], attribute: [makeAttribute('value', makeTensor(name, type, [0], []))] }));
 }
 
 function bodyOutput(name: string, type: DataType) {
@@ -138,8 +132,7 @@ export function hoistTensors(model: Model, names: string[]): { model: Model; out
     }
     outputs.set(name, tensor);
   }
-  // indexes were built before the edits
-  for (const s of all) s.graph.invalidate();
+  // indexes were built before the edits; the main graph's rebuilds its bodies' too
   copy.graph.invalidate();
   for (const name of new Set(outputs.values())) copy.graph.addOutput(name);
   return { model: copy, outputs };

@@ -34,7 +34,11 @@ export interface QuantLayer {
   bias?: string;
 }
 
-export interface LayerSelection { layers: QuantLayer[]; skipped: Array<{ name: string; opType: string; reason: string }> }
+export interface LayerSelection {
+  layers: QuantLayer[];
+  /** `scope`: the If/Loop/Scan body path of a layer kept float inside one (absent: the main graph) */
+  skipped: Array<{ name: string; opType: string; reason: string; scope?: string }>;
+}
 
 export interface SelectOptions {
   /** also select layers inside If/Loop/Scan bodies (default false: they are listed as skipped, with the reason) */
@@ -67,8 +71,16 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
     throw new QuantbookError('INVALID_ARGUMENT', `disable_names: expected a list of layer names or glob patterns, got ${JSON.stringify(disableNames)}`);
   }
   const isCandidate = (n: NodeProto) => (QUANTIZABLE_OP_TYPES as readonly string[]).includes(n.op_type!) && (n.domain ?? '') === '';
+  const isRecurrent = (n: NodeProto) => (RECURRENT_OP_TYPES as readonly string[]).includes(n.op_type!);
   const found: Array<{ node: NodeProto; scope: Scope }> = [];
-  for (const scope of scopes(model)) for (const node of scope.graph.nodes) if (isCandidate(node)) found.push({ node, scope });
+  const skipped: LayerSelection['skipped'] = [];
+  for (const scope of scopes(model)) {
+    const where = scope.path ? { scope: scope.path } : {};
+    for (const node of scope.graph.nodes) {
+      if (isCandidate(node)) found.push({ node, scope });
+      else if (isRecurrent(node)) skipped.push({ name: node.name || node.output[0], opType: node.op_type!, reason: RECURRENT_REASON, ...where });
+    }
+  }
   // a body layer keeps its bare name unless another layer has it (sibling branches often do)
   const bare = found.map(({ node }) => node.name || node.output[0]);
   const taken = new Map<string, number>();
@@ -81,19 +93,14 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
     throw new QuantbookError('INVALID_ARGUMENT', `disable_names: ${unmatched.map((p) => `"${p}"`).join(', ')} match${unmatched.length === 1 ? 'es' : ''} no quantizable layer; quantizable layers are ${names.slice(0, 12).map((n) => `"${n}"`).join(', ')}${names.length > 12 ? `, … (${names.length} in all)` : ''}`);
   }
   const layers: QuantLayer[] = [];
-  const skipped: LayerSelection['skipped'] = [];
-  for (const scope of scopes(model)) {
-    for (const n of scope.graph.nodes) {
-      if ((RECURRENT_OP_TYPES as readonly string[]).includes(n.op_type!)) skipped.push({ name: n.name || n.output[0], opType: n.op_type!, reason: RECURRENT_REASON });
-    }
-  }
   candidates.forEach((n, i) => {
     const name = names[i];
     const op = n.op_type!;
     const scope = found[i].scope;
     const g = scope.graph;
-    if (patterns.some(({ re }) => re.test(name))) return skipped.push({ name, opType: op, reason: 'disable_names' });
-    if (scope.path && !options.subgraphs) return skipped.push({ name, opType: op, reason: `inside the ${scope.chain[scope.chain.length - 1].node.op_type} body ${scope.path} (this processor quantizes the main graph only)` });
+    const skip = (reason: string) => skipped.push({ name, opType: op, reason, ...(scope.path ? { scope: scope.path } : {}) });
+    if (patterns.some(({ re }) => re.test(name))) return skip('disable_names');
+    if (scope.path && !options.subgraphs) return skip(`inside the ${scope.chain[scope.chain.length - 1].node.op_type} body ${scope.path} (this processor quantizes the main graph only)`);
     const layer: QuantLayer = { node: n, name, opType: op, activations: [], ...(scope.path ? { scope } : {}) };
     const isConstant = (t: string) => constantFrom(g, t) !== undefined;
     if (op === 'AveragePool' || op === 'GlobalAveragePool') {
@@ -102,7 +109,7 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
       const transB = op === 'Gemm' && attributeValue(n, 'transB') === 1;
       for (const [k, t] of n.input.slice(0, 2).entries()) {
         if (isConstant(t)) {
-          if (k === 0) return skipped.push({ name, opType: op, reason: 'constant first input' });
+          if (k === 0) return skip('constant first input');
           layer.weight = t;
           // per output channel: MatMul/Gemm weight [K, N] → axis 1; Gemm with transB [N, K] → axis 0
           layer.weightAxis = transB ? 0 : (constantFrom(g, t)!.dims.length - 1);
@@ -110,31 +117,31 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
           layer.activations.push(t);
         }
       }
-      if (op === 'Gemm' && (attributeValue(n, 'transA') === 1)) return skipped.push({ name, opType: op, reason: 'Gemm with transA' });
+      if (op === 'Gemm' && (attributeValue(n, 'transA') === 1)) return skip('Gemm with transA');
       if (op === 'Gemm' && n.input[2]) {
-        if (!isConstant(n.input[2])) return skipped.push({ name, opType: op, reason: 'non-constant bias' });
+        if (!isConstant(n.input[2])) return skip('non-constant bias');
         layer.bias = n.input[2];
       }
     } else {
       // Conv, ConvTranspose
-      if (!isConstant(n.input[1])) return skipped.push({ name, opType: op, reason: 'weight is not a constant' });
+      if (!isConstant(n.input[1])) return skip('weight is not a constant');
       const pad = attributeValue(n, 'auto_pad');
-      if (pad !== undefined && pad !== 'NOTSET') return skipped.push({ name, opType: op, reason: `auto_pad ${pad}` });
+      if (pad !== undefined && pad !== 'NOTSET') return skip(`auto_pad ${pad}`);
       layer.activations = [n.input[0]];
       layer.weight = n.input[1];
       // Conv weights [Cout, Cin/g, ...] → axis 0; ConvTranspose [Cin, Cout/g, ...] → axis 1
       layer.weightAxis = op === 'ConvTranspose' ? 1 : 0;
       if (op === 'ConvTranspose' && ((attributeValue(n, 'group') as number | undefined) ?? 1) !== 1) {
-        return skipped.push({ name, opType: op, reason: 'grouped ConvTranspose (per-channel axis spans groups)' });
+        return skip('grouped ConvTranspose (per-channel axis spans groups)');
       }
       if (n.input[2]) {
-        if (!isConstant(n.input[2])) return skipped.push({ name, opType: op, reason: 'non-constant bias' });
+        if (!isConstant(n.input[2])) return skip('non-constant bias');
         layer.bias = n.input[2];
       }
     }
-    if (layer.weight && readersOf(definingGraph(g, layer.weight)!, layer.weight) > 1) return skipped.push({ name, opType: op, reason: 'weight shared with another layer' });
+    if (layer.weight && readersOf(definingGraph(g, layer.weight)!, layer.weight) > 1) return skip('weight shared with another layer');
     const weightType = layer.weight && constantFrom(g, layer.weight)!.type;
-    if (weightType && weightType !== DataType.FLOAT) return skipped.push({ name, opType: op, reason: `weight is ${DataType[weightType]}, not float32` });
+    if (weightType && weightType !== DataType.FLOAT) return skip(`weight is ${DataType[weightType]}, not float32`);
     layers.push(layer);
   });
   return { layers, skipped };

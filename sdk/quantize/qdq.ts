@@ -196,15 +196,13 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
     }
     return rec;
   });
-  for (const g of touched) g.invalidate();
-  model.graph.invalidate();
+  for (const g of touched) g.invalidate(); // the layers' own body graphs are used below
   // one Q → DQ pair per activation tensor, however many layers read or write it
   if (withActivations) {
     const keys = options.tensors ?? activationTensors(model, layers);
     for (const [g, items] of byGraph(model, layers, keys)) insertQdqPairs(g, items.map((t) => [t.tensor, act(t.key)]));
   }
-  for (const g of touched) removeUnusedConstants(g);
-  removeUnusedConstants(model.graph);
+  for (const g of touched) removeUnusedConstants(g); // the main graph among them
   return records;
 }
 

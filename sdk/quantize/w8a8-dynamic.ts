@@ -15,6 +15,7 @@ import { removeUnusedConstants } from './fold-batchnorm';
 import { LayerRecord, applyQdq } from './qdq';
 import { LayerSelection, layerGraph, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { definingGraph, scopes } from '../onnx/scopes';
+import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { prepareFloat } from './w8a8';
 import { toFakeQuant } from './fake-quant';
 
@@ -46,12 +47,12 @@ function insertPerToken(g: Graph, tensor: string, opset: number): string {
   const [qmax, qmin, tiny] = [c('qmax', 127), c('qmin', -127), c('tiny', 1e-12)];
   const [abs, amax, safe, scale, div, round, clip, out] = ['abs', 'absmax', 'absmax_safe', 'token_scale', 'div', 'round', 'clip', 'dynamic_quant'].map(name);
   const readers = g.consumers(tensor);
+  const lastAxis = reduceAxesAreInput('ReduceMax', opset)
+    ? { input: [g.addInitializer({ name: name('axes'), type: DataType.INT64, dims: [1], data: BigInt64Array.of(-1n) }).name!], attribute: [] }
+    : { input: [], attribute: [makeAttribute('axes', [-1])] };
   const nodes = [
     newNode({ op_type: 'Abs', name: `${abs}_node`, input: [tensor], output: [abs] }),
-    // ReduceMax takes its axes as an input from opset 18
-    opset >= 18
-      ? newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs, g.addInitializer({ name: name('axes'), type: DataType.INT64, dims: [1], data: BigInt64Array.of(-1n) }).name!], output: [amax], attribute: [makeAttribute('keepdims', 1)] })
-      : newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs], output: [amax], attribute: [makeAttribute('axes', [-1]), makeAttribute('keepdims', 1)] }),
+    newNode({ op_type: 'ReduceMax', name: `${amax}_node`, input: [abs, ...lastAxis.input], output: [amax], attribute: [...lastAxis.attribute, makeAttribute('keepdims', 1)] }),
     newNode({ op_type: 'Max', name: `${safe}_node`, input: [amax, tiny], output: [safe] }),
     newNode({ op_type: 'Div', name: `${scale}_node`, input: [safe, qmax], output: [scale] }),
     newNode({ op_type: 'Div', name: `${div}_node`, input: [tensor, scale], output: [div] }),

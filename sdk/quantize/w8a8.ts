@@ -97,7 +97,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     executionProviders: options.executionProviders,
     histogramSample: options.histogramSample,
   });
-  keepUnreachedLayersFloat(qdq, selection, calibration);
+  keepUnreachedLayersFloat(selection, calibration);
   requireLayers(selection, qdq);
   layerTensors = activationTensors(qdq, selection.layers);
   const activations = new Map<string, QParams>();
@@ -139,14 +139,14 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */
 function observedValues(o: AnyObserver): number {
-  return (o instanceof PerChannelObserver ? o.channels[0] : o).state().count;
+  return o instanceof PerChannelObserver ? o.channels[0]?.state().count ?? 0 : o.state().count;
 }
 
 /**
  * Layers whose activations calibration never saw (inside an If branch the calibration data did
  * not take, or a Loop that ran no iteration) have no ranges: they stay float, listed with the reason.
  */
-function keepUnreachedLayersFloat(model: Model, selection: LayerSelection, calibration: CalibrationResult): void {
+function keepUnreachedLayersFloat(selection: LayerSelection, calibration: CalibrationResult): void {
   const unseen = (t: string) => {
     const o = calibration.observers.get(t);
     return o !== undefined && observedValues(o) === 0;
@@ -155,7 +155,7 @@ function keepUnreachedLayersFloat(model: Model, selection: LayerSelection, calib
     const key = (t: string) => layerTensorKey(l, t);
     const missing = l.activations.map(key).find(unseen);
     if (!missing) return true;
-    selection.skipped.push({ name: l.name, opType: l.opType, reason: `not reached by the calibration data (its input "${missing}" was never computed: a branch or loop body that did not run)` });
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: `not reached by the calibration data (its input "${missing}" was never computed: a branch or loop body that did not run)`, scope: l.scope?.path });
     return false;
   });
 }
@@ -169,7 +169,7 @@ function keepScanBodiesFloat(selection: LayerSelection): void {
   selection.layers = selection.layers.filter((l) => {
     const scan = l.scope?.chain.find((ref) => ref.node.op_type === 'Scan');
     if (!scan) return true;
-    selection.skipped.push({ name: l.name, opType: l.opType, reason: `inside the Scan body of "${scan.node.name}": static calibration through Scan is not supported yet (W8A8_DYNAMIC quantizes it)` });
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: `inside the Scan body of "${scan.node.name}": static calibration through Scan is not supported yet (W8A8_DYNAMIC quantizes it)`, scope: l.scope!.path });
     return false;
   });
 }

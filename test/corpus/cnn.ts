@@ -448,6 +448,13 @@ function basicBlock(net: Net, x: T, out: number, s: number): T {
   return net.act(net.add(a, sc), 'relu');
 }
 
+/** A ResNet of BasicBlocks on a 16-channel stem: (channels, stride) per block, then GAP → Flatten → Gemm(10). */
+function basicResNet(net: Net, x: T, blocks: number[][]): void {
+  let t = net.cba(x, 16, 3);
+  for (const [c, s] of blocks) t = basicBlock(net, t, c, s);
+  net.output(net.gemm(net.flatten(net.gap(t)), 10, 'logits', 'fc'));
+}
+
 /** ResNet Bottleneck (torchvision v1.5: stride on the 3×3). */
 function bottleneck(net: Net, x: T, mid: number, out: number, s: number): T {
   let a = net.cba(x, mid, 1, { p: 0 });
@@ -615,9 +622,7 @@ const SPECS: Spec[] = [
     opset: 9, irVersion: 4, seed: 108, inputName: 'input.1', input: [1, 3, 32, 32], listInitializers: true,
     features: ['initializer-inputs-ir4', 'resnet-basic', 'flatten'],
     build(net, x) {
-      let t = net.cba(x, 16, 3);
-      for (const [c, s] of [[16, 1], [16, 1], [32, 2], [32, 1], [64, 2], [64, 1]]) t = basicBlock(net, t, c, s);
-      net.output(net.gemm(net.flatten(net.gap(t)), 10, 'logits', 'fc'));
+      basicResNet(net, x, [[16, 1], [16, 1], [32, 2], [32, 1], [64, 2], [64, 1]]);
     },
   },
   {
@@ -786,9 +791,7 @@ const SPECS: Spec[] = [
     opset: 17, irVersion: 8, seed: 119, inputName: 'input', input: [1, 3, 32, 32], fp16: true,
     features: ['fp16', 'resnet-basic', 'flatten'],
     build(net, x) {
-      let t = net.cba(x, 16, 3);
-      for (const [c, s] of [[16, 1], [32, 2], [32, 1], [64, 2]]) t = basicBlock(net, t, c, s);
-      net.output(net.gemm(net.flatten(net.gap(t)), 10, 'logits', 'fc'));
+      basicResNet(net, x, [[16, 1], [32, 2], [32, 1], [64, 2]]);
     },
   },
   {
