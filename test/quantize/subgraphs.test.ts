@@ -8,7 +8,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { DataType, Observer, calibrate, loadModel, quantizeW8A8, quantizeW8A8Dynamic, selectLayers } from '../../sdk';
+import { DataType, Observer, PerChannelObserver, calibrate, loadModel, quantizeW8A8, quantizeW8A8Dynamic, selectLayers } from '../../sdk';
 import { Model } from '../../sdk/onnx/model';
 import { hoistTensors, scopes } from '../../sdk/onnx/scopes';
 import { encodeModel } from '../../sdk/onnx/proto';
@@ -119,6 +119,21 @@ describe('quantization inside If/Loop/Scan bodies', function () {
       console.log(`      VAD static W8A8 (16 kHz stream): max |Δp| ${d.toFixed(4)}`);
       assert.ok(d <= 0.05, `max |Δp| ${d}`);
     });
+  });
+
+  it('per-channel calibration of body tensors: the branch not taken is skipped, not observed as a wrong-shaped tensor', async () => {
+    const model = loadModel(MODELS.vad);
+    const layers = selectLayers(model, [], { subgraphs: true }).layers.filter((l) => l.opType === 'Conv' && l.name !== 'Conv_73' && l.name !== 'Conv_547');
+    const keyOf = (branch: string) => {
+      const l = layers.find((x) => x.scope!.path.endsWith(branch))!;
+      return `${l.scope!.path}/${l.activations[0]}`;
+    };
+    const [taken, other] = [keyOf('then_branch'), keyOf('else_branch')];
+    const data = (await vadStream(model, 16000, 4)).feeds;
+    const r = await calibrate(model, data, { tensors: [taken, other], spec: { perChannel: true, channelAxis: 1 } });
+    const channels = (t: string) => (r.observers.get(t) as PerChannelObserver).channels;
+    assert.ok(channels(taken).length >= 1 && channels(taken).every((c) => c.state().count > 0), 'the branch that ran is observed per channel');
+    assert.equal(channels(other).length, 0, 'the branch that did not run has no channels observed');
   });
 
   /** y = Loop(n) { h ← Relu(h · W) } with W an outer-scope initializer; every h is a scan output too. */
