@@ -111,7 +111,11 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
     const n = w.scale.length;
     const deq = Float32Array.from(w.scale, (s) => Math.fround(s * rec.input!.scale));
     const sums = channelSums(w);
-    const quantBias = Int32Array.from({ length: n }, (_, c) => (rec.bias ? rec.bias.int32[c] : 0) - offset * sums[c]);
+    const folded = Array.from({ length: n }, (_, c) => (rec.bias ? rec.bias.int32[c] : 0) - offset * sums[c]);
+    // biases are kept within ±2^30 (int32-bias.ts); the offset term could only pass int32 for K > 66 000 inputs per channel
+    const outside = folded.findIndex((v) => v < -(2 ** 31) || v > 2 ** 31 - 1);
+    if (outside >= 0) throw new QuantbookError('UNSUPPORTED', `msModelSlim export: layer "${rec.name}" channel ${outside}: quant_bias ${folded[outside]} (bias − input_offset·Σw) does not fit int32`);
+    const quantBias = Int32Array.from(folded);
     if (rec.bias) replaced.add(rec.bias.tensor);
     put(`${p}.quant_bias`, { dtype: 'I32', shape: [n], data: quantBias }, quantType);
     put(`${p}.deq_scale`, deqFormat === 'int64' ? { dtype: 'I64', shape: [n], data: packDeqScale(deq) } : f32([n], deq), quantType);

@@ -16,6 +16,7 @@ import { QParams, QuantSpec, WEIGHT_SPEC, quantRange, resolveSpec, weightQParams
 import { removeUnusedConstants } from './fold-batchnorm';
 import { QuantLayer, layerGraph, layerTensorKey } from './layers';
 import { definingGraph } from '../onnx/scopes';
+import { RaisedChannel, settleWeightScales } from './int32-bias';
 
 /** What each quantized layer became: the numbers the Ascend writers and reports need. */
 export interface LayerRecord {
@@ -26,6 +27,8 @@ export interface LayerRecord {
   /** zeroPoint only for asymmetric weights */
   weight?: { tensor: string; dims: number[]; axis: number; int8: Int8Array; scale: Float32Array; zeroPoint?: Int32Array };
   bias?: { tensor: string; int32: Int32Array; scale: Float32Array };
+  /** weight channels whose scale was raised (dead channels, biases that would leave int32) */
+  raisedScales?: RaisedChannel[];
 }
 
 /**
@@ -112,7 +115,10 @@ export function quantizeWeight(data: Float32Array, dims: number[], axis: number,
   return { int8, scale: perChannel(q.scale, dims[axis]), zeroPoint: perChannel(q.zeroPoint, dims[axis]) };
 }
 
-/** Int32 bias on the accumulator's grid (`scale[c]` = s_w[c]·s_x), rounded and saturated. */
+/**
+ * Int32 bias on the accumulator's grid (`scale[c]` = s_w[c]·s_x), rounded; saturation is only a
+ * guard: settleWeightScales chooses weight scales for which every bias fits.
+ */
 export function quantizeBias(bias: Float32Array, scale: Float32Array): Int32Array {
   return Int32Array.from(bias, (v, c) => Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(v / scale[c]))));
 }
@@ -171,27 +177,31 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const w = definingGraph(g, layer.weight)!.constantValue(layer.weight)!;
       const data = w.data as Float32Array;
       const axis = layer.weightAxis!;
+      const spec = resolveSpec({ ...WEIGHT_SPEC, ...options.weightSpec }, WEIGHT_SPEC);
+      const range = quantRange(spec);
       let { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
       const customScale = options.weightScales?.get(layer.name);
       if (customScale) {
-        const range = quantRange(resolveSpec({ ...WEIGHT_SPEC, ...options.weightSpec }, WEIGHT_SPEC));
         int8 = Int8Array.from(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1));
-        scale = perChannel(customScale, w.dims[axis]);
+        scale = perChannel(Float32Array.from(customScale), w.dims[axis]);
       }
       const chosenValues = options.weightValues?.get(layer.name);
       if (chosenValues) {
         if (chosenValues.length !== int8.length) throw new QuantbookError('INVALID_ARGUMENT', `weightValues for layer "${layer.name}": ${chosenValues.length} values for a weight of ${int8.length}`);
         int8.set(chosenValues);
       }
+      const bias = layer.bias && rec.input ? definingGraph(g, layer.bias)!.constantValue(layer.bias)!.data as Float32Array : undefined;
+      // dead channels and large biases: raise those channels' scales so the int32 bias stays exact
+      const raised = settleWeightScales({ data, dims: w.dims, axis }, { int8, scale, zeroPoint }, { ...range, symmetric: spec.symmetric }, { bias, inputScale: rec.input?.scale, perTensor });
+      if (raised.length) rec.raisedScales = raised;
       rec.weight = { tensor: key(layer.weight), dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
       const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = wOut;
-      if (layer.bias && rec.input) {
-        const b = definingGraph(g, layer.bias)!.constantValue(layer.bias)!.data as Float32Array;
+      if (bias && rec.input) {
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
-        const int32 = quantizeBias(b, bScale);
-        rec.bias = { tensor: key(layer.bias), int32, scale: bScale };
-        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [b.length], int32, bScale, perTensor ? undefined : 0);
+        const int32 = quantizeBias(bias, bScale);
+        rec.bias = { tensor: key(layer.bias!), int32, scale: bScale };
+        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [bias.length], int32, bScale, perTensor ? undefined : 0);
       }
     }
     return rec;

@@ -15,13 +15,14 @@ import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model, loadModel } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { Feeds } from '../runtime/runner';
-import { Observer, ObserverOptions, weightQParams } from '../observers';
+import { Observer, ObserverOptions, WEIGHT_SPEC, quantRange, resolveSpec, weightQParams } from '../observers';
 import { adaRound } from '../algorithms/adaround';
 import { layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { QuantLayer } from '../quantize/layers';
 import { perChannel, quantizeBias, quantizeWeight } from '../quantize/qdq';
+import { settleWeightScales } from '../quantize/int32-bias';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
 import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, readQuantConfig } from './amct-config';
@@ -106,12 +107,18 @@ export class AmctQuantization {
     await this.roundWeights(batches);
     this.params = this.planned.map((p) => {
       const r = ranges.get(p)!;
-      // int32 bias on the accumulator's grid s_w·s_d
+      // int32 bias on the accumulator's grid s_w·s_d, with weight scales raised where it would not fit
       const b = p.layer.bias;
-      const bias = b && p.weight ? {
-        tensor: b,
-        int32: quantizeBias(this.float.graph.constantValue(b)!.data as Float32Array, Float32Array.from(p.weight.scale, (s) => Math.fround(s * r.scale))),
-      } : undefined;
+      let bias: AmctLayerParams['bias'];
+      if (p.weight) {
+        const floatBias = b ? this.float.graph.constantValue(b)!.data as Float32Array : undefined;
+        const w = this.float.graph.constantValue(p.weight.tensor)!;
+        const zeroPoint = new Int32Array(p.weight.scale.length);
+        settleWeightScales({ data: w.data as Float32Array, dims: w.dims, axis: p.weight.axis }, { int8: p.weight.int8, scale: p.weight.scale, zeroPoint },
+          { ...quantRange(resolveSpec({ numBits: p.wts?.num_bits ?? 8, signed: true, symmetric: true }, WEIGHT_SPEC)), symmetric: true },
+          { bias: floatBias, inputScale: r.scale, perTensor: p.wts?.channel_wise === false });
+        if (b && floatBias) bias = { tensor: b, int32: quantizeBias(floatBias, Float32Array.from(p.weight.scale, (s) => Math.fround(s * r.scale))) };
+      }
       return { name: p.layer.name, opType: p.layer.opType, input: p.layer.activations[0], scaleD: r.scale, offsetD: r.zeroPoint, weight: p.weight, bias };
     });
     return this.params;
