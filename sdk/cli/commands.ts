@@ -15,6 +15,7 @@ import { calibrate } from '../calibration/calibrator';
 import { OBSERVER_KINDS, ObserverKind } from '../observers';
 import { Model, loadModel } from '../onnx/model';
 import { compareModels, LayerComparison } from '../quantize/compare';
+import { worstFirst } from '../quantize/attribution';
 import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
 import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
@@ -169,6 +170,19 @@ function sharedLayerOutputs(float: Model, quantized: Model): Array<{ layer: stri
     .map((n) => ({ layer: n.name || n.output[0], opType: n.op_type!, tensor: n.output[0] }));
 }
 
+/**
+ * The comparison in graph order (accumulated and own error side by side), then the layers where
+ * error is born: the worst own SQNR first.
+ */
+function comparisonText(rows: LayerComparison[]): string {
+  const db = (v: number) => (Number.isNaN(v) ? '—' : v.toFixed(2));
+  const table = formatRows([['layer', 'op', 'SQNR dB', 'own SQNR dB', 'cosine', 'max |error|'],
+    ...rows.map((r) => [r.opType === 'output' ? `(model output ${r.tensor})` : r.layer, r.opType, db(r.sqnrDb), db(r.localSqnrDb), r.cosine.toFixed(6), r.maxAbsError.toPrecision(4)])]);
+  const worst = worstFirst(rows.filter((r) => !Number.isNaN(r.localSqnrDb))).slice(0, 5);
+  if (!worst.length) return table;
+  return `${table}\nwhere error is born (own SQNR: the layer fed the fp32 input), worst first: ${worst.map((r) => `${r.layer} ${r.localSqnrDb.toFixed(1)} dB`).join(', ')}`;
+}
+
 async function compareCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, COMPARE_OPTIONS, 'compare');
   const [floatPath, quantPath] = requirePositional(args, 2, 'two model paths: <float.onnx> <quantized.onnx>', 'compare');
@@ -185,7 +199,7 @@ async function compareCommand(argv: string[]): Promise<number> {
     }
   }
   const rows = await compareModels(float, quantized, layers, limited());
-  output(args, rows, formatRows([['layer', 'op', 'SQNR dB', 'cosine', 'max |error|'], ...rows.map((r) => [r.layer, r.opType, r.sqnrDb.toFixed(2), r.cosine.toFixed(6), r.maxAbsError.toPrecision(4)])]));
+  output(args, rows, comparisonText(rows));
   return 0;
 }
 

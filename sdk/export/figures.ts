@@ -146,6 +146,28 @@ export function sqnrFigure(rows: LayerComparison[], title = 'SQNR per layer outp
   };
 }
 
+/**
+ * Where error is born: for the `top` layers with the lowest own SQNR (worst first), the error
+ * each adds on its own (fed the fp32 input) beside the accumulated error at its output. Bars
+ * start at 0 dB, so the worst layer has the shortest bar.
+ */
+export function attributionFigure(rows: LayerComparison[], top = 30): Figure {
+  const measured = rows.filter((r) => Number.isFinite(r.localSqnrDb)).sort((a, b) => a.localSqnrDb - b.localSqnrDb).slice(0, top);
+  const x = measured.map(label);
+  const hovertext = measured.map((r) => `${r.opType} → ${r.tensor}`);
+  return {
+    data: [
+      { type: 'bar', x, y: measured.map((r) => round(r.localSqnrDb, 3)), name: 'own (layer alone, fp32 input)', marker: { color: '#d62728' }, hovertext },
+      { type: 'bar', x, y: measured.map((r) => round(r.sqnrDb, 3)), name: 'accumulated (at its output)', marker: { color: '#1f77b4' }, hovertext },
+    ],
+    layout: {
+      title: { text: `Where error is born: ${measured.length} layers with the lowest own SQNR, worst first` },
+      barmode: 'group', yaxis: { title: { text: 'SQNR (dB, higher is better)' }, rangemode: 'tozero' }, xaxis: { tickangle: -60, automargin: true },
+      legend: { orientation: 'h', y: -0.45 },
+    },
+  };
+}
+
 /** Per-layer cosine similarity of fp32 and quantized outputs. */
 export function cosineFigure(rows: LayerComparison[]): Figure {
   const min = Math.min(...rows.map((r) => r.cosine));

@@ -81,8 +81,13 @@ describe('quantbook command', function () {
     assert.ok(readStats(stats).rows.every((row) => row.observer === 'percentile'));
     const cmp = run(['compare', MODELS.cls, path.join(dir, 'q', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'), '--data', data, '--max-batches', '1']);
     assert.equal(cmp.code, 0, cmp.stderr);
-    assert.match(cmp.stdout, /^layer\s+op\s+SQNR dB\s+cosine/);
+    assert.match(cmp.stdout, /^layer\s+op\s+SQNR dB\s+own SQNR dB\s+cosine/);
     assert.ok(cmp.stdout.trim().split('\n').length > 5);
+    // the original (opset-older, BN unfolded) float model still gets every layer's own error, and the worst are named
+    const convRows = cmp.stdout.split('\n').filter((l) => /^\S+\s+Conv\s/.test(l));
+    assert.ok(convRows.length > 10 && convRows.every((l) => /^\S+\s+Conv\s+-?\d+\.\d\d\s+-?\d+\.\d\d\s/.test(l)), convRows.join('\n'));
+    assert.match(cmp.stdout, /\(model output \S+\)/);
+    assert.match(cmp.stdout, /where error is born .*, worst first: \S+ -?\d+\.\d dB/);
   });
 
   it('bad input: exit code 2 with what is allowed; unsupported device: exit code 3', () => {

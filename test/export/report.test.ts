@@ -74,6 +74,16 @@ describe('report and figures', () => {
     const html = fs.readFileSync(file, 'utf8');
     assert.ok(!/<script[^>]+src=/.test(html), 'no external script');
     assert.ok(input.comparison!.some((c) => c.opType === 'output'));
+    // where error is born: the attribution plot's first bar is the layer with the lowest own SQNR, bars from 0 dB
+    const specs = [...html.matchAll(/var s=(\{.*?\});function draw/g)].map((m) => JSON.parse(m[1]) as { data: Array<{ x: string[]; y: number[] }>; layout: { title: { text: string }; yaxis: { rangemode?: string } } });
+    const attribution = specs.find((f) => f.layout.title.text.startsWith('Where error is born'));
+    assert.ok(attribution, 'attribution figure in the report');
+    const layers = input.comparison!.filter((c) => Number.isFinite(c.localSqnrDb));
+    const worst = layers.reduce((a, b) => (b.localSqnrDb < a.localSqnrDb ? b : a));
+    assert.equal(attribution!.data[0].y[0], Math.round(worst.localSqnrDb * 1000) / 1000);
+    assert.ok(attribution!.data[0].y.every((v, i, ys) => i === 0 || v >= ys[i - 1]), 'sorted worst first');
+    assert.equal(attribution!.layout.yaxis.rangemode, 'tozero');
+    assert.ok(html.includes('<h2>Where error is born</h2>'));
     assert.equal(input.seed, 7);
     assert.equal(input.statistics!.length, new Set(input.statistics!.map((r) => r.tensor)).size);
     const stats = (await s.run()).calibration as CalibrationResult;
