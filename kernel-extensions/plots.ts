@@ -8,7 +8,7 @@ import { CalibrationResult } from '../sdk/calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../sdk/calibration/data';
 import {
   Figure, activationHistogramFigure, clippedFraction, channelMagnitudeFigure, channelScalesFigure, cosineFigure, historyFigure,
-  outputScatterFigure, quantizedRange, rangesFigure, scaleDistributionFigure, sqnrFigure,
+  attributionFigure, outputScatterFigure, quantizedRange, rangesFigure, scaleDistributionFigure, sqnrFigure,
 } from '../sdk/export/figures';
 import { QuantbookError } from '../sdk/errors';
 import type { LayerComparison } from '../sdk/quantize/compare';
@@ -86,6 +86,15 @@ export function sensitivity(rows: LayerComparison[]): void {
   if (!rows.length) throw new QuantbookError('INVALID_ARGUMENT', 'sensitivity: the comparison is empty; pass the rows result.compare(batches) returned');
   draw(sqnrFigure(rows), 420);
   draw(cosineFigure(rows), 420);
+}
+
+/**
+ * Where error is born: the layers with the lowest own SQNR (each fed the fp32 input), worst
+ * first, beside the error accumulated at their outputs; from `result.compare(...)`.
+ */
+export function attribution(rows: LayerComparison[], top = 30): void {
+  if (!rows.some((r) => Number.isFinite(r.localSqnrDb))) throw new QuantbookError('INVALID_ARGUMENT', 'attribution: no row has an own SQNR; pass the rows result.compare(batches) returned (compareModels with attribution on)');
+  draw(attributionFigure(rows, top), 460);
 }
 
 /**

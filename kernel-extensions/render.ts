@@ -10,6 +10,7 @@ import { Figure, sqnrFigure } from '../sdk/export/figures';
 import { escapeHtml, formatNumber as num, htmlTable } from '../sdk/export/html';
 import { figureHtml, plotlyLibraryTag } from '../sdk/export/plotly-html';
 import type { LayerComparison } from '../sdk/quantize/compare';
+import { worstFirst } from '../sdk/quantize/attribution';
 import { QuantSession, QuantizationResult, SessionPlan } from '../sdk/session/session';
 
 export interface Rendered { html: string; text: string }
@@ -101,10 +102,11 @@ function cell(v: unknown): unknown {
 export function renderComparison(rows: LayerComparison[]): Rendered {
   const fig = renderFigure(sqnrFigure(rows), 420);
   const worst = [...rows].sort((a, b) => a.sqnrDb - b.sqnrDb)[0];
+  const born = worstFirst(rows.filter((r) => Number.isFinite(r.localSqnrDb)))[0];
   return {
-    html: fig.html + box(`fp32 vs quantized, ${rows.length} tensors`, scroll(htmlTable(['layer', 'op', 'tensor', 'SQNR dB', 'cosine', 'max |error|'],
-      rows.map((l) => [l.layer, l.opType, l.tensor, l.sqnrDb.toFixed(2), l.cosine.toFixed(6), num(l.maxAbsError, 4)]), { sortable: true }))),
-    text: `${rows.length} tensors compared; worst SQNR ${worst ? `${worst.sqnrDb.toFixed(2)} dB at ${worst.layer}` : 'n/a'}`,
+    html: fig.html + box(`fp32 vs quantized, ${rows.length} tensors`, scroll(htmlTable(['layer', 'op', 'tensor', 'SQNR dB', 'own SQNR dB', 'cosine', 'max |error|'],
+      rows.map((l) => [l.layer, l.opType, l.tensor, l.sqnrDb.toFixed(2), Number.isFinite(l.localSqnrDb) ? l.localSqnrDb.toFixed(2) : '—', l.cosine.toFixed(6), num(l.maxAbsError, 4)]), { sortable: true }))),
+    text: `${rows.length} tensors compared; worst SQNR ${worst ? `${worst.sqnrDb.toFixed(2)} dB at ${worst.layer}` : 'n/a'}${born ? `; worst own SQNR ${born.localSqnrDb.toFixed(2)} dB at ${born.layer}` : ''}`,
   };
 }
 

@@ -28,7 +28,8 @@
  *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
  *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
  * The search minimises the int8 output error ‖X·W − Q(X/s)·Q(s·W)‖² of the group's layers on a
- * sample of calibration rows (uint8 per-tensor X, int8 per-output-channel W, as W8A8 quantizes).
+ * sample of calibration rows and output columns (uint8 per-tensor X, int8 per-output-channel W,
+ * as W8A8 quantizes); see searchSample for why a sample suffices.
  */
 import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
@@ -37,6 +38,7 @@ import { Model } from '../onnx/model';
 import type { NodeProto } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
 import { Runner } from '../runtime/runner';
+import { CandidateErrors } from './smooth-search';
 
 export const SMOOTH_METHODS = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6'] as const;
 export type SmoothMethod = (typeof SMOOTH_METHODS)[number];
@@ -194,6 +196,53 @@ function matmul(x: Float32Array, rows: number, k: number, w: Float32Array, n: nu
 
 const EPS = 1e-5;
 
+/**
+ * The search evaluates hundreds of candidate scalings. Its error is a sum over rows and output
+ * columns, so an even subsample of both estimates it: at most SEARCH_ROWS rows and SEARCH_COLUMNS
+ * output columns per layer (each column quantizes on its own, so dropping columns changes no
+ * other column's error). The cost per candidate is then flat in the layer width and the data
+ * size: the whole m6 search costs about as much as a calibration pass, not 40× as much.
+ */
+const SEARCH_ROWS = 256;
+const SEARCH_COLUMNS = 128;
+
+function evenly(n: number, most: number): number[] {
+  if (n <= most) return Array.from({ length: n }, (_, i) => i);
+  return Array.from({ length: most }, (_, i) => Math.floor((i * n) / most));
+}
+
+/** The layers' sampled columns side by side ([K, N₁ + N₂ + …]) and their reference outputs ([rows, N₁ + N₂ + …]). */
+function joinColumns(search: ReturnType<typeof searchSample>, k: number): { w: Float32Array; n: number; reference: Float32Array } {
+  const n = search.n.reduce((a, b) => a + b, 0);
+  const w = new Float32Array(k * n);
+  const reference = new Float32Array(search.rows * n);
+  let offset = 0;
+  search.weights.forEach((wl, li) => {
+    const nl = search.n[li];
+    for (let j = 0; j < k; j++) w.set(wl.subarray(j * nl, (j + 1) * nl), j * n + offset);
+    for (let r = 0; r < search.rows; r++) reference.set(search.reference[li].subarray(r * nl, (r + 1) * nl), r * n + offset);
+    offset += nl;
+  });
+  return { w, n, reference };
+}
+
+/** The rows and columns the search evaluates candidates on, with the float reference output there. */
+function searchSample(sample: Float32Array, rows: number, k: number, weights: Float32Array[], ns: number[]) {
+  const rowIndex = evenly(rows, SEARCH_ROWS);
+  const x = new Float32Array(rowIndex.length * k);
+  rowIndex.forEach((r, i) => x.set(sample.subarray(r * k, (r + 1) * k), i * k));
+  const columns = ns.map((n) => evenly(n, SEARCH_COLUMNS));
+  const picked = weights.map((w, li) => {
+    const n = ns[li];
+    const cols = columns[li];
+    const out = new Float32Array(k * cols.length);
+    for (let j = 0; j < k; j++) cols.forEach((c, ci) => { out[j * cols.length + ci] = w[j * n + c]; });
+    return out;
+  });
+  const n = columns.map((c) => c.length);
+  return { x, rows: rowIndex.length, weights: picked, n, reference: picked.map((w, li) => matmul(x, rowIndex.length, k, w, n[li])) };
+}
+
 /** s_j = xStat_j^α / wMax_j^β, centred on 1. */
 function migrationScales(xStat: ArrayLike<number>, wMax: Float64Array, alpha: number, beta: number): Float32Array {
   const k = xStat.length;
@@ -241,18 +290,28 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       const n = c.n[li];
       for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) wMax[j] = Math.max(wMax[j], Math.abs(w[j * n + col]));
     });
-    const reference = c.weights.map((w, li) => matmul(sample, rows, k, w, c.n[li]));
-    const errorOf = (scales: ArrayLike<number>) => smoothedError(sample, rows, k, c.weights, c.n, scales, reference);
-    const errorBefore = errorOf(new Float32Array(k).fill(1));
-    const { alpha, beta } = chooseExponents(options, (a, b) => errorOf(migrationScales(xStat, wMax, a, b)));
+    const search = searchSample(sample, rows, k, c.weights, c.n);
+    // candidates are scored in ONNX Runtime, a batch per run (smooth-search.ts)
+    const joined = joinColumns(search, k);
+    const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, joined.reference);
+    let alpha: number;
+    let beta: number;
+    try {
+      ({ alpha, beta } = await chooseExponents(options, async (pairs) => scorer.errors(pairs.map(([a, b]) => migrationScales(xStat, wMax, a, b)))));
+    } finally {
+      await scorer.dispose();
+    }
     let s = options.method === 'm5' ? outlierChannelScales(absMax) : migrationScales(xStat, wMax, alpha, beta);
+    // the reported errors: one reckoning (float64, in JavaScript) for every method, so groups and methods compare
+    const errorOf = (scales: ArrayLike<number>) => smoothedError(search.x, search.rows, k, search.weights, search.n, scales, search.reference);
+    const errorBefore = errorOf(new Float32Array(k).fill(1));
     let errorAfter = errorOf(s);
     if (options.method === 'm4') {
-      const few = Math.min(rows, 128);
-      const sub = sample.subarray(0, few * k);
-      const subRef = reference.map((r, li) => r.subarray(0, few * c.n[li]));
+      const few = Math.min(search.rows, 128);
+      const sub = search.x.subarray(0, few * k);
+      const subRef = search.reference.map((r, li) => r.subarray(0, few * search.n[li]));
       const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
-      const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, c.weights, c.n, cand, subRef));
+      const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, search.weights, search.n, cand, subRef));
       // the refinement looked at part of the sample: keep it only if the whole sample agrees
       const refinedError = errorOf(refined);
       if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];
@@ -269,7 +328,16 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
   return groups;
 }
 
-function chooseExponents(options: SmoothOptions, error: (a: number, b: number) => number): { alpha: number; beta: number } {
+/** Candidate (α, β) pairs → their errors, in the order given. */
+type PairErrors = (pairs: Array<[number, number]>) => Promise<number[]>;
+
+async function chooseExponents(options: SmoothOptions, errors: PairErrors): Promise<{ alpha: number; beta: number }> {
+  const best = async (pairs: Array<[number, number]>) => {
+    const e = await errors(pairs);
+    let i = 0;
+    for (let j = 1; j < pairs.length; j++) if (e[j] < e[i]) i = j;
+    return { alpha: pairs[i][0], beta: pairs[i][1], e: e[i] };
+  };
   const grid = (from: number, to: number, step: number) => {
     const out: number[] = [];
     for (let v = from; v <= to + 1e-9; v += step) out.push(Math.min(1, Math.max(0, +v.toFixed(4))));
@@ -280,28 +348,16 @@ function chooseExponents(options: SmoothOptions, error: (a: number, b: number) =
   if (options.method === 'm3' || options.method === 'm2') {
     // m3 has no weight term (β = 0); m2 is SmoothQuant on the centred ranges (β = 1 − α)
     const betaOf = (a: number) => (options.method === 'm3' ? 0 : 1 - a);
-    let best = { alpha: 0, beta: 0, e: Infinity };
-    for (const a of grid(0, 1, 0.05)) {
-      const e = error(a, betaOf(a));
-      if (e < best.e) best = { alpha: a, beta: betaOf(a), e };
-    }
-    return best;
+    return best(grid(0, 1, 0.05).map((a) => [a, betaOf(a)]));
   }
   if (options.alpha !== undefined && options.beta !== undefined) return { alpha: options.alpha, beta: options.beta };
   // m6 search: coarse 0.1 grid, then ±0.05 by 0.01 around the best (a given α or β stays fixed)
-  const search = (alphas: number[], betas: number[]) => {
-    let best = { alpha: alphas[0], beta: betas[0], e: Infinity };
-    for (const a of alphas) for (const b of betas) {
-      const e = error(a, b);
-      if (e < best.e) best = { alpha: a, beta: b, e };
-    }
-    return best;
-  };
+  const search = (alphas: number[], betas: number[]) => best(alphas.flatMap((a) => betas.map((b): [number, number] => [a, b])));
   const fixedA = options.alpha !== undefined ? [options.alpha] : undefined;
   const fixedB = options.beta !== undefined ? [options.beta] : undefined;
-  const coarse = search(fixedA ?? grid(0, 1, 0.1), fixedB ?? grid(0, 1, 0.1));
+  const coarse = await search(fixedA ?? grid(0, 1, 0.1), fixedB ?? grid(0, 1, 0.1));
   const around = (v: number) => grid(Math.max(0, v - 0.05), Math.min(1, v + 0.05), 0.01);
-  const fine = search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
+  const fine = await search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
   return fine.e <= coarse.e ? fine : coarse;
 }
 

@@ -5,8 +5,9 @@
  */
 import { strict as assert } from 'assert';
 import { QuantbookError, loadModel, normalizeSessionConfig, session } from '../../sdk';
-import { smoothModel, SmoothGroup } from '../../sdk/algorithms/smooth';
-import { MODELS, FEEDS, onnxCheck, requireChecker, tempDir } from '../helpers';
+import { smoothModel, smoothedError, SmoothGroup } from '../../sdk/algorithms/smooth';
+import { CandidateErrors } from '../../sdk/algorithms/smooth-search';
+import { MODELS, FEEDS, onnxCheck, randomFloats, requireChecker, tempDir } from '../helpers';
 import { TRANSFORMER, accuracy, logits, mnist, mnistBatch, transformerCalib } from '../transformer-fixtures';
 import { Runner } from '../../sdk/runtime/runner';
 import * as fs from 'fs';
@@ -94,6 +95,24 @@ describe('outlier suppression (m1–m6 scale migration)', () => {
     assert.ok(b - a >= 6, `SQNR ${a.toFixed(2)} → ${b.toFixed(2)} dB`);
     assert.ok(accSmooth >= accPlain && fp32 - accSmooth <= 0.005, `accuracy fp32 ${fp32}, W8A8 ${accPlain}, m6+W8A8 ${accSmooth}`);
     assert.ok(smoothed.smoothing.length > 0 && smoothed.smoothing.every((g) => g.beta !== undefined));
+  });
+
+  it('the m6 search scores candidates in ONNX Runtime: each error equals the JavaScript reckoning of ‖XW − Q(X/s)·Q(sW)‖²', async () => {
+    const [rows, k, n] = [64, 24, 40];
+    const x = randomFloats(rows * k, 31, -1, 3);
+    for (let r = 0; r < rows; r++) x[r * k + 5] *= 40; // one outlier channel, as smoothing meets it
+    const w = randomFloats(k * n, 32, -0.5, 0.5);
+    const reference = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) for (let c = 0; c < n; c++) reference[r * n + c] += x[r * k + j] * w[j * n + c];
+    const candidates = [new Float32Array(k).fill(1), ...[33, 34, 35, 36, 37].map((seed) => randomFloats(k, seed, 0.2, 4))];
+    candidates[1] = new Float32Array(k).fill(1);
+    candidates[1][5] = 6; // √40-ish: splits the outlier between X and W, as SmoothQuant's α = ½ would
+    const scorer = await CandidateErrors.create(x, rows, k, w, n, reference);
+    const got = await scorer.errors(candidates);
+    await scorer.dispose();
+    const expected = candidates.map((s) => smoothedError(x, rows, k, [w], [n], s, [reference]));
+    got.forEach((e, i) => assert.ok(Math.abs(e - expected[i]) <= 1e-3 * expected[i], `candidate ${i}: ORT ${e}, JS ${expected[i]}`));
+    assert.ok(got[1] < got[0] / 2, `moving the outlier into W lowers the error: ${got[1]} vs ${got[0]}`);
   });
 
   it('m4 refines m1: its per-group int8 error is never above m1\'s', async () => {

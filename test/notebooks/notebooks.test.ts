@@ -72,6 +72,21 @@ describe('notebooks (tslab kernel, nbconvert, headless Chromium)', function () {
     });
   }
 
+  it('the quickstart shows where error is born: the attribution plot and the five worst layers by own SQNR, in order', function () {
+    const nb = executed.get('quickstart.ipynb');
+    if (!nb) this.skip();
+    const cells = (JSON.parse(fs.readFileSync(nb!, 'utf8')) as { cells: Cell[] }).cells.filter((c) => c.cell_type === 'code');
+    const cell = cells.find((c) => text(c.source).includes('plots.attribution(comparison)'))!;
+    const html = (cell.outputs ?? []).map((o) => text(o.data?.['text/html']));
+    assert.ok(html.some((h) => h.includes('Where error is born') && h.includes('Plotly.newPlot')), 'attribution plot drawn');
+    // the table: 5 body rows (layer, op, own, accumulated), own SQNR ascending
+    const table = html.find((h) => h.includes('own SQNR dB</th>'))!;
+    const rows = [...table.split('<tbody>')[1].matchAll(/<tr>(.*?)<\/tr>/g)].map((m) => [...m[1].matchAll(/<td>(.*?)<\/td>/g)].map((c) => c[1]));
+    const own = rows.map((r) => Number(r[2]));
+    assert.equal(own.length, 5, table);
+    assert.ok(own.every((v, i) => Number.isFinite(v) && (i === 0 || v >= own[i - 1])), own.join(', '));
+  });
+
   it('the quickstart exported to HTML renders its plots offline in headless Chromium', async function () {
     requireTool(this, CHROMIUM, 'chromium');
     const nb = executed.get('quickstart.ipynb');
