@@ -3,8 +3,10 @@
  *
  * Comparing a quantized model's layer outputs with the float model's shows the *accumulated*
  * error: each layer's own error plus everything upstream. To see what a layer adds on its own,
- * its quantized form (input Q → DQ, integer weights and bias, exactly as the quantized model
- * computes it) is run on the *float* model's input to that layer. All layers at once, in one
+ * its quantized form (input Q → DQ, integer weights and bias, and the Q → DQ on its output where
+ * the quantized model requantizes it, exactly as the quantized model computes it) is run on the
+ * *float* model's input to that layer. A Q → DQ pair between two layers thus counts for both: as
+ * the first one's output and the second one's input. All layers at once, in one
  * model: the float model plus, beside each layer, a copy of its quantized form that reads float
  * tensors. One run gives every layer's float output and its "local" output; the difference is
  * the error that layer alone adds.
@@ -13,6 +15,7 @@ import { Model } from '../onnx/model';
 import { NodeProto, newNode } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
 import { upgradeOpset } from '../onnx/opset-upgrade';
+import { consumerDomain } from './consumer-domain';
 
 export interface LocalErrorModel {
   /** the float model with every layer's quantized copy beside it */
@@ -21,6 +24,11 @@ export interface LocalErrorModel {
   localOutputs: Map<string, string>;
   /** layers that could not be copied, with the reason */
   skipped: Array<{ layer: string; reason: string }>;
+  /**
+   * where a layer's copy ends in its output Q → DQ: the range that Q keeps, cut to what the
+   * layer's readers can tell apart (consumer-domain.ts); compare the float output clamped to it
+   */
+  outputDomains: Map<string, [number, number]>;
 }
 
 /**
@@ -35,13 +43,14 @@ export function localErrorModel(float: Model, quantized: Model, layers: Array<{ 
   const qg = quantized.graph;
   const skipped: LocalErrorModel['skipped'] = [];
   const localOutputs = new Map<string, string>();
+  const outputDomains = new Map<string, [number, number]>();
   const opset = quantized.opsetVersion('') ?? 0;
   if ((model.opsetVersion('') ?? 0) < opset) {
     // the quantized copies use the quantized model's operator versions (e.g. per-axis DequantizeLinear)
     try {
       upgradeOpset(model, opset);
     } catch (e) {
-      return { model: float, localOutputs, skipped: layers.map((l) => ({ layer: l.layer, reason: `the float model cannot be brought to the quantized model's opset ${opset}: ${(e as Error).message}` })) };
+      return { model: float, localOutputs, outputDomains, skipped: layers.map((l) => ({ layer: l.layer, reason: `the float model cannot be brought to the quantized model's opset ${opset}: ${(e as Error).message}` })) };
     }
   }
   const names = fg.nameSource();
@@ -82,8 +91,22 @@ export function localErrorModel(float: Model, quantized: Model, layers: Array<{ 
     };
     try {
       const inputs = node.input.map(resolve);
-      const out = names.fresh(`${layer}/local`);
+      let out = names.fresh(`${layer}/local`);
       pending.push(newNode({ op_type: node.op_type, domain: node.domain, name: names.fresh(`${layer}/local_node`), input: inputs, output: [out, ...node.output.slice(1).map((o) => (o ? names.fresh(`${layer}/local/${o}`) : ''))], attribute: node.attribute }));
+      // the layer's output quantization (its requantization point) is part of what it does
+      const q = qg.consumers(node.output[0]).find((c) => c.op_type === 'QuantizeLinear');
+      const dq = q && qg.consumers(q.output[0]).find((c) => c.op_type === 'DequantizeLinear');
+      if (q && dq) {
+        const [quantized, dequantized] = [names.fresh(`${layer}/local_quantized`), names.fresh(`${layer}/local_dequantized`)];
+        pending.push(
+          newNode({ op_type: 'QuantizeLinear', name: names.fresh(`${layer}/local_q`), input: [out, ...q.input.slice(1).map(resolve)], output: [quantized], attribute: q.attribute }),
+          newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${layer}/local_dq`), input: [quantized, ...dq.input.slice(1).map(resolve)], output: [dequantized], attribute: dq.attribute }),
+        );
+        out = dequantized;
+        // values the readers cannot tell apart are no error: the float reference is clamped to their domain
+        const domain = consumerDomain(fg, node.output[0]);
+        if (Number.isFinite(domain[0]) || Number.isFinite(domain[1])) outputDomains.set(layer, domain);
+      }
       added.push(...pending);
       localOutputs.set(layer, out);
     } catch (e) {
@@ -93,7 +116,7 @@ export function localErrorModel(float: Model, quantized: Model, layers: Array<{ 
   // every copy reads float tensors or earlier copies: appended after the float nodes, the order stays topological
   fg.proto.node.push(...added);
   fg.invalidate();
-  return { model, localOutputs, skipped };
+  return { model, localOutputs, outputDomains, skipped };
 }
 
 /** Rows sorted by the error each layer adds on its own, worst (lowest local SQNR) first; rows without it last. */

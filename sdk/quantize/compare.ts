@@ -47,7 +47,13 @@ export async function compareModels(
       const [ra, rb] = [await a.run(feeds), await b.run(feeds)];
       for (const t of tensors) acc.get(t)!.add(ra.exposed[t].data as Float32Array, rb.exposed[t].data as Float32Array);
       for (const o of outputs) acc.get(o)!.add(ra.outputs[o].data as Float32Array, rb.outputs[o].data as Float32Array);
-      for (const l of layers) localAcc.get(l.layer)?.add(ra.exposed[l.tensor].data as Float32Array, ra.exposed[local!.localOutputs.get(l.layer)!].data as Float32Array);
+      for (const l of layers) {
+        const into = localAcc.get(l.layer);
+        if (!into) continue;
+        const domain = local!.outputDomains.get(l.layer);
+        const reference = ra.exposed[l.tensor].data as Float32Array;
+        into.add(domain ? clamped(reference, domain) : reference, ra.exposed[local!.localOutputs.get(l.layer)!].data as Float32Array);
+      }
     }
   } finally {
     await a.dispose();
@@ -61,6 +67,10 @@ export async function compareModels(
     ...layers.map((l) => ({ ...l, ...acc.get(l.tensor)!.result(), ...localOf(l.layer) })),
     ...outputs.map((o) => ({ layer: '(model output)', opType: 'output', tensor: o, ...acc.get(o)!.result(), localSqnrDb: NaN, localCosine: NaN })),
   ];
+}
+
+function clamped(x: Float32Array, [lo, hi]: [number, number]): Float32Array {
+  return x.map((v) => (v < lo ? lo : v > hi ? hi : v));
 }
 
 export function comparisonTable(rows: LayerComparison[]): arrow.Table {

@@ -29,6 +29,7 @@ import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { toFakeQuant } from './fake-quant';
+import { narrowToReaders } from './consumer-domain';
 import { QuantLayer, selectLayers } from './layers';
 import { activationTensors, applyQdq } from './qdq';
 import { W8A8Result, prepareFloat } from './w8a8';
@@ -123,6 +124,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   });
   const activations = new Map<string, QParams>();
   for (const [t, o] of calibration.observers) activations.set(t, (o as Observer).qparams());
+  const narrowed = narrowToReaders(float, activations, spec);
 
   // weights: nearest or learned rounding, then the bias that cancels their mean output shift
   const reduceRange = resolveReduceRange(options.reduceRange);
@@ -208,7 +210,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
   const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */

@@ -19,6 +19,7 @@ import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
+import { NarrowedRange, narrowToReaders } from './consumer-domain';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
@@ -58,7 +59,10 @@ export interface W8A8Result {
   activations: Map<string, QParams>;
   /** mixed: which method each tensor got */
   methods: Map<string, 'minmax' | 'histogram'>;
+  /** activations whose range was cut to where their readers still vary (consumer-domain.ts) */
+  narrowed: NarrowedRange[];
 }
+
 
 export function prepareFloat(model: Model): Model {
   const float = model.clone();
@@ -119,6 +123,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     activations.set(t, q);
     methods.set(t, method);
   }
+  const narrowed = narrowToReaders(qdq, activations, spec);
   if (opSet === 'extended') {
     shareClipParams(qdq, activations);
     scaleThroughMultipliers(qdq, activations);
@@ -134,7 +139,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     foldConstantMultipliers(qdq);
     removeUnusedConstants(qdq.graph);
   }
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange };
+  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange, narrowed };
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

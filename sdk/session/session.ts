@@ -23,7 +23,7 @@ import { quantizeW8A8Timestep, timestepStatsTable } from '../quantize/w8a8-times
 import { toFakeQuant } from '../quantize/fake-quant';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
-import { LayerComparison, compareModels } from '../quantize/compare';
+import { CompareOptions, LayerComparison, compareModels } from '../quantize/compare';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
 import { ReportInput, environment } from '../export/report';
@@ -95,8 +95,8 @@ export class QuantizationResult {
   }
 
   /** fp32 vs quantized, per quantized layer output and per model output. */
-  compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>): Promise<LayerComparison[]> {
-    return compareModels(this.float, this.qdq, this.layerOutputs(), batches);
+  compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>, options?: CompareOptions): Promise<LayerComparison[]> {
+    return compareModels(this.float, this.qdq, this.layerOutputs(), batches, options);
   }
 
   /**
