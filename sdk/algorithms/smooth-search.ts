@@ -5,7 +5,7 @@
  * columns quantize independently and the error sums over them), candidate c is a per-channel
  * scale s_c, and its error is ‖X·W − Q(X/s_c)·Q(s_c·W)‖² with X on uint8 per tensor and W on int8
  * per output column, as W8A8 quantizes. One small ONNX model computes that for a batch of
- * candidates ([C, K] in, [C] out): the m6 grid search becomes a few ORT runs on the cached
+ * candidates ([C, K] in, [C] out): the m6 grid search becomes one or a few ORT runs on the cached
  * sample instead of hundreds of JavaScript matrix products.
  */
 import * as ort from 'onnxruntime-node';
@@ -14,8 +14,8 @@ import { makeAttribute } from '../onnx/graph';
 import { encodeModel, newGraph, newModel, newNode, newValueInfo } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
 
-/** candidates per run: bounds the [C, rows, columns] intermediates (~32 × 256 × 384 floats) */
-const CANDIDATES_PER_RUN = 32;
+/** floats the intermediates of one run may hold (C · (rows · (K + N) + K · N)): ~32 MB each, a few alive at once */
+const FLOATS_PER_RUN = 8_000_000;
 
 function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array): Uint8Array {
   const c = (name: string, dims: number[], data: Float32Array | BigInt64Array) => makeTensor(name, data instanceof BigInt64Array ? DataType.INT64 : DataType.FLOAT, dims, data);
@@ -71,18 +71,19 @@ function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n
 }
 
 export class CandidateErrors {
-  private constructor(private readonly session: ort.InferenceSession, private readonly k: number) {}
+  private constructor(private readonly session: ort.InferenceSession, private readonly k: number, private readonly perRun: number) {}
 
   /** `w`: [K, N] row-major (the group's sampled columns side by side); `reference`: X·W, [rows, N]. */
   static async create(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array): Promise<CandidateErrors> {
-    return new CandidateErrors(await ort.InferenceSession.create(errorModel(x, rows, k, w, n, reference)), k);
+    const perCandidate = rows * (k + n) + k * n;
+    return new CandidateErrors(await ort.InferenceSession.create(errorModel(x, rows, k, w, n, reference)), k, Math.max(1, Math.floor(FLOATS_PER_RUN / perCandidate)));
   }
 
   /** The error of each candidate scaling (K scales each). */
   async errors(candidates: ArrayLike<number>[]): Promise<number[]> {
     const out: number[] = [];
-    for (let at = 0; at < candidates.length; at += CANDIDATES_PER_RUN) {
-      const part = candidates.slice(at, at + CANDIDATES_PER_RUN);
+    for (let at = 0; at < candidates.length; at += this.perRun) {
+      const part = candidates.slice(at, at + this.perRun);
       const s = new Float32Array(part.length * this.k);
       part.forEach((v, i) => s.set(Array.from(v), i * this.k));
       const r = await this.session.run({ s: new ort.Tensor('float32', s, [part.length, this.k]) });

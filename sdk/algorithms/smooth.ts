@@ -26,7 +26,7 @@
  *                      T the largest non-outlier maximum, others s_j = 1. (CBQ's cross-block
  *                      reconstruction and LoRA rounding are weight-rounding steps, not this.)
  *   m6 (Flex Smooth)   s_j = max|X_j|^α / max|W_j|^β; α, β given, or searched when either is missing:
- *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.05 by 0.01) around the best
+ *                      a coarse grid (0, 0.1, …, 1)² then a fine one (±0.04 by 0.02) around the best
  * The search minimises the int8 output error ‖X·W − Q(X/s)·Q(s·W)‖² of the group's layers on a
  * sample of calibration rows and output columns (uint8 per-tensor X, int8 per-output-channel W,
  * as W8A8 quantizes); see searchSample for why a sample suffices.
@@ -113,7 +113,7 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 /** Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample. */
 async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
   const runner = await Runner.create(model, { expose: tensors });
-  const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: number[][] }>();
+  const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }>();
   try {
     for await (const feeds of batchesFrom(data, runner.inputNames)) {
       const out = await runner.run(feeds);
@@ -122,7 +122,7 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         if (v.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `smoothing: activation "${t}" holds ${v.type}; only float32 can be smoothed`);
         const x = v.data as Float32Array;
         const k = v.dims[v.dims.length - 1];
-        const s = stats.get(t) ?? { lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] };
+        const s = stats.get(t) ?? { lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] as Float32Array[] };
         const rows = x.length / k;
         // keep an evenly spread sample of rows: flat memory whatever the number of batches
         const stride = Math.max(1, Math.floor(rows / Math.max(1, Math.ceil(sampleRows / 4))));
@@ -133,7 +133,7 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
             if (value > s.hi[j]) s.hi[j] = value;
             s.sumAbs[j] += Math.abs(value);
           }
-          if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(Array.from(x.subarray(r * k, (r + 1) * k)));
+          if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(x.slice(r * k, (r + 1) * k));
         }
         s.rows += rows;
         stats.set(t, s);
@@ -203,7 +203,7 @@ const EPS = 1e-5;
  * other column's error). The cost per candidate is then flat in the layer width and the data
  * size: the whole m6 search costs about as much as a calibration pass, not 40× as much.
  */
-const SEARCH_ROWS = 256;
+const SEARCH_ROWS = 128;
 const SEARCH_COLUMNS = 128;
 
 function evenly(n: number, most: number): number[] {
@@ -282,7 +282,9 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const absMax = Float64Array.from(st.lo, (lo, j) => Math.max(-lo, st.hi[j]));
     const shift = options.method === 'm2' ? Float32Array.from(st.lo, (lo, j) => Math.fround((lo + st.hi[j]) / 2)) : undefined;
     // m2 works on the centred activation X − z (z·W is added back exactly through the bias)
-    const sample = Float32Array.from(st.sample.flat(), (v, i) => (shift ? v - shift[i % k] : v));
+    const sample = new Float32Array(rows * k);
+    st.sample.forEach((row, r) => sample.set(row, r * k));
+    if (shift) for (let i = 0; i < sample.length; i++) sample[i] -= shift[i % k];
     const xMax = shift ? Float64Array.from(st.lo, (lo, j) => (st.hi[j] - lo) / 2) : absMax;
     const xStat = options.method === 'm3' ? st.sumAbs.map((v) => v / Math.max(1, st.rows)) : xMax;
     const wMax = new Float64Array(k);
@@ -294,27 +296,28 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     // candidates are scored in ONNX Runtime, a batch per run (smooth-search.ts)
     const joined = joinColumns(search, k);
     const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, joined.reference);
+    let s: Float32Array;
     let alpha: number;
     let beta: number;
+    let errorBefore: number;
+    let errorAfter: number;
     try {
       ({ alpha, beta } = await chooseExponents(options, async (pairs) => scorer.errors(pairs.map(([a, b]) => migrationScales(xStat, wMax, a, b)))));
+      s = options.method === 'm5' ? outlierChannelScales(absMax) : migrationScales(xStat, wMax, alpha, beta);
+      // every reported error comes from the same reckoning (the scorer), so groups and methods compare
+      [errorBefore, errorAfter] = await scorer.errors([new Float32Array(k).fill(1), s]);
+      if (options.method === 'm4') {
+        const few = Math.min(search.rows, 128);
+        const sub = search.x.subarray(0, few * k);
+        const subRef = search.reference.map((r, li) => r.subarray(0, few * search.n[li]));
+        const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
+        const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, search.weights, search.n, cand, subRef));
+        // the refinement looked at part of the sample: keep it only if the whole sample agrees
+        const [refinedError] = await scorer.errors([refined]);
+        if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];
+      }
     } finally {
       await scorer.dispose();
-    }
-    let s = options.method === 'm5' ? outlierChannelScales(absMax) : migrationScales(xStat, wMax, alpha, beta);
-    // the reported errors: one reckoning (float64, in JavaScript) for every method, so groups and methods compare
-    const errorOf = (scales: ArrayLike<number>) => smoothedError(search.x, search.rows, k, search.weights, search.n, scales, search.reference);
-    const errorBefore = errorOf(new Float32Array(k).fill(1));
-    let errorAfter = errorOf(s);
-    if (options.method === 'm4') {
-      const few = Math.min(search.rows, 128);
-      const sub = search.x.subarray(0, few * k);
-      const subRef = search.reference.map((r, li) => r.subarray(0, few * search.n[li]));
-      const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
-      const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, search.weights, search.n, cand, subRef));
-      // the refinement looked at part of the sample: keep it only if the whole sample agrees
-      const refinedError = errorOf(refined);
-      if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];
     }
     if (shift) addShiftToBias(model, c, shift);
     const absorbedBy = applyScales(model, c, s, shift);
@@ -351,12 +354,12 @@ async function chooseExponents(options: SmoothOptions, errors: PairErrors): Prom
     return best(grid(0, 1, 0.05).map((a) => [a, betaOf(a)]));
   }
   if (options.alpha !== undefined && options.beta !== undefined) return { alpha: options.alpha, beta: options.beta };
-  // m6 search: coarse 0.1 grid, then ±0.05 by 0.01 around the best (a given α or β stays fixed)
+  // m6 search: coarse 0.1 grid, then ±0.04 by 0.02 around the best (a given α or β stays fixed)
   const search = (alphas: number[], betas: number[]) => best(alphas.flatMap((a) => betas.map((b): [number, number] => [a, b])));
   const fixedA = options.alpha !== undefined ? [options.alpha] : undefined;
   const fixedB = options.beta !== undefined ? [options.beta] : undefined;
   const coarse = await search(fixedA ?? grid(0, 1, 0.1), fixedB ?? grid(0, 1, 0.1));
-  const around = (v: number) => grid(Math.max(0, v - 0.05), Math.min(1, v + 0.05), 0.01);
+  const around = (v: number) => grid(Math.max(0, v - 0.04), Math.min(1, v + 0.04), 0.02);
   const fine = await search(fixedA ?? around(coarse.alpha), fixedB ?? around(coarse.beta));
   return fine.e <= coarse.e ? fine : coarse;
 }
