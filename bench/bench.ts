@@ -395,6 +395,8 @@ async function errorRows(): Promise<string> {
   ] as const) {
     let plain!: QuantizationResult;
     let smoothed!: QuantizationResult;
+    // warm: ORT sessions and code paths as a notebook's second run finds them
+    await session(file, { calibData: [...calib] }).withM6().w8a8('minmax').run();
     const tPlain = await timeMs(async () => { plain = await session(file, { calibData: [...calib] }).w8a8('minmax').run(); });
     const tM6 = await timeMs(async () => { smoothed = await session(file, { calibData: [...calib] }).withM6().w8a8('minmax').run(); });
     const sqnr = async (r: QuantizationResult) => (await r.compare([...evalSet], { attribution: false })).find((c) => c.opType === 'output')!.sqnrDb;

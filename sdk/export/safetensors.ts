@@ -13,6 +13,7 @@ import { QuantbookError } from '../errors';
 import { DataType, TensorArray } from '../onnx/dtype';
 import { elementCount } from '../onnx/tensor';
 import { PendingFile, writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { checkedIndex, checkedShape, confinedPath, hasOwn, jsonObject, readRegularFile } from '../util/untrusted';
 
 export const SAFETENSORS_DTYPES = {
   F64: { bytes: 8, array: Float64Array },
@@ -67,7 +68,8 @@ function checkTensor(name: string, t: StoredTensor): void {
 
 /** The header bytes (length prefix included) for tensors in the given order. */
 function encodeHeader(tensors: Array<[string, StoredTensor]>, metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
+  // null prototype: a tensor named "__proto__" (or "constructor") is an ordinary key here
+  const header: Record<string, unknown> = Object.create(null);
   if (metadata && Object.keys(metadata).length) {
     for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw new QuantbookError('INVALID_ARGUMENT', `safetensors __metadata__["${k}"]: got ${typeof v}; the format allows strings only`);
     header.__metadata__ = metadata;
@@ -141,7 +143,7 @@ export function writeSafetensorsSet(dir: string, fileName: string, tensors: Tens
   const stem = fileName.replace(/\.safetensors$/i, '');
   const n = String(shards.length).padStart(5, '0');
   const names = shards.map((_, i) => `${stem}-${String(i + 1).padStart(5, '0')}-of-${n}.safetensors`);
-  const weightMap: Record<string, string> = {};
+  const weightMap: Record<string, string> = Object.create(null);
   shards.forEach((s, i) => s.forEach(([name]) => (weightMap[name] = names[i])));
   const index = path.join(dir, `${stem}.safetensors.index.json`);
   const indexJson = Buffer.from(`${JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2)}\n`);
@@ -163,31 +165,44 @@ function corrupt(file: string, why: string): QuantbookError {
 
 /** Reads one safetensors file, validating the header the way the reference implementation does. */
 export function readSafetensors(file: string): SafetensorsFile {
-  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `safetensors file not found: ${file}`);
-  const bytes = fs.readFileSync(file);
+  const bytes = readRegularFile(file, 'safetensors file');
   if (bytes.length < 8) throw corrupt(file, 'shorter than the 8-byte header length');
-  const headerLength = Number(bytes.readBigUInt64LE(0));
-  if (headerLength > bytes.length - 8) throw corrupt(file, `header length ${headerLength} runs past the end of the file`);
-  let header: Record<string, { dtype: SafetensorsDtype; shape: number[]; data_offsets: [number, number] }> & { __metadata__?: Record<string, string> };
+  const declared = bytes.readBigUInt64LE(0);
+  if (declared > BigInt(bytes.length - 8)) throw corrupt(file, `header length ${declared} runs past the end of the file (${bytes.length} bytes)`);
+  const headerLength = Number(declared);
+  let header: unknown;
   try {
     header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
   } catch (e) {
     throw corrupt(file, `header is not JSON: ${(e as Error).message}`);
   }
+  if (!header || typeof header !== 'object' || Array.isArray(header)) throw corrupt(file, 'the header is not a JSON object');
   const dataStart = 8 + headerLength;
   const dataLength = bytes.length - dataStart;
-  const { __metadata__: metadata, ...entries } = header;
   const tensors = new Map<string, StoredTensor>();
+  let metadata: Record<string, string> | undefined;
   const spans: Array<[number, number, string]> = [];
-  for (const [name, e] of Object.entries(entries)) {
-    const info = SAFETENSORS_DTYPES[e.dtype];
-    if (!info) throw corrupt(file, `tensor "${name}" has unknown dtype ${e.dtype}`);
-    const [begin, end] = e.data_offsets;
-    if (!(begin >= 0 && end >= begin && end <= dataLength)) throw corrupt(file, `tensor "${name}" offsets [${begin}, ${end}] outside the data (${dataLength} bytes)`);
-    if (end - begin !== elementCount(e.shape) * info.bytes) throw corrupt(file, `tensor "${name}" holds ${end - begin} bytes for shape [${e.shape}] of ${e.dtype}`);
+  for (const [name, e] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      metadata = readMetadata(file, e);
+      continue;
+    }
+    if (!e || typeof e !== 'object' || Array.isArray(e)) throw corrupt(file, `tensor "${name}" is not an object`);
+    const entry = e as Record<string, unknown>;
+    const dtype = entry.dtype;
+    if (typeof dtype !== 'string' || !hasOwn(SAFETENSORS_DTYPES, dtype)) throw corrupt(file, `tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`);
+    const info = SAFETENSORS_DTYPES[dtype as SafetensorsDtype];
+    const offsets = entry.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2) throw corrupt(file, `tensor "${name}" needs "data_offsets": [begin, end]`);
+    const begin = checkedIndex(offsets[0], `${file}: tensor "${name}" data_offsets[0]`);
+    const end = checkedIndex(offsets[1], `${file}: tensor "${name}" data_offsets[1]`);
+    if (typeof offsets[0] !== 'number' || typeof offsets[1] !== 'number') throw corrupt(file, `tensor "${name}" data_offsets must be numbers`);
+    if (!(end >= begin && end <= dataLength)) throw corrupt(file, `tensor "${name}" offsets [${begin}, ${end}] outside the data (${dataLength} bytes)`);
+    const shape = checkedShape(entry.shape, Math.floor(dataLength / info.bytes), `${file}: tensor "${name}"`);
+    if (end - begin !== elementCount(shape) * info.bytes) throw corrupt(file, `tensor "${name}" holds ${end - begin} bytes for shape [${shape}] of ${dtype}`);
     // copy: the data start is not aligned for wide element types
     const copy = new Uint8Array(bytes.subarray(dataStart + begin, dataStart + end));
-    tensors.set(name, { dtype: e.dtype, shape: e.shape, data: new info.array(copy.buffer, 0, (end - begin) / info.bytes) });
+    tensors.set(name, { dtype: dtype as SafetensorsDtype, shape, data: new info.array(copy.buffer, 0, (end - begin) / info.bytes) });
     spans.push([begin, end, name]);
   }
   spans.sort((a, b) => a[0] - b[0]);
@@ -200,23 +215,42 @@ export function readSafetensors(file: string): SafetensorsFile {
   return { tensors, metadata };
 }
 
-/** Reads a single file or a sharded set (given its index JSON) into one tensor map. */
+/** `__metadata__`: string → string, kept in a null-prototype record. */
+function readMetadata(file: string, value: unknown): Record<string, string> {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw corrupt(file, '"__metadata__" must be an object of strings');
+  const out: Record<string, string> = Object.create(null);
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== 'string') throw corrupt(file, `"__metadata__"["${k}"] is ${typeof v}; the format allows strings only`);
+    out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Reads a single file or a sharded set (given its index JSON) into one tensor map. Shard names
+ * from the index must be files inside the index's folder (symlinks resolved).
+ */
 export function loadSafetensors(file: string): SafetensorsFile {
   if (!file.endsWith('.index.json')) return readSafetensors(file);
-  if (!fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `safetensors index not found: ${file}`);
-  const index = JSON.parse(fs.readFileSync(file, 'utf8')) as { weight_map?: Record<string, string> };
-  if (!index.weight_map || typeof index.weight_map !== 'object') throw new QuantbookError('INVALID_ARGUMENT', `${file}: a safetensors index needs a "weight_map" object`);
+  const index = jsonObject(readRegularFile(file, 'safetensors index').toString('utf8'), `safetensors index ${file}`);
+  const weightMap = index.weight_map;
+  if (!weightMap || typeof weightMap !== 'object' || Array.isArray(weightMap)) throw new QuantbookError('INVALID_ARGUMENT', `${file}: a safetensors index needs a "weight_map" object`);
+  const mapped = new Map<string, string>(Object.entries(weightMap as Record<string, unknown>).map(([name, shard]) => {
+    if (typeof shard !== 'string') throw new QuantbookError('INVALID_ARGUMENT', `${file}: weight_map["${name}"] is ${JSON.stringify(shard)}; expected a shard file name`);
+    return [name, shard];
+  }));
+  const dir = path.dirname(file);
   const tensors = new Map<string, StoredTensor>();
   let metadata: Record<string, string> | undefined;
-  for (const shard of new Set(Object.values(index.weight_map))) {
-    const part = readSafetensors(path.join(path.dirname(file), shard));
+  for (const shard of new Set(mapped.values())) {
+    const part = readSafetensors(confinedPath(dir, shard, `${file}: shard`));
     metadata ??= part.metadata;
     for (const [name, t] of part.tensors) {
-      if (index.weight_map[name] !== shard) throw new QuantbookError('INVALID_ARGUMENT', `${file}: tensor "${name}" is in ${shard} but the index maps it to ${index.weight_map[name] ?? 'nothing'}`);
+      if (mapped.get(name) !== shard) throw new QuantbookError('INVALID_ARGUMENT', `${file}: tensor "${name}" is in ${shard} but the index maps it to ${mapped.get(name) ?? 'nothing'}`);
       tensors.set(name, t);
     }
   }
-  const missing = Object.keys(index.weight_map).filter((n) => !tensors.has(n));
+  const missing = [...mapped.keys()].filter((n) => !tensors.has(n));
   if (missing.length) throw new QuantbookError('INVALID_ARGUMENT', `${file}: the index lists tensors no shard holds: ${missing.slice(0, 5).join(', ')}`);
   return { tensors, metadata };
 }
