@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { QuantbookError } from '../errors';
+import { checkedShape, hasOwn, jsonObject, readRegularFile } from '../util/untrusted';
 import type { Feeds } from '../runtime/runner';
 import { ImageFolderSource, imageFolderBatches, isImageFolderSource } from './images';
 
@@ -56,33 +57,44 @@ function singleInput(t: ort.Tensor, inputNames: readonly string[], file: string)
   return { [inputNames[0]]: t };
 }
 
-const NPY_TYPES: Record<string, [ort.Tensor.Type, (b: ArrayBuffer, n: number) => ArrayLike<number> | BigInt64Array]> = {
-  '<f4': ['float32', (b, n) => new Float32Array(b, 0, n)],
-  '<f8': ['float32', (b, n) => Float32Array.from(new Float64Array(b, 0, n))],
-  '<i8': ['int64', (b, n) => new BigInt64Array(b, 0, n)],
-  '<i4': ['int32', (b, n) => new Int32Array(b, 0, n)],
-  '|u1': ['uint8', (b, n) => new Uint8Array(b, 0, n)],
-  '|i1': ['int8', (b, n) => new Int8Array(b, 0, n)],
+const NPY_TYPES: Record<string, [ort.Tensor.Type, number, (b: ArrayBuffer, n: number) => ArrayLike<number> | BigInt64Array]> = {
+  '<f4': ['float32', 4, (b, n) => new Float32Array(b, 0, n)],
+  '<f8': ['float32', 8, (b, n) => Float32Array.from(new Float64Array(b, 0, n))],
+  '<i8': ['int64', 8, (b, n) => new BigInt64Array(b, 0, n)],
+  '<i4': ['int32', 4, (b, n) => new Int32Array(b, 0, n)],
+  '|u1': ['uint8', 1, (b, n) => new Uint8Array(b, 0, n)],
+  '|i1': ['int8', 1, (b, n) => new Int8Array(b, 0, n)],
 };
 
-/** Reads a NumPy .npy file (format 1.x–3.x, C order). */
+/** More elements than any batch file can hold: a shape beyond it is refused before its size is computed. */
+const MAX_ELEMENTS = 2 ** 32;
+
+/** Reads a NumPy .npy file (format 1.x–3.x, C order); every malformed part is a named error. */
 export function readNpy(file: string): ort.Tensor {
-  const buf = fs.readFileSync(file);
+  const buf = readRegularFile(file, '.npy file');
+  const bad = (why: string) => new QuantbookError('INVALID_ARGUMENT', `${file}: not a valid .npy file (${why})`);
   if (buf.length < 10 || buf.readUInt8(0) !== 0x93 || buf.toString('latin1', 1, 6) !== 'NUMPY') throw new QuantbookError('INVALID_ARGUMENT', `${file} is not a .npy file`);
   const major = buf.readUInt8(6);
+  if (major < 1 || major > 3) throw bad(`format version ${major}.x is unknown (1.x–3.x are)`);
+  if (major > 1 && buf.length < 12) throw bad('shorter than its header length field');
   const headerLen = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const start = major === 1 ? 10 : 12;
-  const header = buf.toString('latin1', start, start + headerLen);
+  if (start + headerLen > buf.length) throw bad(`header length ${headerLen} runs past the end of the file (${buf.length} bytes)`);
+  const header = buf.toString(major === 3 ? 'utf8' : 'latin1', start, start + headerLen);
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*True/.test(header);
-  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-  if (!descr || !NPY_TYPES[descr]) throw new QuantbookError('UNSUPPORTED', `${file}: dtype ${descr} is not supported; use one of ${Object.keys(NPY_TYPES).join(', ')}`);
+  const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
+  if (shapeText === undefined) throw bad('the header has no shape');
+  if (!descr || !hasOwn(NPY_TYPES, descr)) throw new QuantbookError('UNSUPPORTED', `${file}: dtype ${descr} is not supported; use one of ${Object.keys(NPY_TYPES).join(', ')}`);
   if (fortran) throw new QuantbookError('UNSUPPORTED', `${file}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray`);
-  const n = shape.reduce((a, b) => a * b, 1);
+  const [type, itemSize, view] = NPY_TYPES[descr];
   const body = buf.subarray(start + headerLen);
+  const dims = shapeText.split(',').map((d) => d.trim()).filter(Boolean).map((d) => (/^\d+L?$/.test(d) ? Number(d.replace('L', '')) : NaN));
+  const shape = checkedShape(dims, MAX_ELEMENTS, `${file}: shape (${shapeText.trim()})`);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (body.length !== n * itemSize) throw bad(`shape (${shape.join(', ')}) of ${descr} needs ${n * itemSize} data bytes; the file has ${body.length}`);
   const aligned = new Uint8Array(body.length);
   aligned.set(body);
-  const [type, view] = NPY_TYPES[descr];
   return new ort.Tensor(type, view(aligned.buffer, n) as Float32Array, shape);
 }
 
@@ -102,19 +114,32 @@ export function writeNpy(file: string, data: Float32Array | Int32Array | Int8Arr
 }
 
 function jsonFeeds(file: string, inputNames: readonly string[]): Feeds {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new QuantbookError('INVALID_ARGUMENT', `${file}: not valid JSON (${(e as Error).message})`);
-  }
+  const doc = jsonObject(readRegularFile(file, 'JSON batch').toString('utf8'), `JSON batch ${file}`);
   const asTensor = (v: unknown, where: string): ort.Tensor => {
-    const o = v as { dims?: number[]; data?: number[]; type?: string };
-    if (!o || !Array.isArray(o.dims) || !Array.isArray(o.data)) throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${where} must be {"dims": [...], "data": [...]}`);
-    if (o.type === 'int64') return new ort.Tensor('int64', BigInt64Array.from(o.data.map((x) => BigInt(x))), o.dims);
-    return new ort.Tensor('float32', Float32Array.from(o.data), o.dims);
+    const form = `${file}: ${where} must be {"dims": [...], "data": [...]} (optionally "type": "int64")`;
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new QuantbookError('INVALID_ARGUMENT', form);
+    const o = v as { dims?: unknown; data?: unknown; type?: unknown };
+    if (!Array.isArray(o.data)) throw new QuantbookError('INVALID_ARGUMENT', form);
+    const dims = checkedShape(o.dims, MAX_ELEMENTS, `${file}: ${where} dims`);
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (n !== o.data.length) throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${where} has dims [${dims}] (${n} values) but ${o.data.length} data values`);
+    if (o.type !== undefined && o.type !== 'int64' && o.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${where} type ${JSON.stringify(o.type)}; expected "float32" or "int64"`);
+    const data = o.data as unknown[];
+    if (o.type === 'int64') {
+      const bad = data.findIndex((x) => typeof x !== 'number' || !Number.isSafeInteger(x));
+      if (bad >= 0) throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${where} data[${bad}] is ${JSON.stringify(data[bad])}; int64 data must be whole numbers`);
+      return new ort.Tensor('int64', BigInt64Array.from(data as number[], (x) => BigInt(x)), dims);
+    }
+    const bad = data.findIndex((x) => typeof x !== 'number');
+    if (bad >= 0) throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${where} data[${bad}] is ${JSON.stringify(data[bad])}; expected numbers`);
+    return new ort.Tensor('float32', Float32Array.from(data as number[]), dims);
   };
-  const obj = doc as Record<string, unknown>;
-  if (obj && 'dims' in obj && 'data' in obj) return singleInput(asTensor(obj, 'the tensor'), inputNames, file);
-  return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, asTensor(v, `input "${k}"`)]));
+  if ('dims' in doc && 'data' in doc) return singleInput(asTensor(doc, 'the tensor'), inputNames, file);
+  const names = Object.keys(doc);
+  const unknown = names.filter((k) => !inputNames.includes(k));
+  if (unknown.length) throw new QuantbookError('INVALID_ARGUMENT', `${file}: ${unknown.map((k) => `"${k}"`).join(', ')} ${unknown.length > 1 ? 'are not inputs' : 'is not an input'} of the model; its inputs: ${inputNames.join(', ')}`);
+  const missing = inputNames.filter((k) => !names.includes(k));
+  if (missing.length) throw new QuantbookError('INVALID_ARGUMENT', `${file}: no value for input${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+  // defined, not assigned: a key such as "__proto__" stays an ordinary key
+  return Object.fromEntries(names.map((k) => [k, asTensor(doc[k], `input "${k}"`)]));
 }

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
+import { checkedIndex, confinedPath } from '../util/untrusted';
 import { DataType, TensorArray, isSubByte, typeInfo, typeName, toFloat32 } from './dtype';
 import { TensorProto, has, int64ToBigInt, int64ToNumber, newTensor } from './proto';
 
@@ -37,20 +38,28 @@ export function isExternal(t: TensorProto): boolean {
   return t.data_location === DATA_LOCATION_EXTERNAL;
 }
 
-/** Where an external tensor's bytes are: file (resolved under baseDir), offset, length. */
+/**
+ * Where an external tensor's bytes are: file (inside baseDir, symlinks resolved), offset, length.
+ * Everything here comes from the model file: each field is checked and named when wrong.
+ */
 export function externalLocation(t: TensorProto, baseDir: string): { file: string; offset: number; length: number | undefined } {
   const entries = new Map(t.external_data.map((e) => [e.key ?? '', e.value ?? '']));
   const location = entries.get('location');
   if (!location) throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}" is marked external but has no "location" entry`);
-  if (path.isAbsolute(location) || location.split(/[\\/]/).includes('..')) {
-    throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}": external data location "${location}" must be a relative path inside the model's folder`);
-  }
-  const offset = entries.has('offset') ? Number(entries.get('offset')) : 0;
-  const length = entries.has('length') ? Number(entries.get('length')) : undefined;
-  return { file: path.join(baseDir, location), offset, length };
+  const modelField = <T>(read: () => T): T => {
+    try {
+      return read();
+    } catch (e) {
+      throw e instanceof QuantbookError ? new QuantbookError('INVALID_MODEL', e.message) : e;
+    }
+  };
+  const file = modelField(() => confinedPath(baseDir, location, `tensor "${t.name}": external data location`));
+  const offset = entries.has('offset') ? modelField(() => checkedIndex(entries.get('offset'), `tensor "${t.name}": external data offset`)) : 0;
+  const length = entries.has('length') ? modelField(() => checkedIndex(entries.get('length'), `tensor "${t.name}": external data length`)) : undefined;
+  return { file, offset, length };
 }
 
-/** Reads the bytes of an external tensor from disk. */
+/** Reads the bytes of an external tensor from disk (a regular file inside the model's folder only). */
 export function readExternalBytes(t: TensorProto, baseDir: string | undefined): Uint8Array {
   if (baseDir === undefined) {
     throw new QuantbookError('INVALID_ARGUMENT', `tensor "${t.name}" stores its data in an external file; load the model from its path, or pass {baseDir} naming the folder that holds the data file`);
@@ -63,14 +72,21 @@ export function readExternalBytes(t: TensorProto, baseDir: string | undefined): 
     throw new QuantbookError('FILE_NOT_FOUND', `external data file of tensor "${t.name}" not found: ${file}`, { cause: e });
   }
   try {
-    const size = fs.fstatSync(fd).size;
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}": external data ${file} is not a regular file`);
+    const size = stat.size;
+    if (offset > size) throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}": external data offset ${offset} is past the end of ${file} (${size} bytes)`);
     const n = length ?? size - offset;
     if (offset + n > size) {
       throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}": external data ${file} holds ${size} bytes, the tensor needs bytes ${offset}..${offset + n}`);
     }
     const buf = Buffer.alloc(n);
     let read = 0;
-    while (read < n) read += fs.readSync(fd, buf, read, n - read, offset + read);
+    while (read < n) {
+      const got = fs.readSync(fd, buf, read, n - read, offset + read);
+      if (got === 0) throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}": external data ${file} ended after ${offset + read} bytes`);
+      read += got;
+    }
     return buf;
   } finally {
     fs.closeSync(fd);
