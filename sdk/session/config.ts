@@ -74,9 +74,12 @@ function pick(obj: Record<string, unknown>, key: string): unknown {
   return obj[key] ?? obj[camel(key)];
 }
 
-/** Session configs accept every key in snake_case and camelCase. */
+/** Session configs accept every key in snake_case or camelCase, but not both for one key (which would win silently). */
 function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
   checkKnownKeys(obj, allowed, where, (k) => [k, camel(k)]);
+  for (const k of allowed) {
+    if (camel(k) !== k && k in obj && camel(k) in obj) throw new QuantbookError('INVALID_ARGUMENT', `${where}: "${k}" and "${camel(k)}" are one setting given twice; keep one spelling`);
+  }
 }
 
 function disableNames(p: Record<string, unknown>, where: string): string[] {
