@@ -11,7 +11,9 @@ export type ErrorCode =
   | 'GRAPH_INVALID'
   | 'IO_ERROR'
   | 'RUNTIME_ERROR'
-  | 'CANCELLED';
+  | 'CANCELLED'
+  /** another process is writing the same output folder */
+  | 'LOCKED';
 
 export class QuantbookError extends Error {
   constructor(

@@ -74,6 +74,11 @@ function sessionConfig(args: ParsedArgs, file: ConfigFile | undefined, calibData
     if (conflicting.length) throw new QuantbookError('INVALID_ARGUMENT', `quantize: --config sets the processors; drop ${conflicting.map((c) => `--${c}`).join(', ')} or put them in the config`);
     const map = { ...file.processors };
     if (!map.save) map.save = { output_path: out, save_type: saveType };
+    const saveSection = map.save as Record<string, unknown> | null;
+    const configured = saveSection && typeof saveSection === 'object' ? saveSection.output_path ?? saveSection.outputPath : undefined;
+    if (typeof configured === 'string' && path.resolve(configured) !== path.resolve(out)) {
+      throw new QuantbookError('INVALID_ARGUMENT', `quantize: the config's save.output_path "${configured}" and --out "${out}" name two folders; give one (outputs and the report go to the same folder)`);
+    }
     return normalizeSessionConfig({ ...file.raw, processorCfgMap: undefined, processor_cfg_map: map, calib_data: calibData });
   }
   const method = args.values.get('method') ?? 'minmax';
@@ -111,7 +116,8 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   const bar = progress(args, 'calibrating');
   const result = await runSession(modelPath, config, { onProgress: (p) => bar.update(p.batch) });
   bar.done();
-  const files = result.save(config.processorCfgMap.save!.outputPath, config.processorCfgMap.save!).files;
+  // the session saved its set already (its save processor); the report joins that folder
+  const files = [...(result.saved?.files ?? result.save(config.processorCfgMap.save!.outputPath, config.processorCfgMap.save!).files)];
   let comparison: LayerComparison[] | undefined;
   if (command === 'report' || args.flags.has('report')) {
     if (data) {

@@ -16,7 +16,7 @@ ${COMMAND_USAGE}
   inspect <model.onnx> [--json]   layers, operators, quantizable ops, shapes
   start [out/]                    quantize the shipped PP-OCRv4 rec model, evaluate it, write out/`;
 
-const EXIT_CODES: Partial<Record<ErrorCode, number>> = { INVALID_ARGUMENT: 2, FILE_NOT_FOUND: 2, INVALID_MODEL: 2, UNKNOWN_TENSOR: 2, UNSUPPORTED: 3 };
+const EXIT_CODES: Partial<Record<ErrorCode, number>> = { INVALID_ARGUMENT: 2, FILE_NOT_FOUND: 2, INVALID_MODEL: 2, UNKNOWN_TENSOR: 2, GRAPH_INVALID: 2, UNSUPPORTED: 3, LOCKED: 4 };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -24,6 +24,7 @@ import { QuantLayer } from '../quantize/layers';
 import { perChannel, quantizeBias, quantizeWeight } from '../quantize/qdq';
 import { settleWeightScales } from '../quantize/int32-bias';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { publishFileSet } from '../util/file-set';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
 import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, readQuantConfig } from './amct-config';
 
@@ -208,16 +209,25 @@ export function saveModel(savePath: string, quantization: AmctQuantization, opti
   if (typeof savePath !== 'string' || !savePath || savePath.endsWith('/') || savePath.endsWith(path.sep)) throw invalidArgument('save_path', savePath, 'a path prefix such as "out/resnet" (folder plus file name prefix)');
   if (!(quantization instanceof AmctQuantization)) throw invalidArgument('model', quantization, 'the object quantizeModel returned');
   const params = quantization.layerParams;
-  fs.mkdirSync(path.dirname(path.resolve(savePath)), { recursive: true });
+  // the files sharing the prefix are one set (util/file-set.ts): published at once, with a manifest
+  const dir = path.dirname(path.resolve(savePath));
+  const prefix = path.basename(savePath);
   const fakeQuantModel = `${savePath}_fake_quant_model.onnx`;
   const deployModel = `${savePath}_deploy_model.onnx`;
+  const qdqModel = options.qdq ? `${savePath}_qdq_model.onnx` : undefined;
   const recordFile = quantization.recordFile ?? `${savePath}_record.txt`;
-  amctFakeQuantModel(quantization.float, params).save(fakeQuantModel);
-  amctDeployModel(quantization.float, params).save(deployModel);
+  const recordInSet = path.dirname(path.resolve(recordFile)) === dir;
   const record = new TextEncoder().encode(formatRecord(params));
-  writeFilesAtomically([{ path: recordFile, write: (fd) => writeAll(fd, record) }]);
-  if (!options.qdq) return { fakeQuantModel, deployModel, recordFile };
-  const qdqModel = `${savePath}_qdq_model.onnx`;
-  amctQdqModel(quantization.float, params).save(qdqModel);
-  return { fakeQuantModel, deployModel, recordFile, qdqModel };
+  publishFileSet(dir, prefix, (stage) => {
+    const staged = (file: string) => path.join(stage, path.basename(file));
+    amctFakeQuantModel(quantization.float, params).save(staged(fakeQuantModel));
+    amctDeployModel(quantization.float, params).save(staged(deployModel));
+    if (qdqModel) amctQdqModel(quantization.float, params).save(staged(qdqModel));
+    if (recordInSet) fs.writeFileSync(staged(recordFile), record);
+  });
+  if (!recordInSet) {
+    fs.mkdirSync(path.dirname(path.resolve(recordFile)), { recursive: true });
+    writeFilesAtomically([{ path: recordFile, write: (fd) => writeAll(fd, record) }]);
+  }
+  return { fakeQuantModel, deployModel, recordFile, ...(qdqModel ? { qdqModel } : {}) };
 }

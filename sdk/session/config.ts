@@ -78,7 +78,7 @@ function pick(obj: Record<string, unknown>, key: string): unknown {
 function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
   checkKnownKeys(obj, allowed, where, (k) => [k, camel(k)]);
   for (const k of allowed) {
-    if (camel(k) !== k && k in obj && camel(k) in obj) throw new QuantbookError('INVALID_ARGUMENT', `${where}: "${k}" and "${camel(k)}" are one setting given twice; keep one spelling`);
+    if (camel(k) !== k && obj[k] !== undefined && obj[camel(k)] !== undefined) throw new QuantbookError('INVALID_ARGUMENT', `${where}: "${k}" and "${camel(k)}" are one setting given twice; keep one spelling`);
   }
 }
 

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as arrow from 'apache-arrow';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
-import { writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { checkOutputFolder, publishFileSet } from '../util/file-set';
 import { CalibrationProgress, CalibrationResult, dataHashOf } from '../calibration/calibrator';
 import { writeTable } from '../stats/calibration-stats';
 import { CalibrationSource } from '../calibration/data';
@@ -25,7 +25,7 @@ import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
 import { CompareOptions, LayerComparison, compareModels } from '../quantize/compare';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
-import { msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
+import { defaultExportNames, msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
 import { ReportInput, environment } from '../export/report';
 import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
 
@@ -50,47 +50,48 @@ export class QuantizationResult {
     readonly timesteps?: arrow.Table,
   ) {}
 
+  /** what the session's save processor wrote, when it had one */
+  saved?: SaveReport;
+
   /**
-   * Writes the chosen artefacts into `dir` (created if missing); each file is written atomically.
-   * `options`: a list of save types (default: all of them) or the rest of a SaveProcessorConfig.
+   * Writes the chosen files into `dir` (created if missing) as one set (util/file-set.ts): all
+   * appear at once with a manifest, files an earlier save of this set wrote and this one does not
+   * are removed, other files in the folder stay; a second process saving into the same folder
+   * fails with LOCKED. `options`: a list of save types (default: all of them) or the rest of a
+   * SaveProcessorConfig.
    */
   save(dir: string, options: SaveType[] | Partial<Omit<SaveProcessorConfig, 'outputPath'>> = {}): SaveReport {
     const cfg = saveConfig({ saveType: [...SAVE_TYPES], ...(Array.isArray(options) ? { saveType: options } : options), outputPath: dir });
-    fs.mkdirSync(dir, { recursive: true });
-    const files: string[] = [];
-    const file = (suffix: string) => path.join(dir, `${this.baseName}_${this.kind}${suffix}`);
     const saveType = cfg.saveType;
-    if (saveType.includes('safe_tensor')) {
-      // w8a8_timestep stores its static side (the int8 weights are the same on both sides)
-      const weights = msModelSlimWeights(this.kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8', this.float, this.layers, { deqScale: cfg.deqScale });
-      files.push(...saveMsModelSlim(dir, weights, {
-        safetensorsName: cfg.safetensorsName,
-        jsonName: cfg.jsonName,
-        partBytes: cfg.partFileSize === undefined ? undefined : cfg.partFileSize * 1e9,
-        metadata: { producer: 'quantbook', source_model: this.baseName },
-      }));
-    }
-    if (saveType.includes('onnx')) files.push(this.qdq.save(file('.onnx')).modelPath);
-    if (saveType.includes('fake_quant_onnx')) files.push(this.fakeQuant.save(file('_fake_quant.onnx')).modelPath);
-    if (saveType.includes('stats') && this.calibration) {
-      this.calibration.save(file('_calibration.arrow'));
-      files.push(file('_calibration.arrow'));
-    }
-    if (saveType.includes('stats') && this.timesteps) {
-      writeTable(file('_timesteps.arrow'), this.timesteps);
-      files.push(file('_timesteps.arrow'));
-    }
-    const summary = {
-      processor: this.kind,
-      actMethod: (this.config.processorCfgMap.w8a8 ?? this.config.processorCfgMap.w8a8_timestep ?? this.config.processorCfgMap.w8a8_dynamic)?.cfg.actMethod,
-      opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
-      quantized: this.layerSummary(),
-      skipped: this.selection.skipped,
-      calibration: this.calibration?.metadata,
-    };
-    const json = new TextEncoder().encode(`${JSON.stringify(summary, null, 2)}\n`);
-    writeFilesAtomically([{ path: file('_summary.json'), write: (fd) => writeAll(fd, json) }]);
-    files.push(file('_summary.json'));
+    checkOutputNames(this.baseName, this.kind, cfg);
+    const files = publishFileSet(dir, `${this.baseName}_${this.kind}`, (stage) => {
+      const written: string[] = [];
+      const file = (suffix: string) => path.join(stage, `${this.baseName}_${this.kind}${suffix}`);
+      if (saveType.includes('safe_tensor')) {
+        // w8a8_timestep stores its static side (the int8 weights are the same on both sides)
+        const weights = msModelSlimWeights(this.kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8', this.float, this.layers, { deqScale: cfg.deqScale });
+        written.push(...saveMsModelSlim(stage, weights, {
+          safetensorsName: cfg.safetensorsName,
+          jsonName: cfg.jsonName,
+          partBytes: cfg.partFileSize === undefined ? undefined : cfg.partFileSize * 1e9,
+          metadata: { producer: 'quantbook', source_model: this.baseName },
+        }));
+      }
+      if (saveType.includes('onnx')) written.push(this.qdq.save(file('.onnx')).modelPath);
+      if (saveType.includes('fake_quant_onnx')) written.push(this.fakeQuant.save(file('_fake_quant.onnx')).modelPath);
+      if (saveType.includes('stats') && this.calibration) this.calibration.save(file('_calibration.arrow'));
+      if (saveType.includes('stats') && this.timesteps) writeTable(file('_timesteps.arrow'), this.timesteps);
+      const summary = {
+        processor: this.kind,
+        actMethod: (this.config.processorCfgMap.w8a8 ?? this.config.processorCfgMap.w8a8_timestep ?? this.config.processorCfgMap.w8a8_dynamic)?.cfg.actMethod,
+        opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
+        quantized: this.layerSummary(),
+        skipped: this.selection.skipped,
+        calibration: this.calibration?.metadata,
+      };
+      fs.writeFileSync(file('_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      return written;
+    });
     return { files };
   }
 
@@ -149,10 +150,38 @@ function modelFrom(source: Model | string | Uint8Array): { model: Model; baseNam
   return { model, baseName };
 }
 
+/**
+ * Every file name a save of `kind` may write into its folder; two outputs given one name (say
+ * json_name equal to the summary's) would overwrite each other, so that is refused up front.
+ */
+export function checkOutputNames(baseName: string, kind: QuantizationResult['kind'], cfg: Partial<Pick<SaveProcessorConfig, 'safetensorsName' | 'jsonName'>>): void {
+  const own = (suffix: string) => `${baseName}_${kind}${suffix}`;
+  const defaults = defaultExportNames(kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8');
+  const safetensors = cfg.safetensorsName ?? defaults.safetensors;
+  const stem = safetensors.replace(/\.safetensors$/i, '');
+  const names: Array<[string, string]> = [
+    ['safetensors_name', safetensors], ['json_name', cfg.jsonName ?? defaults.json], ['the shard index', `${stem}.safetensors.index.json`],
+    ['the QDQ model', own('.onnx')], ['the fake-quant model', own('_fake_quant.onnx')], ['the statistics', own('_calibration.arrow')],
+    ['the timestep statistics', own('_timesteps.arrow')], ['the summary', own('_summary.json')], ['the manifest', `${own('')}.manifest.json`],
+  ];
+  const seen = new Map<string, string>();
+  for (const [what, name] of names) {
+    const other = seen.get(name.toLowerCase());
+    if (other) throw new QuantbookError('INVALID_ARGUMENT', `save: ${what} and ${other} would both be written as "${name}"; give them different names`);
+    seen.set(name.toLowerCase(), what);
+  }
+  if (/-\d{5}-of-\d{5}\.safetensors$/i.test(cfg.jsonName ?? '')) throw new QuantbookError('INVALID_ARGUMENT', `save: json_name "${cfg.jsonName}" has the form of a safetensors shard name`);
+}
+
 async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void): Promise<QuantizationResult> {
   const device = requireDevice(config.device);
   const { model: original, baseName } = modelFrom(source);
   const map = config.processorCfgMap;
+  // output problems are found before any calibration runs
+  if (map.save) {
+    checkOutputNames(baseName, map.w8a8_timestep ? 'w8a8_timestep' : map.w8a8 ? 'w8a8' : 'w8a8_dynamic', map.save);
+    checkOutputFolder(map.save.outputPath);
+  }
   const antiOutlier = map.m3 || map.m4 || map.m6;
   // smoothing rewrites, and fa3 reads, the prepared float graph (opset 13, BatchNorm folded): prepare it once
   const model = antiOutlier || map.fa3 ? prepareFloat(original) : original;
@@ -178,7 +207,7 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? []);
   }
-  if (map.save) result.save(map.save.outputPath, map.save);
+  if (map.save) result.saved = result.save(map.save.outputPath, map.save);
   return result;
 }
 

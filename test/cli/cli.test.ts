@@ -90,6 +90,35 @@ describe('quantbook command', function () {
     assert.match(cmp.stdout, /where error is born .*, worst first: \S+ -?\d+\.\d dB/);
   });
 
+  it('output problems are found before calibration (exit 2): --out is a file, json_name collides with the summary, config and --out name two folders; a malformed graph exits 2', () => {
+    const file = path.join(dir, 'not-a-folder');
+    fs.writeFileSync(file, 'x');
+    const t0 = Date.now();
+    const onFile = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(file, 'sub')]);
+    assert.equal(onFile.code, 2, onFile.stderr);
+    assert.match(onFile.stderr, /output folder .*not-a-folder is a file, not a folder/);
+    const cfg = path.join(dir, 'collide.json');
+    fs.writeFileSync(cfg, JSON.stringify({ processor_cfg_map: { w8a8: {}, save: { output_path: path.join(dir, 'c'), json_name: 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json' } } }));
+    const collide = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(dir, 'c'), '--config', cfg]);
+    assert.equal(collide.code, 2, collide.stderr);
+    assert.match(collide.stderr, /the summary and json_name would both be written as "ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json"/);
+    const two = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(dir, 'elsewhere'), '--config', cfg]);
+    assert.equal(two.code, 2, two.stderr);
+    assert.match(two.stderr, /save.output_path ".*c" and --out ".*elsewhere" name two folders/);
+    // none of these calibrated (each is refused in the time a process takes to start and load the model)
+    assert.ok(!fs.existsSync(path.join(dir, 'c')) && !fs.existsSync(path.join(dir, 'elsewhere')));
+    console.log(`      three refusals in ${Date.now() - t0} ms`);
+    // a graph whose node reads a tensor nothing provides
+    const model = fs.readFileSync(MODELS.cls);
+    const proto = require('../../sdk').proto.decodeModel(model);
+    proto.graph.node[3].input[0] = 'nowhere';
+    const broken = path.join(dir, 'dangling.onnx');
+    fs.writeFileSync(broken, require('../../sdk').proto.encodeModel(proto));
+    const dangling = run(['quantize', broken, '--data', data, '--out', path.join(dir, 'd')]);
+    assert.equal(dangling.code, 2, dangling.stderr);
+    assert.match(dangling.stderr, /reads "nowhere", which no node, input or initializer/);
+  });
+
   it('bad input: exit code 2 with what is allowed; unsupported device: exit code 3', () => {
     const unknown = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--methd', 'minmax']);
     assert.equal(unknown.code, 2);

@@ -24,7 +24,7 @@ describe('msModelSlim export (safetensors + description)', function () {
 
   it("save_type defaults to ['safe_tensor']: msModelSlim's default names, every tensor described", function () {
     requireChecker(this);
-    assert.deepEqual(files, ['ch_PP-OCRv4_rec_infer_w8a8_summary.json', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
+    assert.deepEqual(files, ['ch_PP-OCRv4_rec_infer_w8a8.manifest.json', 'ch_PP-OCRv4_rec_infer_w8a8_summary.json', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
     const desc = JSON.parse(fs.readFileSync(path.join(dir, 'w8a8', 'quant_model_description_w8a8.json'), 'utf8'));
     assert.equal(desc.model_quant_type, 'W8A8');
     const file = path.join(dir, 'w8a8', 'quant_model_weight_w8a8.safetensors');

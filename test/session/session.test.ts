@@ -40,7 +40,7 @@ describe('session API and SessionConfig', () => {
     assert.ok(Buffer.compare(Buffer.from(fluent.qdq.toBytes()), Buffer.from(fromJson.qdq.toBytes())) === 0);
     assert.deepEqual(fluent.selection.skipped.map((s) => s.name), ['p2o.Conv.0']);
     const saved = fs.readdirSync(path.join(dir, 'from-json')).sort();
-    assert.deepEqual(saved, ['ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_calibration.arrow', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_fake_quant.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
+    assert.deepEqual(saved, ['ch_ppocr_mobile_v2.0_cls_infer_w8a8.manifest.json', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_calibration.arrow', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_fake_quant.onnx', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
     requireChecker(this);
     onnxCheck(path.join(dir, 'from-json', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'));
   });

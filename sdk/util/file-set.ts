@@ -1,0 +1,208 @@
+/**
+ * Publishing a set of files into a folder all at once.
+ *
+ * A save writes several files (models, safetensors shards and index, statistics, summary). Written
+ * one by one into the target, a failed or killed save leaves a mix of two runs, and a run that
+ * writes fewer files leaves stale ones (old shards beside a new unsharded file). Here:
+ * 1. a lock file beside the folder admits one writer at a time (a second one fails with LOCKED;
+ *    a lock left by a dead process is taken over);
+ * 2. the new set is written whole into a staging folder beside the target, with a manifest
+ *    (`<set>.manifest.json`: every file, its size and SHA-256); files in the target that belong to
+ *    no earlier version of this set (user files, other sets) are hard-linked into the staging
+ *    folder, files of the earlier version that the new one lacks are not;
+ * 3. the staging folder replaces the target: rename(target → previous), rename(staging → target),
+ *    then the previous one is removed.
+ * Killed before step 3 the target is untouched; killed between its two renames the target is
+ * missing and `recoverFileSet` (run at the start of every publish, and by readers that want it)
+ * renames the previous folder back. So the folder always holds one whole set, old or new.
+ */
+import { createHash } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { QuantbookError } from '../errors';
+
+export interface SetManifest {
+  set: string;
+  producer: string;
+  files: Array<{ name: string; bytes: number; sha256: string }>;
+}
+
+const manifestName = (set: string) => `${set}.manifest.json`;
+
+function siblings(dir: string): { parent: string; base: string } {
+  const abs = path.resolve(dir);
+  return { parent: path.dirname(abs), base: path.basename(abs) };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Takes the folder's lock, or fails with LOCKED naming the holder; a dead holder's lock is taken over. */
+function lock(dir: string): () => void {
+  const { parent, base } = siblings(dir);
+  const file = path.join(parent, `.${base}.quantbook-lock`);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = fs.openSync(file, 'wx');
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      return () => fs.rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new QuantbookError('IO_ERROR', `cannot lock ${dir}: ${(e as Error).message}`, { cause: e });
+      let text = '';
+      let age = Infinity;
+      try {
+        text = fs.readFileSync(file, 'utf8');
+        age = Date.now() - fs.statSync(file).mtimeMs;
+      } catch {
+        continue; // released meanwhile: try again
+      }
+      const holder = Number(text);
+      // an empty lock is one being created this instant: its holder has not written its pid yet
+      if (!text && age < 10_000) throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (its lock was just taken); wait for it, or choose another folder`);
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+        throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (pid ${holder}); wait for it, or choose another folder`);
+      }
+      fs.rmSync(file, { force: true }); // left by a process that died (or by this one): stale
+    }
+  }
+  throw new QuantbookError('LOCKED', `${dir}: could not take the lock ${file}`);
+}
+
+/**
+ * Brings a folder back to a whole set after an interrupted publish: the previous folder renamed
+ * back if the target is missing, staging and previous folders of dead writers removed.
+ */
+export function recoverFileSet(dir: string): void {
+  const { parent, base } = siblings(dir);
+  if (!fs.existsSync(parent)) return;
+  const target = path.join(parent, base);
+  const entries = fs.readdirSync(parent).filter((f) => f.startsWith(`.${base}.quantbook-`) && !f.endsWith('-lock'));
+  const previous = entries.filter((f) => f.startsWith(`.${base}.quantbook-previous-`)).sort();
+  if (!fs.existsSync(target) && previous.length) fs.renameSync(path.join(parent, previous[previous.length - 1]), target);
+  for (const f of entries) {
+    const pid = Number(/-(\d+)-[0-9a-z]+$/.exec(f)?.[1]);
+    if (pid === process.pid || !alive(pid)) fs.rmSync(path.join(parent, f), { recursive: true, force: true });
+  }
+}
+
+const rank = (order: string[], name: string) => {
+  const i = order.indexOf(name);
+  return i < 0 ? order.length : i;
+};
+
+function linkOrCopy(from: string, to: string): void {
+  try {
+    fs.linkSync(from, to);
+  } catch {
+    fs.copyFileSync(from, to); // a filesystem without hard links
+  }
+}
+
+function sha256(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/** The manifest of `set` in `dir`, if one was published there. */
+export function readManifest(dir: string, set: string): SetManifest | undefined {
+  const file = path.join(dir, manifestName(set));
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as SetManifest;
+    return Array.isArray(m?.files) ? m : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Checks a published set against its manifest: every file present with its size and hash. */
+export function verifyFileSet(dir: string, set: string): { ok: boolean; problems: string[] } {
+  const m = readManifest(dir, set);
+  if (!m) return { ok: false, problems: [`no manifest ${manifestName(set)} in ${dir}`] };
+  const problems: string[] = [];
+  for (const f of m.files) {
+    const file = path.join(dir, f.name);
+    if (!fs.existsSync(file)) problems.push(`${f.name} is missing`);
+    else if (fs.statSync(file).size !== f.bytes || sha256(file) !== f.sha256) problems.push(`${f.name} differs from the manifest`);
+  }
+  return { ok: problems.length === 0, problems };
+}
+
+/** Refuses an output folder that cannot be one (an existing file, a file on its path), before any work. */
+export function checkOutputFolder(dir: string): void {
+  if (typeof dir !== 'string' || !dir) throw new QuantbookError('INVALID_ARGUMENT', `output folder: got ${JSON.stringify(dir)}; expected a folder path`);
+  let at = path.resolve(dir);
+  for (;;) {
+    if (fs.existsSync(at)) {
+      if (!fs.statSync(at).isDirectory()) throw new QuantbookError('INVALID_ARGUMENT', `output folder ${dir}: ${at} is a file, not a folder`);
+      return;
+    }
+    const up = path.dirname(at);
+    if (up === at) return;
+    at = up;
+  }
+}
+
+/**
+ * Writes the set `set` into `dir` at once: `write(stage)` writes every file of the set into the
+ * staging folder it is given, and may return them in the order callers should see; the paths
+ * returned are the published files in that order (manifest last). See the module comment for what holds if this is interrupted.
+ */
+export function publishFileSet(dir: string, set: string, write: (stage: string) => string[] | void, producer = 'quantbook'): string[] {
+  checkOutputFolder(dir);
+  const { parent, base } = siblings(dir);
+  fs.mkdirSync(parent, { recursive: true });
+  const unlock = lock(dir);
+  try {
+    recoverFileSet(dir);
+    const tag = `${process.pid}-${Date.now().toString(36)}`;
+    const stage = path.join(parent, `.${base}.quantbook-staging-${tag}`);
+    fs.mkdirSync(stage);
+    try {
+      // the writer's order when it gives one (its main file first), else by name
+      const order = (write(stage) ?? []).map((f) => path.basename(f));
+      const names = fs.readdirSync(stage).filter((f) => fs.statSync(path.join(stage, f)).isFile())
+        .sort((a, b) => rank(order, a) - rank(order, b) || (a < b ? -1 : a > b ? 1 : 0));
+      const manifest: SetManifest = { set, producer, files: names.map((name) => ({ name, bytes: fs.statSync(path.join(stage, name)).size, sha256: sha256(path.join(stage, name)) })) };
+      // what the folder holds besides the earlier version of this set moves along (hard links: no copy)
+      const target = path.join(parent, base);
+      if (fs.existsSync(target)) {
+        const earlier = new Set((readManifest(target, set)?.files ?? []).map((f) => f.name));
+        earlier.add(manifestName(set));
+        for (const f of fs.readdirSync(target)) {
+          if (earlier.has(f) || fs.existsSync(path.join(stage, f))) continue;
+          const from = path.join(target, f);
+          if (fs.lstatSync(from).isDirectory()) fs.cpSync(from, path.join(stage, f), { recursive: true });
+          else linkOrCopy(from, path.join(stage, f));
+        }
+      }
+      const text = `${JSON.stringify(manifest, null, 2)}\n`;
+      const fd = fs.openSync(path.join(stage, manifestName(set)), 'w');
+      try {
+        fs.writeSync(fd, text);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      if (fs.existsSync(target)) {
+        const previous = path.join(parent, `.${base}.quantbook-previous-${tag}`);
+        fs.renameSync(target, previous);
+        fs.renameSync(stage, target);
+        fs.rmSync(previous, { recursive: true, force: true });
+      } else {
+        fs.renameSync(stage, target);
+      }
+      return [...names, manifestName(set)].map((f) => path.join(dir, f));
+    } finally {
+      fs.rmSync(stage, { recursive: true, force: true });
+    }
+  } finally {
+    unlock();
+  }
+}
