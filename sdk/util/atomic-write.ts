@@ -19,7 +19,35 @@ export function writeAll(fd: number, data: Uint8Array): void {
   while (done < data.byteLength) done += fs.writeSync(fd, data, done, data.byteLength - done);
 }
 
+/** Whether a process with this id runs (a writer's lock or temporary file is stale when it does not). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Temporary files a killed writer of `file` left behind (`.<name>.<pid>.<time>.tmp` of a dead pid). */
+function removeStaleTemps(file: string): void {
+  const dir = path.dirname(path.resolve(file));
+  const prefix = `.${path.basename(file)}.`;
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    if (!e.startsWith(prefix) || !e.endsWith('.tmp')) continue;
+    const pid = Number(e.slice(prefix.length).split('.')[0]);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) fs.rmSync(path.join(dir, e), { force: true });
+  }
+}
+
 export function writeFilesAtomically(files: PendingFile[]): void {
+  for (const f of files) removeStaleTemps(f.path);
   const temps: string[] = [];
   const renamed: string[] = [];
   try {

@@ -20,6 +20,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
+import { processAlive } from './atomic-write';
 
 export interface SetManifest {
   set: string;
@@ -32,15 +33,6 @@ const manifestName = (set: string) => `${set}.manifest.json`;
 function siblings(dir: string): { parent: string; base: string } {
   const abs = path.resolve(dir);
   return { parent: path.dirname(abs), base: path.basename(abs) };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Takes the folder's lock, or fails with LOCKED naming the holder; a dead holder's lock is taken over. */
@@ -66,7 +58,7 @@ function lock(dir: string): () => void {
       const holder = Number(text);
       // an empty lock is one being created this instant: its holder has not written its pid yet
       if (!text && age < 10_000) throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (its lock was just taken); wait for it, or choose another folder`);
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
         throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (pid ${holder}); wait for it, or choose another folder`);
       }
       fs.rmSync(file, { force: true }); // left by a process that died (or by this one): stale
@@ -88,7 +80,7 @@ export function recoverFileSet(dir: string): void {
   if (!fs.existsSync(target) && previous.length) fs.renameSync(path.join(parent, previous[previous.length - 1]), target);
   for (const f of entries) {
     const pid = Number(/-(\d+)-[0-9a-z]+$/.exec(f)?.[1]);
-    if (pid === process.pid || !alive(pid)) fs.rmSync(path.join(parent, f), { recursive: true, force: true });
+    if (pid === process.pid || !processAlive(pid)) fs.rmSync(path.join(parent, f), { recursive: true, force: true });
   }
 }
 

@@ -73,6 +73,18 @@ describe('bad input gives clear errors and leaves nothing half-written', () => {
     assert.deepEqual(leftovers(dir), []);
   });
 
+  it('a save removes the temporary files a killed earlier save of that file left (dead writer), not a live writer\'s', () => {
+    const file = path.join(dir, 'stale.onnx');
+    const stale = path.join(dir, '.stale.onnx.999999.abc.tmp');
+    const live = path.join(dir, `.stale.onnx.${process.ppid}.abc.tmp`);
+    fs.writeFileSync(stale, Buffer.alloc(1024));
+    fs.writeFileSync(live, Buffer.alloc(16));
+    loadModel(MODELS.cls).save(file);
+    assert.ok(!fs.existsSync(stale), 'the dead writer\'s temporary file was removed');
+    assert.ok(fs.existsSync(live), 'a live writer\'s temporary file was left alone');
+    fs.rmSync(live);
+  });
+
   it('a save that fails while writing removes its temporary files and keeps the old file', () => {
     // a model that still points at an external data file which disappears before the save
     const srcDir = fs.mkdtempSync(path.join(dir, 'src-'));

@@ -7,13 +7,14 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { QuantbookError, batchesFrom, loadModel, readNpy, writeNpy } from '../../sdk';
+import { QuantbookError, batchesFrom, calibrate, loadModel, loadSessionConfig, readNpy, readStats, writeNpy } from '../../sdk';
 import { loadSafetensors, readSafetensors, writeSafetensors, writeSafetensorsSet, StoredTensor } from '../../sdk/export/safetensors';
 import { DataType } from '../../sdk/onnx/dtype';
 import { makeTensor } from '../../sdk/onnx/tensor';
 import { Model } from '../../sdk/onnx/model';
 import { GraphBuilder } from '../corpus/builder';
-import { randomFloats, seededRandom, tempDir } from '../helpers';
+import { MODELS, randomFloats, seededRandom, tempDir } from '../helpers';
+import { clsBatch } from '../ocr-fixtures';
 
 const named = (code: string, pattern: RegExp) => (e: unknown) => {
   assert.ok(e instanceof QuantbookError, `expected a QuantbookError, got ${(e as Error)?.stack ?? e}`);
@@ -211,6 +212,38 @@ describe('readers of untrusted files', () => {
       }
       console.log(`      npy: ${a.loaded} loaded, ${a.refused} refused; JSON: ${loaded} loaded, ${refused} refused`);
       assert.ok(a.refused > 1000 && refused > 1000);
+    });
+  });
+
+  describe('ONNX models, Arrow statistics, session configs', () => {
+    it('fuzz: 1500 mutated ONNX files load (and validate) or are refused by name', () => {
+      const b = new GraphBuilder('small');
+      const x = b.input('x', DataType.FLOAT, [1, 2, 4, 4]);
+      const c = b.op('Conv', [x, b.constant('w', DataType.FLOAT, [3, 2, 3, 3], randomFloats(54, 2)), b.constant('b', DataType.FLOAT, [3], [0.1, 0.2, 0.3])], { pads: [1, 1, 1, 1] }, 'conv');
+      b.output(b.op('Relu', [c]), DataType.FLOAT, [1, 3, 4, 4]);
+      const bytes = Buffer.from(new Model(b.model({ opset: 13, irVersion: 7 })).toBytes());
+      const r = fuzz('onnx', dir, 'fz.onnx', mutations(bytes, 15, 1500), (file) => {
+        const m = loadModel(file);
+        // what a quantization run reads first: the graph index and every node's inputs
+        for (const n of m.graph.nodes) for (const i of n.input) if (i) m.graph.hasTensor(i);
+      });
+      console.log(`      onnx: ${r.loaded} loaded, ${r.refused} refused`);
+      assert.ok(r.refused > 500);
+    });
+
+    it('fuzz: 1000 mutated Arrow statistics files and 1000 mutated session configs load or are refused by name', async () => {
+      const stats = path.join(dir, 'src.arrow');
+      const { x } = clsBatch();
+      const per = x.dims.slice(1).reduce((a, b) => a * b, 1);
+      const ort = await import('onnxruntime-node');
+      const small = new ort.Tensor('float32', (x.data as Float32Array).slice(0, 2 * per), [2, ...x.dims.slice(1)]);
+      (await calibrate(loadModel(MODELS.cls), [{ x: small }], { observer: 'histogram', tensors: undefined })).save(stats);
+      const a = fuzz('arrow', dir, 'fz.arrow', mutations(fs.readFileSync(stats), 16, 1000), readStats);
+      const config = Buffer.from(JSON.stringify({ processor_cfg_map: { w8a8_dynamic: { cfg: { act_method: 'minmax' }, disable_names: ['a'] }, save: { output_path: 'o', save_type: ['onnx'], part_file_size: 2 } }, device: 'cpu' }));
+      assert.ok(loadSessionConfig((fs.writeFileSync(path.join(dir, 'ok.json'), config), path.join(dir, 'ok.json'))), 'the unmutated config loads');
+      const b = fuzz('config', dir, 'fz.json', mutations(config, 17, 1000, ['"__proto__"', '"constructor"', 'null', '[]', '"processorCfgMap"', '1e999']), (file) => loadSessionConfig(file));
+      console.log(`      arrow: ${a.loaded} loaded, ${a.refused} refused; config: ${b.loaded} loaded, ${b.refused} refused`);
+      assert.ok(a.refused > 300 && b.refused > 300);
     });
   });
 
