@@ -26,6 +26,7 @@ export { applyQdq, insertQdq, activationTensors, LayerRecord } from './quantize/
 export { toFakeQuant } from './quantize/fake-quant';
 export { auditQuantizedModel, AuditFinding } from './quantize/audit';
 export { WEIGHT_SCALE_FLOOR, BIAS_LIMIT, RaisedChannel } from './quantize/int32-bias';
+export { publishFileSet, recoverFileSet, verifyFileSet, readManifest, SetManifest } from './util/file-set';
 export { quantizeW8A8, prepareFloat, W8A8Options, W8A8Result, ACT_METHODS, ActMethod, OP_SETS, OpSet } from './quantize/w8a8';
 export { GLUE_OP_TYPES, divisionsToMultiplications } from './quantize/glue';
 export { quantizeW8A8Dynamic, W8A8DynamicOptions, W8A8DynamicResult } from './quantize/w8a8-dynamic';
