@@ -1,7 +1,7 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { QuantbookError, loadModel, normalizeSessionConfig, runSession, session } from '../../sdk';
+import { QuantbookError, loadModel, loadSafetensors, normalizeSessionConfig, runSession, session, verifyFileSet } from '../../sdk';
 import { MODELS, onnxCheck, requireChecker, tempDir } from '../helpers';
 import { clsBatch, runAll } from '../ocr-fixtures';
 
@@ -63,6 +63,21 @@ describe('session API and SessionConfig', () => {
     const out = rows.find((r) => r.opType === 'output')!;
     // 120 two-class softmaxes: one image near the boundary (fp32 p = 0.64) dominates both numbers
     assert.ok(out.cosine > 0.998 && out.sqnrDb > 20, `output ${out.sqnrDb} dB, cosine ${out.cosine}`);
+  });
+
+  it('a re-save without sharding removes the earlier shards and index; files that are not the set\'s stay', async () => {
+    const result = await session(MODELS.cls, { calibData: calib }).w8a8().run();
+    const out = path.join(dir, 'resave');
+    const sharded = result.save(out, { saveType: ['safe_tensor'], partFileSize: 0.00005 });
+    const index = sharded.files.find((f) => f.endsWith('.index.json'))!;
+    assert.ok(index && sharded.files.filter((f) => /-\d{5}-of-\d{5}\.safetensors$/.test(f)).length > 1);
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    result.save(out, { saveType: ['safe_tensor'] });
+    const left = fs.readdirSync(out).sort();
+    assert.deepEqual(left, ['ch_ppocr_mobile_v2.0_cls_infer_w8a8.manifest.json', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json', 'notes.txt', 'quant_model_description_w8a8.json', 'quant_model_weight_w8a8.safetensors']);
+    assert.throws(() => loadSafetensors(index), (e: QuantbookError) => e.code === 'FILE_NOT_FOUND');
+    assert.ok(loadSafetensors(path.join(out, 'quant_model_weight_w8a8.safetensors')).tensors.size > 0);
+    assert.ok(verifyFileSet(out, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8').ok);
   });
 
   it('a session without a processor says what to do', async () => {
