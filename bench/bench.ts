@@ -15,6 +15,8 @@ import {
 } from '../sdk';
 import { mnistSplit } from '../sdk/eval/mnist';
 import { worstFirst } from '../sdk/quantize/attribution';
+import { CORPUS } from '../test/corpus';
+import { CALIBRATION_SEEDS, HELD_SEEDS, outputSqnr } from '../test/corpus/quantize-corpus';
 import { chooseCodeCounter, codeCounterChoice } from '../sdk/kernels/code-counts';
 import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
 
@@ -407,6 +409,45 @@ async function errorRows(): Promise<string> {
     ['model', 'W8A8', 'm6 + W8A8', 'time ratio', 'output SQNR W8A8 → m6 + W8A8'], cost)}`;
 }
 
+/**
+ * The model corpus (test/corpus/, issue 22): per model, layers quantized/kept, output SQNR of
+ * W8A8 static (minmax, AMCT op set) against fp32, and int8 ÷ fp32 latency on ORT CPU in
+ * alternating rounds, for the AMCT and the extended op set. Goal: median ≥ 1.8× over the CNN
+ * rows on an AVX-512 VNNI CPU, no row slower than fp32 with the extended op set.
+ */
+async function corpusRows(): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-bench-corpus-'));
+  const rows: Array<Array<string | number>> = [];
+  const speedups: number[] = [];
+  try {
+    for (const entry of CORPUS) {
+      const file = await entry.write(dir);
+      const original = fs.readFileSync(file);
+      const calib = CALIBRATION_SEEDS.map((seed) => entry.feeds(seed));
+      const held = HELD_SEEDS.map((seed) => entry.feeds(seed));
+      const cells: Array<string | number> = [entry.name, entry.family];
+      try {
+        const amct = await quantizeW8A8(loadModel(file), calib, { actMethod: 'minmax' });
+        const extended = await quantizeW8A8(loadModel(file), calib, { actMethod: 'minmax', opSet: 'extended' });
+        const { sqnrDb } = await outputSqnr(file, amct.qdq.toBytes(), held);
+        const [fa, qa] = await pairedLatency(original, amct.qdq.toBytes(), held);
+        const [fe, qe] = await pairedLatency(original, extended.qdq.toBytes(), held);
+        if (entry.family === 'cnn') speedups.push(fe / qe);
+        cells.push(`${amct.layers.length}/${amct.selection.skipped.length}`, sqnrDb.toFixed(1), (fa / qa).toFixed(2), (fe / qe).toFixed(2));
+      } catch (e) {
+        cells.push('—', '—', '—', `failed: ${(e as Error).message.slice(0, 60)}`);
+      }
+      rows.push(cells);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const sorted = [...speedups].sort((a, b) => a - b);
+  const med = sorted.length ? sorted[Math.floor(sorted.length / 2)] : NaN;
+  return table(`Model corpus (${CORPUS.length} models): W8A8 static minmax vs fp32 on ORT CPU, 2 held batches; CNN median speed-up (extended op set) ${med.toFixed(2)}× (goal ≥ 1.8× on AVX-512 VNNI, no row below 1×)`,
+    ['model', 'family', 'layers quantized/kept', 'output SQNR dB (AMCT op set)', 'speed-up AMCT op set', 'speed-up extended op set'], rows);
+}
+
 async function main(): Promise<void> {
   const backend = await initBackend();
   const header = [
@@ -418,7 +459,7 @@ async function main(): Promise<void> {
   console.log(header);
   // `npm run bench -- calibration memory` prints only those sections
   const sections: Array<[string, () => Promise<string> | string]> = [
-    ['w8a8', w8a8Rows], ['error', errorRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
+    ['w8a8', w8a8Rows], ['error', errorRows], ['corpus', corpusRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
     ['kernels', kernelRows], ['calibration', calibrationRows], ['memory', memoryRows],
   ];
   const wanted = process.argv.slice(2);

@@ -7,6 +7,7 @@ import { Model } from '../onnx/model';
 import { typeName } from '../onnx/dtype';
 import { QUANTIZABLE_OP_TYPES, selectLayers } from '../quantize/layers';
 import { prepareFloat } from '../quantize/w8a8';
+import { quantizeLstms, settleRecurrentSkips } from '../quantize/lstm';
 
 export interface LayerPlanEntry { name: string; opType: string; scope: string; reason?: string }
 
@@ -40,8 +41,11 @@ function planFor(model: Model): ModelSummary['plan'] {
     return plan;
   }
   const selection = selectLayers(prepared, [], { subgraphs: true });
+  // LSTMs take their own int8 route (com.microsoft.DynamicQuantizeLSTM): what it would do, on a copy
+  const lstm = quantizeLstms(prepared.clone());
   for (const l of selection.layers) plan.quantized.push({ name: l.name, opType: l.opType, scope: l.scope?.path ?? '' });
-  for (const s of selection.skipped) plan.float.push({ name: s.name, opType: s.opType, scope: s.scope ?? '', reason: s.reason });
+  for (const l of lstm.quantized) plan.quantized.push({ name: l.name, opType: 'LSTM', scope: l.scope ?? '', reason: 'as com.microsoft.DynamicQuantizeLSTM (int8 weights, activations quantized at run time)' });
+  for (const s of settleRecurrentSkips(selection.skipped, lstm)) plan.float.push({ name: s.name, opType: s.opType, scope: s.scope ?? '', reason: s.reason });
   if (!plan.quantized.length) plan.error = `no layer can be quantized${plan.float.length ? '' : `: the model has none of ${QUANTIZABLE_OP_TYPES.join(', ')}`}`;
   return plan;
 }

@@ -16,7 +16,10 @@ export const QUANTIZABLE_OP_TYPES = ['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 
 
 /** Recurrent layers: listed as kept float (ONNX Runtime runs no QDQ form of them). */
 export const RECURRENT_OP_TYPES = ['LSTM', 'GRU', 'RNN'] as const;
-const RECURRENT_REASON = 'recurrent layer: ONNX Runtime has no QDQ (static int8) kernel for it; kept float';
+/** Recurrent layers get no QDQ: LSTMs go int8 by another route (lstm.ts), GRU/RNN stay float. */
+const recurrentReason = (op: string) => (op === 'LSTM'
+  ? 'LSTM: no QDQ kernel in ONNX Runtime; quantized instead as com.microsoft.DynamicQuantizeLSTM (int8 weights, activations quantized at run time) unless disabled'
+  : `${op}: ONNX Runtime has no int8 kernel for it (com.microsoft.DynamicQuantizeLSTM covers LSTM only); kept float`);
 
 export interface QuantLayer {
   node: NodeProto;
@@ -78,9 +81,11 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
     const where = scope.path ? { scope: scope.path } : {};
     for (const node of scope.graph.nodes) {
       if (isCandidate(node)) found.push({ node, scope });
-      else if (isRecurrent(node)) skipped.push({ name: node.name || node.output[0], opType: node.op_type!, reason: RECURRENT_REASON, ...where });
+      else if (isRecurrent(node)) skipped.push({ name: node.name || node.output[0], opType: node.op_type!, reason: recurrentReason(node.op_type!), ...where });
     }
   }
+  // LSTMs can be named in disable_names too (lstm.ts quantizes them unless disabled)
+  const recurrentNames = skipped.filter((s) => s.opType === 'LSTM').map((s) => s.name);
   // a body layer keeps its bare name unless another layer has it (sibling branches often do)
   const bare = found.map(({ node }) => node.name || node.output[0]);
   const taken = new Map<string, number>();
@@ -88,7 +93,8 @@ export function selectLayers(model: Model, disableNames: string[] = [], options:
   const names = found.map(({ scope }, i) => (scope.path && taken.get(bare[i])! > 1 ? `${scope.path}/${bare[i]}` : bare[i]));
   const candidates = found.map((f) => f.node);
   const patterns = disableNames.map((p) => ({ p, re: globToRegExp(p) }));
-  const unmatched = patterns.filter(({ re }) => !names.some((n) => re.test(n))).map(({ p }) => p);
+  const unmatched = patterns.filter(({ re }) => !names.some((n) => re.test(n)) && !recurrentNames.some((n) => re.test(n))).map(({ p }) => p);
+  for (const s of skipped) if (s.opType === 'LSTM' && patterns.some(({ re }) => re.test(s.name))) s.reason = 'disable_names';
   if (unmatched.length) {
     throw new QuantbookError('INVALID_ARGUMENT', `disable_names: ${unmatched.map((p) => `"${p}"`).join(', ')} match${unmatched.length === 1 ? 'es' : ''} no quantizable layer; quantizable layers are ${names.slice(0, 12).map((n) => `"${n}"`).join(', ')}${names.length > 12 ? `, … (${names.length} in all)` : ''}`);
   }

@@ -30,6 +30,7 @@ import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/lay
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { toFakeQuant } from './fake-quant';
 import { narrowToReaders } from './consumer-domain';
+import { quantizeLstms, settleRecurrentSkips } from './lstm';
 import { QuantLayer, selectLayers } from './layers';
 import { activationTensors, applyQdq } from './qdq';
 import { W8A8Result, prepareFloat } from './w8a8';
@@ -210,7 +211,10 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
   const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
+  const fakeQuant = toFakeQuant(qdq);
+  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
+  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
+  return { float, qdq, fakeQuant, lstm: lstm.quantized, layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */

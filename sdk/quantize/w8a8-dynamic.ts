@@ -18,6 +18,7 @@ import { definingGraph, scopes } from '../onnx/scopes';
 import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { prepareFloat } from './w8a8';
 import { toFakeQuant } from './fake-quant';
+import { QuantizedLstm, quantizeLstms, settleRecurrentSkips } from './lstm';
 
 export interface W8A8DynamicOptions {
   disableNames?: string[];
@@ -38,6 +39,8 @@ export interface W8A8DynamicResult {
   selection: LayerSelection;
   /** 'per-token' or 'per-tensor' for each activation tensor */
   granularity: Map<string, 'per-token' | 'per-tensor'>;
+  /** LSTMs rewritten as com.microsoft.DynamicQuantizeLSTM */
+  lstm: QuantizedLstm[];
 }
 
 /** x → per-token symmetric int8 fake quantization along the last axis. Returns the new tensor. */
@@ -86,7 +89,8 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   const float = prepareFloat(model);
   const qdq = float.clone();
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
-  requireLayers(selection, qdq);
+  // LSTMs are quantized by their own route (lstm.ts): a model of LSTMs alone has layers to quantize
+  if (!selection.skipped.some((s) => s.opType === 'LSTM')) requireLayers(selection, qdq);
   const layers = applyQdq(qdq, selection.layers.map((l) => ({ ...l, bias: undefined })), {
     activations: new Map(),
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
@@ -107,5 +111,9 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   }
   qdq.graph.invalidate();
   for (const s of scopes(qdq)) removeUnusedConstants(s.graph);
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, granularity, reduceRange };
+  const fakeQuant = toFakeQuant(qdq);
+  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
+  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
+  if (!lstm.quantized.length) requireLayers(selection, qdq);
+  return { float, qdq, fakeQuant, layers, selection, granularity, reduceRange, lstm: lstm.quantized };
 }

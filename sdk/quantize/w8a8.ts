@@ -20,6 +20,7 @@ import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { toFakeQuant } from './fake-quant';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
+import { QuantizedLstm, quantizeLstms, settleRecurrentSkips } from './lstm';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
@@ -61,6 +62,8 @@ export interface W8A8Result {
   methods: Map<string, 'minmax' | 'histogram'>;
   /** activations whose range was cut to where their readers still vary (consumer-domain.ts) */
   narrowed: NarrowedRange[];
+  /** LSTMs rewritten as com.microsoft.DynamicQuantizeLSTM */
+  lstm: QuantizedLstm[];
 }
 
 
@@ -139,7 +142,11 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     foldConstantMultipliers(qdq);
     removeUnusedConstants(qdq.graph);
   }
-  return { float, qdq, fakeQuant: toFakeQuant(qdq), layers, selection, calibration, activations, methods, reduceRange, narrowed };
+  const fakeQuant = toFakeQuant(qdq);
+  // LSTMs: int8 weights through com.microsoft.DynamicQuantizeLSTM (no QDQ kernel exists for them)
+  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
+  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
+  return { float, qdq, fakeQuant, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm: lstm.quantized };
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

@@ -67,12 +67,15 @@ describe('quantization inside If/Loop/Scan bodies', function () {
       const main = selectLayers(vad());
       assert.equal(main.layers.length, 0);
       assert.ok(main.skipped.filter((s) => s.opType === 'Conv').every((s) => /inside the If body If_\d+\/(then|else)_branch/.test(s.reason)));
-      assert.ok(main.skipped.some((s) => s.opType === 'LSTM' && /recurrent/.test(s.reason)), 'the LSTMs are listed as kept float');
+      assert.ok(main.skipped.some((s) => s.opType === 'LSTM' && /quantized instead as com.microsoft.DynamicQuantizeLSTM/.test(s.reason)), 'the LSTMs are listed with their own int8 route');
     });
 
-    it('W8A8_DYNAMIC quantizes all 36 body Convs; the model passes onnx.checker and its speech probabilities stay within 0.02 of fp32 over a 60-chunk stream', async function () {
+    it('W8A8_DYNAMIC quantizes all 36 body Convs and the 8 nested-body LSTMs; the model passes onnx.checker and its speech probabilities stay within 0.02 of fp32 over a 60-chunk stream', async function () {
       const r = quantizeW8A8Dynamic(vad(), { disableNames: stft });
       assert.equal(r.layers.length, 34);
+      // the LSTMs, two levels down (an If on the rate, then one on the state), go int8 too
+      assert.equal(r.lstm.length, 8);
+      assert.ok(r.lstm.every((l) => /^If_\d+\/(then|else)_branch\/If_\d+\/(then|else)_branch$/.test(l.scope ?? '')));
       let dq = 0;
       for (const s of scopes(r.qdq)) for (const n of s.graph.nodes) if (n.op_type === 'DynamicQuantizeLinear' && s.path) dq++;
       // one DynamicQuantizeLinear per distinct input tensor (Convs reading one tensor share it)
@@ -211,11 +214,12 @@ describe('quantization inside If/Loop/Scan bodies', function () {
     const r = spawnSync(process.execPath, [CLI, 'inspect', MODELS.vad, '--json'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const s = JSON.parse(r.stdout);
-    assert.equal(s.plan.quantized.length, 36);
-    assert.ok(s.plan.quantized.every((q: { scope: string }) => /^If_\d+\/(then|else)_branch$/.test(q.scope)));
-    assert.ok(s.plan.float.some((f: { opType: string; reason: string }) => f.opType === 'LSTM' && /recurrent/.test(f.reason)));
+    // 36 Convs, and 8 LSTMs in the Ifs nested in each branch (as DynamicQuantizeLSTM)
+    assert.equal(s.plan.quantized.length, 44);
+    assert.ok(s.plan.quantized.every((q: { scope: string }) => /^If_\d+\/(then|else)_branch(\/If_\d+\/(then|else)_branch)?$/.test(q.scope)));
+    assert.equal(s.plan.quantized.filter((q: { opType: string; reason?: string }) => q.opType === 'LSTM' && /DynamicQuantizeLSTM/.test(q.reason ?? '')).length, 8);
+    assert.ok(!s.plan.float.some((f: { opType: string }) => f.opType === 'LSTM'));
     const text = spawnSync(process.execPath, [CLI, 'inspect', MODELS.vad], { encoding: 'utf8' }).stdout;
-    assert.match(text, /will quantize 36 layers \(36 inside If\/Loop\/Scan bodies\)/);
-    assert.match(text, /stays float \(\d+\): .*LSTM.* — recurrent layer/);
+    assert.match(text, /will quantize 44 layers \(44 inside If\/Loop\/Scan bodies\)/);
   });
 });
