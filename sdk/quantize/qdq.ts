@@ -236,8 +236,12 @@ export function byGraph(model: Model, layers: QuantLayer[], keys: string[]): Map
   return out;
 }
 
+/** Ops whose output error grows without bound as their input nears 0. */
+const SMALL_VALUE_AMPLIFIERS = ['Log', 'Reciprocal'];
+
 /**
- * Layer outputs worth quantizing: those from which another quantized layer can be reached.
+ * Layer outputs worth quantizing: those from which another quantized layer can be reached
+ * (not through Log or Reciprocal).
  * ORT needs DQ → op → Q to run an integer kernel, so these get a Q; an output that only feeds
  * float ops to the end (a classifier head) stays float, keeping its precision where the
  * decision is made (ORT still runs MatMul heads as MatMulIntegerToFloat).
@@ -252,7 +256,9 @@ export function quantizedOutputs(model: Model, layers: QuantLayer[]): string[] {
     const known = memo.get(tensor);
     if (known !== undefined) return known;
     memo.set(tensor, false); // guards against revisiting while the walk is in progress
-    const result = g.consumers(tensor).some((n) => quantized.has(n) || n.output.some((o) => o && leadsToQuantized(g, o)));
+    // a path through Log or Reciprocal does not count: requantizing before them would turn the
+    // rounding of small values into unbounded error (a log-magnitude spectrogram after an STFT Conv)
+    const result = g.consumers(tensor).some((n) => quantized.has(n) || (!SMALL_VALUE_AMPLIFIERS.includes(n.op_type ?? '') && n.output.some((o) => o && leadsToQuantized(g, o))));
     memo.set(tensor, result);
     return result;
   };
