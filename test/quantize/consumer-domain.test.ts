@@ -95,6 +95,27 @@ describe('activation ranges cut to what their readers can tell apart', () => {
     assert.ok(b > a + 3, `narrowed ${b.toFixed(2)} dB vs full range ${a.toFixed(2)} dB`);
   });
 
+  it('a Conv whose output reaches the next layer only through Log gets no output Q (a log-magnitude front end keeps its small values); through ReLU it does', async () => {
+    const build = (op: 'Log' | 'Relu') => {
+      const b = new GraphBuilder(`requant-${op}`, 9);
+      const x = b.input('x', F, [1, 2, 8, 8]);
+      const c1 = b.op('Conv', [x, b.constant('w1', F, [4, 2, 3, 3], randomFloats(72, 10, -0.5, 0.5)), b.constant('b1', F, [4], [0, 0, 0, 0])], { pads: [1, 1, 1, 1] }, 'conv1');
+      const mid = op === 'Log' ? b.op('Log', [b.op('Add', [b.op('Mul', [c1, c1]), b.constant('one', F, [], [1e-3])])]) : b.op('Relu', [c1]);
+      b.output(b.op('Conv', [mid, b.constant('w2', F, [2, 4, 1, 1], randomFloats(8, 11, -0.5, 0.5))], {}, 'conv2'), F, [1, 2, 8, 8]);
+      return new Model(b.model({ opset: 13, irVersion: 7 }));
+    };
+    const feeds = [0, 1].map((s) => ({ x: new ort.Tensor('float32', randomFloats(128, 30 + s, -1, 1), [1, 2, 8, 8]) }));
+    for (const op of ['Log', 'Relu'] as const) {
+      const r = await quantizeW8A8(build(op), feeds);
+      const g = r.qdq.graph;
+      const out = r.float.graph.node('conv1')!.output[0];
+      const requantized = g.consumers(out).some((n) => n.op_type === 'QuantizeLinear');
+      assert.equal(requantized, op === 'Relu', `${op}: conv1's output ${requantized ? 'has' : 'has no'} Q`);
+      // conv2's input (after Log or ReLU) is quantized either way
+      assert.ok(g.consumers(r.float.graph.node('conv2')!.input[0]).some((n) => n.op_type === 'QuantizeLinear'));
+    }
+  });
+
   it('PP-OCRv4 det: Conv outputs read by HardSwish are cut to [−3, max] (p2o.Add.11: [−265, 198] before)', async () => {
     const r = await quantizeW8A8(loadModel(MODELS.det), detPages().slice(0, 1));
     const cut = r.narrowed.find((n) => n.tensor === 'p2o.Add.11');
