@@ -20,7 +20,7 @@ import { QUANTIZABLE_OP_TYPES } from '../quantize/layers';
 import { ACT_METHODS, OP_SETS } from '../quantize/w8a8';
 import { DEVICES, SAVE_TYPES, normalizeSessionConfig, SessionConfig } from '../session/config';
 import { runSession } from '../session/session';
-import { writeReport } from '../export/report';
+import { renderReport } from '../export/report';
 import { ParsedArgs, numberList, parseArgs, positiveInt, requirePositional, wholeNumber } from './args';
 import { ProgressBar } from './progress';
 
@@ -103,6 +103,8 @@ function readConfigFile(file: string): ConfigFile {
 }
 
 
+const REPORT_FILE = 'report.html';
+
 async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): Promise<number> {
   const args = parseArgs(argv, QUANTIZE_OPTIONS, command);
   const [modelPath] = requirePositional(args, 1, 'one model path', command);
@@ -113,24 +115,24 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   const dynamic = args.flags.has('dynamic') || ('w8a8_dynamic' in fileMap && !('w8a8' in fileMap));
   const data = dynamic && !args.values.has('data') ? undefined : dataSource(args, command);
   const config = sessionConfig(args, file, data?.source, out);
+  const withReport = command === 'report' || args.flags.has('report');
   const bar = progress(args, 'calibrating');
-  const result = await runSession(modelPath, config, { onProgress: (p) => bar.update(p.batch) });
+  // with a report, the session saves nothing yet: the report is published in the same set as the models
+  const result = await runSession(modelPath, config, { onProgress: (p) => bar.update(p.batch), deferSave: withReport, reserve: withReport ? [REPORT_FILE] : [] });
   bar.done();
-  // the session saved its set already (its save processor); the report joins that folder
-  const files = [...(result.saved?.files ?? result.save(config.processorCfgMap.save!.outputPath, config.processorCfgMap.save!).files)];
+  const save = config.processorCfgMap.save!;
   let comparison: LayerComparison[] | undefined;
-  if (command === 'report' || args.flags.has('report')) {
+  let files: string[];
+  if (withReport) {
     if (data) {
       const cmp = progress(args, 'comparing');
       comparison = await result.compare(batchesFrom(data.source, result.float.graph.inputNames));
       cmp.done();
     }
-    files.push(writeReport(path.join(out, 'report.html'), result.reportInput({
-      title: `quantbook report: ${path.basename(modelPath)}`,
-      model: modelPath,
-      comparison,
-      files: files.map((f) => path.relative(out, f)),
-    })));
+    const report = (file: string) => fs.writeFileSync(file, renderReport(result.reportInput({ title: `quantbook report: ${path.basename(modelPath)}`, model: modelPath, comparison })));
+    files = result.save(save.outputPath, save, [{ name: REPORT_FILE, write: report }]).files;
+  } else {
+    files = result.saved?.files ?? result.save(save.outputPath, save).files;
   }
   output(args, { model: modelPath, processor: result.kind, layers: result.layers.length, skipped: result.selection.skipped.length, files, comparison },
     `quantized ${result.layers.length} layers of ${modelPath} (${result.kind}; ${result.selection.skipped.length} kept in float)\n${files.map((f) => `  wrote ${f}`).join('\n')}`);

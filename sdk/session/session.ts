@@ -31,6 +31,9 @@ import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionCo
 
 export interface SaveReport { files: string[] }
 
+/** A file published with a saved set (written into the staging folder under `name`). */
+export interface ExtraFile { name: string; write: (file: string) => void }
+
 export class QuantizationResult {
   constructor(
     readonly kind: 'w8a8' | 'w8a8_dynamic' | 'w8a8_timestep',
@@ -60,10 +63,10 @@ export class QuantizationResult {
    * fails with LOCKED. `options`: a list of save types (default: all of them) or the rest of a
    * SaveProcessorConfig.
    */
-  save(dir: string, options: SaveType[] | Partial<Omit<SaveProcessorConfig, 'outputPath'>> = {}): SaveReport {
+  save(dir: string, options: SaveType[] | Partial<Omit<SaveProcessorConfig, 'outputPath'>> = {}, extra: ExtraFile[] = []): SaveReport {
     const cfg = saveConfig({ saveType: [...SAVE_TYPES], ...(Array.isArray(options) ? { saveType: options } : options), outputPath: dir });
     const saveType = cfg.saveType;
-    checkOutputNames(this.baseName, this.kind, cfg);
+    checkOutputNames(this.baseName, this.kind, cfg, extra.map((e) => e.name));
     const files = publishFileSet(dir, `${this.baseName}_${this.kind}`, (stage) => {
       const written: string[] = [];
       const file = (suffix: string) => path.join(stage, `${this.baseName}_${this.kind}${suffix}`);
@@ -90,6 +93,8 @@ export class QuantizationResult {
         calibration: this.calibration?.metadata,
       };
       fs.writeFileSync(file('_summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      // files that belong with this set (a report on it): published with it, never beside another run's
+      for (const e of extra) e.write(path.join(stage, e.name));
       return written;
     });
     return { files };
@@ -154,7 +159,7 @@ function modelFrom(source: Model | string | Uint8Array): { model: Model; baseNam
  * Every file name a save of `kind` may write into its folder; two outputs given one name (say
  * json_name equal to the summary's) would overwrite each other, so that is refused up front.
  */
-export function checkOutputNames(baseName: string, kind: QuantizationResult['kind'], cfg: Partial<Pick<SaveProcessorConfig, 'safetensorsName' | 'jsonName'>>): void {
+export function checkOutputNames(baseName: string, kind: QuantizationResult['kind'], cfg: Partial<Pick<SaveProcessorConfig, 'safetensorsName' | 'jsonName'>>, extra: string[] = []): void {
   const own = (suffix: string) => `${baseName}_${kind}${suffix}`;
   const defaults = defaultExportNames(kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8');
   const safetensors = cfg.safetensorsName ?? defaults.safetensors;
@@ -163,6 +168,7 @@ export function checkOutputNames(baseName: string, kind: QuantizationResult['kin
     ['safetensors_name', safetensors], ['json_name', cfg.jsonName ?? defaults.json], ['the shard index', `${stem}.safetensors.index.json`],
     ['the QDQ model', own('.onnx')], ['the fake-quant model', own('_fake_quant.onnx')], ['the statistics', own('_calibration.arrow')],
     ['the timestep statistics', own('_timesteps.arrow')], ['the summary', own('_summary.json')], ['the manifest', `${own('')}.manifest.json`],
+    ...extra.map((name): [string, string] => [`"${name}"`, name]),
   ];
   const seen = new Map<string, string>();
   for (const [what, name] of names) {
@@ -173,13 +179,16 @@ export function checkOutputNames(baseName: string, kind: QuantizationResult['kin
   if (/-\d{5}-of-\d{5}\.safetensors$/i.test(cfg.jsonName ?? '')) throw new QuantbookError('INVALID_ARGUMENT', `save: json_name "${cfg.jsonName}" has the form of a safetensors shard name`);
 }
 
-async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void): Promise<QuantizationResult> {
+/** How a session run saves: `deferSave` leaves the saving to the caller (who adds files named in `reserve` to the set). */
+export interface RunOptions { onProgress?: (p: CalibrationProgress) => void; deferSave?: boolean; reserve?: string[] }
+
+async function execute(source: Model | string | Uint8Array, config: SessionConfig, onProgress?: (p: CalibrationProgress) => void, run: RunOptions = {}): Promise<QuantizationResult> {
   const device = requireDevice(config.device);
   const { model: original, baseName } = modelFrom(source);
   const map = config.processorCfgMap;
   // output problems are found before any calibration runs
   if (map.save) {
-    checkOutputNames(baseName, map.w8a8_timestep ? 'w8a8_timestep' : map.w8a8 ? 'w8a8' : 'w8a8_dynamic', map.save);
+    checkOutputNames(baseName, map.w8a8_timestep ? 'w8a8_timestep' : map.w8a8 ? 'w8a8' : 'w8a8_dynamic', map.save, run.reserve);
     checkOutputFolder(map.save.outputPath);
   }
   const antiOutlier = map.m3 || map.m4 || map.m6;
@@ -207,14 +216,14 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? []);
   }
-  if (map.save) result.saved = result.save(map.save.outputPath, map.save);
+  if (map.save && !run.deferSave) result.saved = result.save(map.save.outputPath, map.save);
   return result;
 }
 
 /** Runs a session from a config object (camelCase or snake_case) or a JSON config file. */
-export function runSession(model: Model | string | Uint8Array, config: unknown | string, options: { onProgress?: (p: CalibrationProgress) => void } = {}): Promise<QuantizationResult> {
+export function runSession(model: Model | string | Uint8Array, config: unknown | string, options: RunOptions = {}): Promise<QuantizationResult> {
   const normalized = typeof config === 'string' ? loadSessionConfig(config) : normalizeSessionConfig(config);
-  return execute(model, normalized, options.onProgress);
+  return execute(model, normalized, options.onProgress, options);
 }
 
 export interface SessionPlan {

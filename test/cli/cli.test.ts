@@ -54,6 +54,10 @@ describe('quantbook command', function () {
     assert.ok(loadSafetensors(path.join(out, 'quant_model_weight_w8a8.safetensors')).tensors.size > 0);
     const html = fs.readFileSync(path.join(out, 'report.html'), 'utf8');
     assert.match(html, /Plotly\.newPlot\("sqnr"/);
+    // the report is published in the same set as the models it describes (one manifest, one swap)
+    const manifest = JSON.parse(fs.readFileSync(path.join(out, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.manifest.json'), 'utf8'));
+    assert.ok(manifest.files.some((f: { name: string }) => f.name === 'report.html'), 'report.html in the manifest');
+    assert.ok(manifest.files.some((f: { name: string }) => f.name === 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'));
     assert.match(html, /data hash<\/td><td>xxh3-128:[0-9a-f]{32}/);
     assert.ok(!/<script src=/.test(html), 'no external scripts');
   });

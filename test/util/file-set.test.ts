@@ -123,6 +123,51 @@ describe('publishing a set of files at once', () => {
     console.log(`      30 kills: ${[...seen].map(([k, n]) => `${n}× version ${k}`).join(', ')}`);
   });
 
+  it('a real session save (PP-OCR cls) killed at 20 random points: the folder holds the sharded set or the unsharded one, whole', async function () {
+    this.timeout(600_000);
+    const dir = path.join(root, 'session');
+    const SDK = path.join(__dirname, '..', '..', 'sdk', 'index.js');
+    const CLS = require(path.join(__dirname, '..', 'helpers')).MODELS.cls as string;
+    // version A: models, fake-quant and sharded safetensors; version B: unsharded safetensors only
+    const child = (v: 'A' | 'B') => `
+const q = require(${JSON.stringify(SDK)});
+const result = q.session(${JSON.stringify(CLS)}).w8a8Dynamic();
+result.run().then((res) => {
+  process.stdout.write('ready');
+  res.save(${JSON.stringify(dir)}, ${v === 'A' ? "{ saveType: ['safe_tensor', 'onnx', 'fake_quant_onnx'], partFileSize: 0.0002 }" : "['safe_tensor']"});
+});
+`;
+    const listing = () => fs.readdirSync(dir).filter((f) => f !== 'notes.txt').sort().join(',');
+    const sets: Record<string, string> = {};
+    for (const v of ['B', 'A'] as const) {
+      const done = await exited(run(child(v)));
+      assert.equal(done.code, 0, done.stderr);
+      sets[v] = listing();
+    }
+    assert.notEqual(sets.A, sets.B);
+    fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine');
+    const r = seededRandom(9);
+    const seen = new Map<string, number>();
+    for (let i = 0; i < 20; i++) {
+      const v = i % 2 ? 'A' : 'B';
+      const c = run(child(v));
+      const done = exited(c);
+      await new Promise<void>((resolve) => c.stdout!.on('data', (d) => { if (String(d).includes('ready')) resolve(); }));
+      // a save takes 5–30 ms here: kill within that window (before, during or just after it)
+      await new Promise((resolve) => setTimeout(resolve, r() * 25));
+      c.kill('SIGKILL');
+      await done;
+      recoverFileSet(dir);
+      const now = listing();
+      const which = Object.entries(sets).find(([, l]) => l === now)?.[0];
+      assert.ok(which, `kill ${i}: a mix: ${now}`);
+      assert.ok(verifyFileSet(dir, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_dynamic').ok, `kill ${i}: manifest`);
+      assert.equal(fs.readFileSync(path.join(dir, 'notes.txt'), 'utf8'), 'mine');
+      seen.set(which!, (seen.get(which!) ?? 0) + 1);
+    }
+    console.log(`      20 kills of a session save: ${[...seen].map(([k, n]) => `${n}× set ${k}`).join(', ')}`);
+  });
+
   it('two writers into one folder at once: one wins whole, the other fails with LOCKED (or runs after it)', async function () {
     this.timeout(120_000);
     const dir = path.join(root, 'concurrent');
