@@ -1,9 +1,9 @@
 import * as assert from 'assert';
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { loadSafetensors, readStats } from '../../sdk';
+import { loadSafetensors, readStats, verifyFileSet } from '../../sdk';
 import { MODELS, tempDir } from '../helpers';
 import { clsBatch } from '../ocr-fixtures';
 
@@ -92,6 +92,21 @@ describe('quantbook command', function () {
     assert.ok(convRows.length > 10 && convRows.every((l) => /^\S+\s+Conv\s+-?\d+\.\d\d\s+-?\d+\.\d\d\s/.test(l)), convRows.join('\n'));
     assert.match(cmp.stdout, /\(model output \S+\)/);
     assert.match(cmp.stdout, /where error is born .*, worst first: \S+ -?\d+\.\d dB/);
+  });
+
+  it('two quantize runs into one folder at once: each ends whole (exit 0) or is turned away (LOCKED, exit 4); the folder holds one whole set', async () => {
+    const out = path.join(dir, 'twice');
+    const start = (method: string) => new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, [CLI, 'quantize', MODELS.cls, '--data', data, '--out', out, '--method', method, '--quiet']);
+      let stderr = '';
+      c.stderr.on('data', (d) => { stderr += d; });
+      c.on('exit', (code) => resolve({ code, stderr }));
+    });
+    const results = await Promise.all([start('minmax'), start('histogram')]);
+    for (const r of results) assert.ok(r.code === 0 || (r.code === 4 && /being written by another quantbook process/.test(r.stderr)), `exit ${r.code}: ${r.stderr}`);
+    assert.ok(verifyFileSet(out, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8').ok);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, 'ch_ppocr_mobile_v2.0_cls_infer_w8a8_summary.json'), 'utf8'));
+    assert.ok(['minmax', 'histogram'].includes(summary.actMethod));
   });
 
   it('output problems are found before calibration (exit 2): --out is a file, json_name collides with the summary, config and --out name two folders; a malformed graph exits 2', () => {
