@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { PendingFile, writeAll, writeFilesAtomically } from '../util/atomic-write';
+import { restoreInterruptedSet } from '../util/file-set';
 import { GraphProto, ModelProto, TensorProto, decodeModel, encodeModel, int64ToNumber, newTensor } from './proto';
 import { withConformingIr } from './ir-version';
 import { DATA_LOCATION_EXTERNAL, isExternal, readExternalBytes, tensorByteSize } from './tensor';
@@ -47,7 +48,9 @@ export function readModelProto(source: string | Uint8Array, options: LoadOptions
     try {
       stat = fs.statSync(source);
     } catch {
-      throw new QuantbookError('FILE_NOT_FOUND', `model file not found: ${source}`);
+      // a save killed between its two renames leaves the previous set beside its folder: restore it
+      if (!restoreInterruptedSet(source) || !fs.existsSync(source)) throw new QuantbookError('FILE_NOT_FOUND', `model file not found: ${source}`);
+      stat = fs.statSync(source);
     }
     if (stat.isDirectory()) throw new QuantbookError('INVALID_ARGUMENT', `model path ${source} is a folder; give the path of an .onnx file`);
     bytes = fs.readFileSync(source);

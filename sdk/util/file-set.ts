@@ -13,8 +13,9 @@
  * 3. the staging folder replaces the target: rename(target → previous), rename(staging → target),
  *    then the previous one is removed.
  * Killed before step 3 the target is untouched; killed between its two renames the target is
- * missing and `recoverFileSet` (run at the start of every publish, and by readers that want it)
- * renames the previous folder back. So the folder always holds one whole set, old or new.
+ * missing, and the next publish (`recoverFileSet`) or the next reader that looks for a file in it
+ * (`restoreInterruptedSet`, called by the SDK's file readers) renames the previous folder back. So
+ * the folder holds one whole set, old or new, whenever anyone reads it.
  */
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -94,6 +95,31 @@ function linkOrCopy(from: string, to: string): void {
     fs.linkSync(from, to);
   } catch {
     fs.copyFileSync(from, to); // a filesystem without hard links
+  }
+}
+
+/**
+ * For readers: `file` is missing because its folder is missing, and a writer that died between
+ * its two renames left the previous set beside it. Renames that set back (unless a live writer
+ * holds the lock) and says whether it did, so the reader can try again.
+ */
+export function restoreInterruptedSet(file: string): boolean {
+  const dir = path.dirname(path.resolve(file));
+  if (fs.existsSync(dir)) return false;
+  const { parent, base } = siblings(dir);
+  if (!fs.existsSync(parent)) return false;
+  const lockFile = path.join(parent, `.${base}.quantbook-lock`);
+  if (fs.existsSync(lockFile)) {
+    const holder = Number(fs.readFileSync(lockFile, 'utf8'));
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) return false;
+  }
+  const previous = fs.readdirSync(parent).filter((f) => f.startsWith(`.${base}.quantbook-previous-`)).sort();
+  if (!previous.length) return false;
+  try {
+    fs.renameSync(path.join(parent, previous[previous.length - 1]), dir);
+    return true;
+  } catch {
+    return false; // another reader or writer got there first
   }
 }
 

@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError } from '../errors';
+import { restoreInterruptedSet } from './file-set';
 
 /** The whole content of a regular file; anything else (missing, a folder, a device, a pipe) is a named error. */
 export function readRegularFile(file: string, what: string): Buffer {
@@ -13,7 +14,9 @@ export function readRegularFile(file: string, what: string): Buffer {
   try {
     stat = fs.statSync(file);
   } catch {
-    throw new QuantbookError('FILE_NOT_FOUND', `${what} not found: ${file}`);
+    // a save killed between its two renames leaves the previous set beside its folder: restore it
+    if (!restoreInterruptedSet(file) || !fs.existsSync(file)) throw new QuantbookError('FILE_NOT_FOUND', `${what} not found: ${file}`);
+    stat = fs.statSync(file);
   }
   if (!stat.isFile()) throw new QuantbookError('INVALID_ARGUMENT', `${what} ${file} is not a regular file`);
   return fs.readFileSync(file);

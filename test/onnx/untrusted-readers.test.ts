@@ -265,6 +265,36 @@ describe('readers of untrusted files', () => {
       return file;
     };
 
+    it('fuzz: 600 models with hostile external-data entries (location, offset, length) load or are refused by name, never reading outside the folder', () => {
+      const folder = path.join(dir, 'ext-fuzz');
+      fs.mkdirSync(folder);
+      fs.symlinkSync('/etc/hostname', path.join(folder, 'escape'));
+      const r = seededRandom(18);
+      const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)];
+      const locations = ['model.onnx.data', '../model.onnx.data', '/etc/passwd', '.', '', 'escape', 'missing.bin', 'model.onnx.data/', './model.onnx.data', 'a\u0000b', '__proto__', 'model.onnx'];
+      const numbers = ['0', '4', '16', '-8', 'NaN', '0.5', '1e30', '99999999999999999999', ' 4', '0x10', '', '64'];
+      let loaded = 0;
+      let refused = 0;
+      for (let i = 0; i < 600; i++) {
+        const entries: Record<string, string> = { location: pick(locations) };
+        if (r() < 0.7) entries.offset = pick(numbers);
+        if (r() < 0.7) entries.length = pick(numbers);
+        try {
+          const m = loadModel(externalModel(folder, entries));
+          assert.equal((m.graph.constantValue('w')!.data as Float32Array).length, 4, JSON.stringify(entries));
+          // what loaded came from a regular file inside the folder
+          const real = fs.realpathSync(path.join(folder, entries.location));
+          assert.ok(real.startsWith(fs.realpathSync(folder) + path.sep) && fs.statSync(real).isFile(), `${JSON.stringify(entries)} read ${real}`);
+          loaded++;
+        } catch (e) {
+          if (!(e instanceof QuantbookError)) assert.fail(`${JSON.stringify(entries)}: ${(e as Error).stack}`);
+          refused++;
+        }
+      }
+      console.log(`      external data: ${loaded} loaded, ${refused} refused`);
+      assert.ok(loaded > 10 && refused > 300);
+    });
+
     it('offsets −8 / NaN / 0.5 / past the end, location "." or through a symlink out of the folder: named errors; a good one loads', () => {
       const folder = path.join(dir, 'ext');
       fs.mkdirSync(folder);

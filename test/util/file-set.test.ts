@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError } from '../../sdk';
 import { publishFileSet, readManifest, recoverFileSet, verifyFileSet } from '../../sdk/util/file-set';
+import { loadSafetensors, writeSafetensors } from '../../sdk/export/safetensors';
 import { seededRandom, tempDir } from '../helpers';
 
 const FILE_SET = path.join(__dirname, '..', '..', 'sdk', 'util', 'file-set.js');
@@ -91,6 +92,22 @@ describe('publishing a set of files at once', () => {
     }), /disk full/);
     assert.equal(fs.readFileSync(path.join(dir, 'a.bin'), 'utf8'), 'old');
     assert.deepEqual(fs.readdirSync(root).filter((f) => f.includes('.throws.quantbook-')), []);
+  });
+
+  it('a reader finding the folder missing mid-swap (its writer died between the two renames) restores the previous set and loads it', () => {
+    const dir = path.join(root, 'mid-swap');
+    publishFileSet(dir, 'model', (stage) => writeSafetensors(path.join(stage, 'w.safetensors'), [['a', { dtype: 'F32', shape: [2], data: Float32Array.of(1, 2) }]]));
+    // what a writer killed after rename(target → previous) leaves (pid 999999: no such process)
+    fs.renameSync(dir, path.join(root, '.mid-swap.quantbook-previous-999999-x'));
+    assert.deepEqual([...loadSafetensors(path.join(dir, 'w.safetensors')).tensors.get('a')!.data as Float32Array], [1, 2]);
+    assert.ok(verifyFileSet(dir, 'model').ok);
+    // with a live writer holding the lock, a reader leaves the swap alone
+    fs.renameSync(dir, path.join(root, '.mid-swap.quantbook-previous-999999-y'));
+    fs.writeFileSync(path.join(root, '.mid-swap.quantbook-lock'), String(process.ppid));
+    assert.throws(() => loadSafetensors(path.join(dir, 'w.safetensors')), (e: QuantbookError) => e.code === 'FILE_NOT_FOUND');
+    fs.rmSync(path.join(root, '.mid-swap.quantbook-lock'));
+    recoverFileSet(dir);
+    assert.ok(verifyFileSet(dir, 'model').ok);
   });
 
   it('killed at 30 random points of a save, the folder holds the old set or the new one, whole, never a mix', async function () {
