@@ -378,7 +378,7 @@ async function errorRows(): Promise<string> {
     const raised = r.layers.flatMap((l) => l.raisedScales ?? []);
     const layers = r.layers.map((l) => ({ layer: l.name, opType: l.opType, tensor: r.float.graph.node(l.name)!.output[0] }));
     const attributed = await compareModels(r.float, r.qdq, layers, [...evalSet].slice(0, 2));
-    const worst = worstFirst(attributed.filter((c) => c.opType !== 'output')).slice(0, 3).map((c) => `${c.layer} ${c.localSqnrDb.toFixed(1)}`).join(', ');
+    const worst = worstFirst(attributed).slice(0, 3).map((c) => `${c.layer} ${c.localSqnrDb.toFixed(1)}`).join(', ');
     let metric = '—';
     if (key === 'det') {
       const [f, q] = [await firstOutputs(fb, [...evalSet]), await firstOutputs(qb, [...evalSet])];

@@ -102,7 +102,7 @@ function cell(v: unknown): unknown {
 export function renderComparison(rows: LayerComparison[]): Rendered {
   const fig = renderFigure(sqnrFigure(rows), 420);
   const worst = [...rows].sort((a, b) => a.sqnrDb - b.sqnrDb)[0];
-  const born = worstFirst(rows.filter((r) => Number.isFinite(r.localSqnrDb)))[0];
+  const born = worstFirst(rows)[0];
   return {
     html: fig.html + box(`fp32 vs quantized, ${rows.length} tensors`, scroll(htmlTable(['layer', 'op', 'tensor', 'SQNR dB', 'own SQNR dB', 'cosine', 'max |error|'],
       rows.map((l) => [l.layer, l.opType, l.tensor, l.sqnrDb.toFixed(2), Number.isFinite(l.localSqnrDb) ? l.localSqnrDb.toFixed(2) : '—', l.cosine.toFixed(6), num(l.maxAbsError, 4)]), { sortable: true }))),

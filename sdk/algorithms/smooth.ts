@@ -17,7 +17,7 @@
  *   m3 (AWQ-style)     s_j = mean|X_j|^α, α searched on 0, 0.05, …, 1
  *   m4 (iterative)     start from m1 (α = 0.5), then refine channel by channel: each round tries
  *                      s_j × {½, 1/√2, √2, 2} on the 16 channels of largest max|X_j| (where the
- *                      outliers are) and keeps what lowers the error on 128 sample rows, until a
+ *                      outliers are) and keeps what lowers the error on the search sample, until a
  *                      round changes nothing (at most 3 rounds)
  *   m5 (CBQ's coarse-to-fine outlier preprocessing) only the outlier channels move: coarse, the
  *                      channels whose max|X_j| exceeds Q3 + 1.5·IQR of all channels' maxima; fine,
@@ -307,12 +307,9 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       // every reported error comes from the same reckoning (the scorer), so groups and methods compare
       [errorBefore, errorAfter] = await scorer.errors([new Float32Array(k).fill(1), s]);
       if (options.method === 'm4') {
-        const few = Math.min(search.rows, 128);
-        const sub = search.x.subarray(0, few * k);
-        const subRef = search.reference.map((r, li) => r.subarray(0, few * search.n[li]));
         const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
-        const refined = refineChannels(s, outliers, (cand) => smoothedError(sub, few, k, search.weights, search.n, cand, subRef));
-        // the refinement looked at part of the sample: keep it only if the whole sample agrees
+        const refined = refineChannels(s, outliers, (cand) => smoothedError(search.x, search.rows, k, search.weights, search.n, cand, search.reference));
+        // the refinement reckons in JavaScript (float64): keep it only if the scorer, which gave errorAfter, agrees
         const [refinedError] = await scorer.errors([refined]);
         if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];
       }

@@ -186,7 +186,7 @@ function comparisonText(rows: LayerComparison[]): string {
   const db = (v: number) => (Number.isNaN(v) ? '—' : v.toFixed(2));
   const table = formatRows([['layer', 'op', 'SQNR dB', 'own SQNR dB', 'cosine', 'max |error|'],
     ...rows.map((r) => [r.opType === 'output' ? `(model output ${r.tensor})` : r.layer, r.opType, db(r.sqnrDb), db(r.localSqnrDb), r.cosine.toFixed(6), r.maxAbsError.toPrecision(4)])]);
-  const worst = worstFirst(rows.filter((r) => !Number.isNaN(r.localSqnrDb))).slice(0, 5);
+  const worst = worstFirst(rows).slice(0, 5);
   if (!worst.length) return table;
   return `${table}\nwhere error is born (own SQNR: the layer fed the fp32 input), worst first: ${worst.map((r) => `${r.layer} ${r.localSqnrDb.toFixed(1)} dB`).join(', ')}`;
 }

@@ -7,6 +7,7 @@
 import { QuantbookError } from '../errors';
 import { formatNumber } from './html';
 import type { LayerComparison } from '../quantize/compare';
+import { worstFirst } from '../quantize/attribution';
 import type { StatRow } from '../stats/calibration-stats';
 
 const fmt = (v: number) => formatNumber(v, 4);
@@ -152,7 +153,7 @@ export function sqnrFigure(rows: LayerComparison[], title = 'SQNR per layer outp
  * start at 0 dB, so the worst layer has the shortest bar.
  */
 export function attributionFigure(rows: LayerComparison[], top = 30): Figure {
-  const measured = rows.filter((r) => Number.isFinite(r.localSqnrDb)).sort((a, b) => a.localSqnrDb - b.localSqnrDb).slice(0, top);
+  const measured = worstFirst(rows).slice(0, top);
   const x = measured.map(label);
   const hovertext = measured.map((r) => `${r.opType} → ${r.tensor}`);
   return {

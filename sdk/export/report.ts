@@ -64,7 +64,7 @@ export function renderReport(r: ReportInput): string {
     sections.push(`<h2>Per-layer error, fp32 vs int8</h2>${figureHtml(sqnrFigure(c), 'sqnr', 420)}`);
     sections.push(figureHtml(cosineFigure(c), 'cosine', 420));
     sections.push(table(['layer', 'op', 'tensor', 'SQNR dB', 'cosine', 'max |error|'], c.map((l) => [l.layer, l.opType, l.tensor, l.sqnrDb.toFixed(2), l.cosine.toFixed(6), l.maxAbsError.toPrecision(4)]), { sortable: true }));
-    const attributed = worstFirst(c.filter((l) => Number.isFinite(l.localSqnrDb)));
+    const attributed = worstFirst(c);
     if (attributed.length) {
       sections.push(`<h2>Where error is born</h2><p>Own SQNR: the layer's quantized form fed the fp32 input (the error it adds by itself); accumulated: at its output in the quantized model. Worst own SQNR first.</p>${figureHtml(attributionFigure(c), 'attribution', 460)}`);
       sections.push(table(['layer', 'op', 'own SQNR dB', 'accumulated SQNR dB', 'own cosine'], attributed.map((l) => [l.layer, l.opType, l.localSqnrDb.toFixed(2), l.sqnrDb.toFixed(2), l.localCosine.toFixed(6)]), { sortable: true }));

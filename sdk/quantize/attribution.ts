@@ -119,8 +119,7 @@ export function localErrorModel(float: Model, quantized: Model, layers: Array<{ 
   return { model, localOutputs, outputDomains, skipped };
 }
 
-/** Rows sorted by the error each layer adds on its own, worst (lowest local SQNR) first; rows without it last. */
+/** The rows with an own (local) SQNR, worst (lowest) first; rows without one (model outputs, layers not measured) are left out. */
 export function worstFirst<T extends { localSqnrDb?: number }>(rows: readonly T[]): T[] {
-  const key = (r: T) => (r.localSqnrDb === undefined || Number.isNaN(r.localSqnrDb) ? Infinity : r.localSqnrDb);
-  return [...rows].sort((a, b) => key(a) - key(b));
+  return rows.filter((r) => Number.isFinite(r.localSqnrDb)).sort((a, b) => a.localSqnrDb! - b.localSqnrDb!);
 }

@@ -1,7 +1,8 @@
 /**
  * Layer-by-layer comparison of a float model and its quantized version on the same batches:
  * SQNR (dB), cosine similarity and max abs error of each quantized layer's output, and of the
- * model outputs; beside each, the error that layer adds on its own (attribution.ts). Returned as rows and as an Arrow table, the basis of sensitivity plots.
+ * model outputs; beside each, the error that layer adds on its own (attribution.ts). Returned as
+ * rows and as an Arrow table, the basis of sensitivity plots.
  */
 import * as arrow from 'apache-arrow';
 import { Model } from '../onnx/model';

@@ -13,6 +13,7 @@ import { NodeProto, newNode } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
 import { definingGraph, scopes } from '../onnx/scopes';
 import { removeUnusedConstants } from './fold-batchnorm';
+import { toFakeQuant } from './fake-quant';
 import { globToRegExp } from './layers';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -134,4 +135,16 @@ export function settleRecurrentSkips(skipped: Array<{ name: string; opType: stri
       const k = s.opType === 'LSTM' ? outcome.kept.find((q) => same(q, s)) : undefined;
       return k ? { ...s, reason: k.reason } : s;
     });
+}
+
+/**
+ * The last step of every quantizer: the fake-quant model is derived from the finished QDQ model,
+ * then the LSTMs of both are rewritten (int8 in `qdq`, dequantized weights in the fake-quant
+ * model) and `selection.skipped` says what became of each recurrent layer.
+ */
+export function finishWithLstms(qdq: Model, selection: { skipped: Array<{ name: string; opType: string; reason: string; scope?: string }> }, disable: string[] = []): { fakeQuant: Model; lstm: QuantizedLstm[] } {
+  const fakeQuant = toFakeQuant(qdq);
+  const outcome = quantizeLstms(qdq, disable, fakeQuant);
+  selection.skipped = settleRecurrentSkips(selection.skipped, outcome);
+  return { fakeQuant, lstm: outcome.quantized };
 }

@@ -28,9 +28,8 @@ import { ClePair, crossLayerEqualize } from '../algorithms/cle';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
-import { toFakeQuant } from './fake-quant';
 import { narrowToReaders } from './consumer-domain';
-import { quantizeLstms, settleRecurrentSkips } from './lstm';
+import { finishWithLstms } from './lstm';
 import { QuantLayer, selectLayers } from './layers';
 import { activationTensors, applyQdq } from './qdq';
 import { W8A8Result, prepareFloat } from './w8a8';
@@ -211,10 +210,8 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
     }
   }
   const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
-  const fakeQuant = toFakeQuant(qdq);
-  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
-  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
-  return { float, qdq, fakeQuant, lstm: lstm.quantized, layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
+  const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
+  return { float, qdq, fakeQuant, lstm, layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */

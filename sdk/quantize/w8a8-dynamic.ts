@@ -17,8 +17,7 @@ import { LayerSelection, layerGraph, layerTensorKey, requireLayers, selectLayers
 import { definingGraph, scopes } from '../onnx/scopes';
 import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { prepareFloat } from './w8a8';
-import { toFakeQuant } from './fake-quant';
-import { QuantizedLstm, quantizeLstms, settleRecurrentSkips } from './lstm';
+import { QuantizedLstm, finishWithLstms } from './lstm';
 
 export interface W8A8DynamicOptions {
   disableNames?: string[];
@@ -111,9 +110,7 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   }
   qdq.graph.invalidate();
   for (const s of scopes(qdq)) removeUnusedConstants(s.graph);
-  const fakeQuant = toFakeQuant(qdq);
-  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
-  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
-  if (!lstm.quantized.length) requireLayers(selection, qdq);
-  return { float, qdq, fakeQuant, layers, selection, granularity, reduceRange, lstm: lstm.quantized };
+  const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
+  if (!lstm.length) requireLayers(selection, qdq);
+  return { float, qdq, fakeQuant, layers, selection, granularity, reduceRange, lstm };
 }

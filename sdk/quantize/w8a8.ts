@@ -18,9 +18,8 @@ import { foldAffineIntoConvs } from './fold-affine';
 import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
-import { toFakeQuant } from './fake-quant';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
-import { QuantizedLstm, quantizeLstms, settleRecurrentSkips } from './lstm';
+import { QuantizedLstm, finishWithLstms } from './lstm';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
@@ -65,7 +64,6 @@ export interface W8A8Result {
   /** LSTMs rewritten as com.microsoft.DynamicQuantizeLSTM */
   lstm: QuantizedLstm[];
 }
-
 
 export function prepareFloat(model: Model): Model {
   const float = model.clone();
@@ -142,11 +140,9 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     foldConstantMultipliers(qdq);
     removeUnusedConstants(qdq.graph);
   }
-  const fakeQuant = toFakeQuant(qdq);
   // LSTMs: int8 weights through com.microsoft.DynamicQuantizeLSTM (no QDQ kernel exists for them)
-  const lstm = quantizeLstms(qdq, options.disableNames ?? [], fakeQuant);
-  selection.skipped = settleRecurrentSkips(selection.skipped, lstm);
-  return { float, qdq, fakeQuant, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm: lstm.quantized };
+  const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
+  return { float, qdq, fakeQuant, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm };
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

@@ -36,10 +36,33 @@ function siblings(dir: string): { parent: string; base: string } {
   return { parent: path.dirname(abs), base: path.basename(abs) };
 }
 
+const lockPath = (dir: string) => {
+  const { parent, base } = siblings(dir);
+  return path.join(parent, `.${base}.quantbook-lock`);
+};
+
+/** The pid in a lock file's text when it names another process that still runs. */
+function liveHolder(text: string): number | undefined {
+  const pid = Number(text);
+  return Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) ? pid : undefined;
+}
+
+/** Renames the newest previous set left beside `dir` back to `dir`; whether it did. */
+function restorePrevious(dir: string): boolean {
+  const { parent, base } = siblings(dir);
+  const previous = fs.readdirSync(parent).filter((f) => f.startsWith(`.${base}.quantbook-previous-`)).sort();
+  if (!previous.length) return false;
+  try {
+    fs.renameSync(path.join(parent, previous[previous.length - 1]), path.join(parent, base));
+    return true;
+  } catch {
+    return false; // another reader or writer got there first
+  }
+}
+
 /** Takes the folder's lock, or fails with LOCKED naming the holder; a dead holder's lock is taken over. */
 function lock(dir: string): () => void {
-  const { parent, base } = siblings(dir);
-  const file = path.join(parent, `.${base}.quantbook-lock`);
+  const file = lockPath(dir);
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = fs.openSync(file, 'wx');
@@ -56,10 +79,10 @@ function lock(dir: string): () => void {
       } catch {
         continue; // released meanwhile: try again
       }
-      const holder = Number(text);
+      const holder = liveHolder(text);
       // an empty lock is one being created this instant: its holder has not written its pid yet
       if (!text && age < 10_000) throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (its lock was just taken); wait for it, or choose another folder`);
-      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+      if (holder !== undefined) {
         throw new QuantbookError('LOCKED', `${dir} is being written by another quantbook process (pid ${holder}); wait for it, or choose another folder`);
       }
       fs.rmSync(file, { force: true }); // left by a process that died (or by this one): stale
@@ -75,11 +98,10 @@ function lock(dir: string): () => void {
 export function recoverFileSet(dir: string): void {
   const { parent, base } = siblings(dir);
   if (!fs.existsSync(parent)) return;
-  const target = path.join(parent, base);
+  const whole = fs.existsSync(path.join(parent, base)) || restorePrevious(dir);
   const entries = fs.readdirSync(parent).filter((f) => f.startsWith(`.${base}.quantbook-`) && !f.endsWith('-lock'));
-  const previous = entries.filter((f) => f.startsWith(`.${base}.quantbook-previous-`)).sort();
-  if (!fs.existsSync(target) && previous.length) fs.renameSync(path.join(parent, previous[previous.length - 1]), target);
   for (const f of entries) {
+    if (!whole && f.startsWith(`.${base}.quantbook-previous-`)) continue; // the only copy of the set: never removed
     const pid = Number(/-(\d+)-[0-9a-z]+$/.exec(f)?.[1]);
     if (pid === process.pid || !processAlive(pid)) fs.rmSync(path.join(parent, f), { recursive: true, force: true });
   }
@@ -106,21 +128,10 @@ function linkOrCopy(from: string, to: string): void {
 export function restoreInterruptedSet(file: string): boolean {
   const dir = path.dirname(path.resolve(file));
   if (fs.existsSync(dir)) return false;
-  const { parent, base } = siblings(dir);
-  if (!fs.existsSync(parent)) return false;
-  const lockFile = path.join(parent, `.${base}.quantbook-lock`);
-  if (fs.existsSync(lockFile)) {
-    const holder = Number(fs.readFileSync(lockFile, 'utf8'));
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) return false;
-  }
-  const previous = fs.readdirSync(parent).filter((f) => f.startsWith(`.${base}.quantbook-previous-`)).sort();
-  if (!previous.length) return false;
-  try {
-    fs.renameSync(path.join(parent, previous[previous.length - 1]), dir);
-    return true;
-  } catch {
-    return false; // another reader or writer got there first
-  }
+  if (!fs.existsSync(path.dirname(dir))) return false;
+  const lockFile = lockPath(dir);
+  if (fs.existsSync(lockFile) && liveHolder(fs.readFileSync(lockFile, 'utf8')) !== undefined) return false;
+  return restorePrevious(dir);
 }
 
 function sha256(file: string): string {
