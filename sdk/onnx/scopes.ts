@@ -109,6 +109,13 @@ export function hoistTensors(model: Model, names: string[]): { model: Model; out
       const body = ref.graph.proto;
       const node = ref.node;
       if (!ref.graph.hasTensor(tensor)) break; // defined further out: readable there as it is
+      if (body.input.some((i) => i.name === tensor)) {
+        // a body input returned as a body output is passed through without the per-iteration
+        // allocation a Scan output needs (ORT: "is_concrete_shape_ was false"): copy it first
+        const copyName = fresh.fresh(`${tensor}_copy`);
+        body.node.push(newNode({ op_type: 'Identity', name: copyName, input: [tensor], output: [copyName] }));
+        tensor = copyName;
+      }
       body.output.push(bodyOutput(tensor, type));
       if (node.op_type === 'If') {
         for (const other of node.attribute) {

@@ -86,7 +86,6 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const qdq = float.clone();
   if (opSet === 'extended') divisionsToMultiplications(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
-  keepScanBodiesFloat(selection);
   requireLayers(selection, qdq);
   let layerTensors = activationTensors(qdq, selection.layers);
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
@@ -168,16 +167,3 @@ function keepUnreachedLayersFloat(selection: LayerSelection, calibration: Calibr
   });
 }
 
-/**
- * Scan bodies are not calibrated yet: ONNX Runtime refuses a body tensor carried out as an extra
- * scan output unless its shape is fully known ("is_concrete_shape_"). Their layers stay float,
- * named; W8A8_DYNAMIC quantizes them (it needs no calibration).
- */
-function keepScanBodiesFloat(selection: LayerSelection): void {
-  selection.layers = selection.layers.filter((l) => {
-    const scan = l.scope?.chain.find((ref) => ref.node.op_type === 'Scan');
-    if (!scan) return true;
-    selection.skipped.push({ name: l.name, opType: l.opType, reason: `inside the Scan body of "${scan.node.name}": static calibration through Scan is not supported yet (W8A8_DYNAMIC quantizes it)`, scope: l.scope!.path });
-    return false;
-  });
-}

@@ -423,7 +423,7 @@ function entry(spec: Spec): CnnEntry {
     elementType: spec.fp16 ? 'float16' : 'float32',
     async write(dir: string): Promise<string> {
       const { model, points } = buildPlain(spec);
-      await normalizeFromBatchStats(model, points, calibration(spec, false));
+      await normalizeFromBatchStats(model, points, calibration(spec, false), { alignConvs: true, seed: spec.seed });
       if (spec.constantNodes) toConstantNodes(model);
       if (spec.fp16) toFloat16(model);
       const file = path.join(dir, `${spec.name}.onnx`);

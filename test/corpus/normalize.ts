@@ -9,7 +9,8 @@
  */
 import * as ort from 'onnxruntime-node';
 import { DataType, numberToFloat16Bits } from '../../sdk/onnx/dtype';
-import { GraphProto, ModelProto, encodeModel } from '../../sdk/onnx/proto';
+import { GraphProto, ModelProto, NodeProto, encodeModel } from '../../sdk/onnx/proto';
+import { ConvGeometry, alignConvToData, alignable } from './align';
 import { makeTensor, readTensorAsFloat32 } from '../../sdk/onnx/tensor';
 import { seededNormal, seededRandom } from '../../sdk/util/seeded-random';
 import { valueInfo } from './builder';
@@ -189,6 +190,34 @@ export async function batchStats(model: Uint8Array, names: string[], batches: Fe
   return stats;
 }
 
+/** Runs `model` on each feed and returns `names` concatenated over the batches (axis 0). */
+async function batchTensors(model: Uint8Array, names: string[], batches: Feeds[]): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
+  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'disabled', logSeverityLevel: 3 });
+  const parts = new Map<string, ort.Tensor[]>(names.map((n) => [n, []]));
+  try {
+    for (const feeds of batches) {
+      const out = await session.run(feeds, names);
+      for (const n of names) parts.get(n)!.push(out[n]);
+    }
+  } finally {
+    await session.release();
+  }
+  const joined = new Map<string, { data: Float32Array; dims: number[] }>();
+  for (const [n, ts] of parts) {
+    const dims = ts[0].dims.map(Number);
+    dims[0] = ts.reduce((a, t) => a + Number(t.dims[0]), 0);
+    const data = new Float32Array(dims.reduce((a, b) => a * b, 1));
+    let at = 0;
+    for (const t of ts) {
+      const f = tensorFloats(t);
+      data.set(f, at);
+      at += f.length;
+    }
+    joined.set(n, { data, dims });
+  }
+  return joined;
+}
+
 /**
  * Sets every point's constants from the batch statistics it sees, in topological order: the
  * points whose inputs no pending point can still change are measured together in one run, then
@@ -196,7 +225,7 @@ export async function batchStats(model: Uint8Array, names: string[], batches: Fe
  * Throws on a channel that is (nearly) constant on the batch: a dead channel would make the
  * normalisation meaningless, and the model's author should change the architecture or seed.
  */
-export async function normalizeFromBatchStats(model: ModelProto, points: NormPoint[], batches: Feeds[]): Promise<void> {
+export async function normalizeFromBatchStats(model: ModelProto, points: NormPoint[], batches: Feeds[], options: { alignConvs?: boolean; seed?: number } = {}): Promise<void> {
   const graph = model.graph!;
   const producer = new Map<string, number>();
   graph.node.forEach((n, i) => n.output.forEach((o) => producer.set(o, i)));
@@ -225,13 +254,43 @@ export async function normalizeFromBatchStats(model: ModelProto, points: NormPoi
     graph.initializer[i] = makeTensor(name, DataType.FLOAT, t.dims.map(Number), data);
   };
 
+  // with alignConvs, every Conv/Gemm with float weights is redrawn from its input (align.ts)
+  // before the points after it are measured: a wave aligns the layers whose inputs nothing
+  // pending can change, then measures the points likewise settled
+  type Layer = { node: NodeProto; dims: number[]; geometry: ConvGeometry };
+  const layers: Layer[] = [];
+  if (options.alignConvs) {
+    for (const node of graph.node) {
+      const view = alignable(node, graph.initializer[index.get(node.input[1]) ?? -1]);
+      if (view) layers.push({ node, ...view });
+    }
+  }
   let pending = points.slice();
-  while (pending.length) {
-    const ready = pending.filter((p) => {
-      const up = ancestors(observed(p));
-      return !pending.some((q) => q !== p && mutated(q).some((n) => up.has(n)));
-    });
-    if (!ready.length) throw new Error('normalisation points depend on each other in a cycle');
+  let pendingLayers = layers.slice();
+  const settled = (tensor: string, self: unknown): boolean => {
+    const up = ancestors(tensor);
+    return !pending.some((q) => q !== self && mutated(q).some((n) => up.has(n))) && !pendingLayers.some((l) => l !== self && up.has(l.node.name!));
+  };
+  let wave = 0;
+  while (pending.length || pendingLayers.length) {
+    const readyLayers = pendingLayers.filter((l) => settled(l.node.input[0], l));
+    const ready = pending.filter((p) => settled(observed(p), p));
+    if (!ready.length && !readyLayers.length) throw new Error('normalisation points depend on each other in a cycle');
+    if (readyLayers.length) {
+      const names = [...new Set(readyLayers.map((l) => l.node.input[0]))];
+      const inputs = await batchTensors(withOutputs(model, names), names, batches);
+      readyLayers.forEach((l, k) => {
+        const x = inputs.get(l.node.input[0])!;
+        const xDims = x.dims.length === 2 ? [...x.dims, 1, 1] : x.dims;
+        const aligned = alignConvToData(read(l.node.input[1]), l.dims, l.geometry, x.data, xDims, (options.seed ?? 1) * 7919 + wave * 104729 + k);
+        if (aligned) write(l.node.input[1], aligned);
+      });
+      const done = new Set(readyLayers);
+      pendingLayers = pendingLayers.filter((l) => !done.has(l));
+      wave++;
+      continue;
+    }
+    wave++;
     const names = [...new Set(ready.map(observed))];
     const stats = await batchStats(withOutputs(model, names), names, batches);
     for (const p of ready) {

@@ -191,6 +191,59 @@ describe('quantization inside If/Loop/Scan bodies', function () {
     onnxCheck(file);
   });
 
+  /** ys, h = Scan over axis 1 of x [2, 5, 6] { h ← Tanh(x_t · Wx + h · Wh) }, Wx/Wh outer-scope initializers. */
+  function scanModel(): Uint8Array {
+    const body = new GraphBuilder('scan_body', 5);
+    body.input('h_in', DataType.FLOAT, [2, 8]);
+    body.input('x_t', DataType.FLOAT, [2, 6]);
+    const a = body.op('MatMul', ['x_t', 'Wx'], {}, 'x_proj');
+    const b = body.op('MatMul', ['h_in', 'Wh'], {}, 'h_proj');
+    const h = body.op('Tanh', [body.op('Add', [a, b])], {}, 'h_out');
+    body.node('Identity', [h], {}, { outputs: ['y_t'], name: 'y_id' });
+    body.output(h, DataType.FLOAT, [2, 8]);
+    body.output('y_t', DataType.FLOAT, [2, 8]);
+    const g = new GraphBuilder('scan-model', 6);
+    g.input('x', DataType.FLOAT, [2, 5, 6]);
+    g.input('h0', DataType.FLOAT, [2, 8]);
+    g.gaussian('Wx', [6, 8], 0.5, 0.02);
+    g.gaussian('Wh', [8, 8], 0.4, 0.01);
+    g.node('Scan', ['h0', 'x'], { body: body.graph(), num_scan_inputs: 1, scan_input_axes: [1], scan_output_axes: [1] }, { outputs: ['h_last', 'ys'], name: 'scan' });
+    g.output('h_last', DataType.FLOAT, [2, 8]);
+    g.output('ys', DataType.FLOAT, [2, 5, 8]);
+    return encodeModel(g.model({ opset: 13, irVersion: 7 }));
+  }
+
+  it('a Scan body: both MatMuls are calibrated over every step (slices of x; h0 then every state but the last) and quantized in the body', async function () {
+    const model = loadModel(scanModel());
+    const batches = [1, 2, 3].map((k) => ({ x: new ort.Tensor('float32', randomFloats(60, k), [2, 5, 6]), h0: new ort.Tensor('float32', randomFloats(16, 10 + k).map((v) => 0.5 * v), [2, 8]) }));
+    const r = await quantizeW8A8(model, batches);
+    assert.deepEqual(r.layers.map((l) => l.input!.tensor).sort(), ['scan/body/h_in', 'scan/body/x_t']);
+    assert.equal(r.selection.skipped.length, 0, JSON.stringify(r.selection.skipped));
+    // independent ranges: every slice of x is all of x; the state read at step t is h0, then ys[:, t-1]
+    const s = await ort.InferenceSession.create(model.toBytes());
+    const range = (values: Iterable<number>, [lo, hi]: number[]) => { for (const v of values) { lo = Math.min(lo, v); hi = Math.max(hi, v); } return [lo, hi]; };
+    let xr = [Infinity, -Infinity];
+    let hr = [Infinity, -Infinity];
+    for (const b of batches) {
+      const ys = (await s.run(b)).ys.data as Float32Array;
+      xr = range(b.x.data as Float32Array, xr);
+      hr = range(b.h0.data as Float32Array, hr);
+      for (let n = 0; n < 2; n++) for (let t = 0; t < 4; t++) hr = range(ys.subarray((n * 5 + t) * 8, (n * 5 + t + 1) * 8), hr);
+    }
+    assert.deepEqual((r.calibration.observers.get('scan/body/x_t') as Observer).observedRange, xr);
+    assert.deepEqual((r.calibration.observers.get('scan/body/h_in') as Observer).observedRange, hr);
+    const body = scopes(r.qdq).find((x) => x.path === 'scan/body')!;
+    assert.equal(body.graph.nodes.filter((n) => n.op_type === 'QuantizeLinear').length >= 2, true);
+    const out = await (await ort.InferenceSession.create(r.qdq.toBytes())).run(batches[0]);
+    const ref = await s.run(batches[0]);
+    const err = Math.max(...Array.from(out.ys.data as Float32Array, (v, i) => Math.abs(v - (ref.ys.data as Float32Array)[i])));
+    assert.ok(err < 0.05, `scan output error ${err}`);
+    requireChecker(this);
+    const file = path.join(dir, 'scan-int8.onnx');
+    r.qdq.save(file);
+    onnxCheck(file);
+  });
+
   it('calibrate() names a body tensor it cannot find', async () => {
     const model = loadModel(loopModel());
     await assert.rejects(calibrate(model, [{ x: new ort.Tensor('float32', new Float32Array(16), [2, 8]) }], { tensors: ['loop/body/nope'] }), /tensor "loop\/body\/nope" is in no graph/);
