@@ -1,5 +1,6 @@
 /** quantbook's public surface. */
 export { QuantbookError, ErrorCode } from './errors';
+export { WARNING_TYPE } from './warnings';
 export { DataType, TensorArray, typeName, toFloat32 } from './onnx/dtype';
 export { Graph, ValueType, Dim, NodeSpec, SubgraphRef, attributeValue, constantNodeValue } from './onnx/graph';
 export { Model, loadModel } from './onnx/model';

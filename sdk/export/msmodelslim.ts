@@ -6,7 +6,10 @@
  *   W8A8_DYNAMIC:    <p>.weight int8 · <p>.weight_scale, <p>.weight_offset float32 [n]
  * with msModelSlim's signed convention: x_q = round(x / input_scale) + input_offset in
  * [−128, 127]; y = (Σ x_q·w + quant_bias) · deq_scale, so quant_bias carries the float bias
- * and the activation offset's correction (−input_offset·Σw). Every other initializer is
+ * and the activation offset's correction (−input_offset·Σw). msModelSlim files are always
+ * signed: uint8 weights (w_signed false) are written as w − 128 with offsets − 128, the same
+ * grid. weight_offset is the weight zero point (w = (w_q − weight_offset)·weight_scale); W8A8
+ * static has no place for one, so it refuses asymmetric weights. Every other initializer is
  * written as it was, described "FLOAT".
  * `<p>` is the weight's name without ".weight" when it has that suffix (PyTorch exports), else
  * the layer's node name. Weights keep their ONNX layout (MatMul [k, n], Conv [n, c, kh, kw]).
@@ -43,11 +46,18 @@ function layerPrefix(rec: LayerRecord): string {
   return rec.weight?.tensor.endsWith('.weight') ? rec.weight.tensor.slice(0, -'.weight'.length) : rec.name;
 }
 
+/** The weight on msModelSlim's signed grid: uint8 values and zero points shifted by −128 (same dequantized values). */
+function signedWeight(w: NonNullable<LayerRecord['weight']>): { int8: Int8Array; offset: Int32Array } {
+  const shift = w.int8 instanceof Uint8Array ? 128 : 0;
+  const offset = Int32Array.from(w.zeroPoint ?? new Int32Array(w.scale.length), (z) => z - shift);
+  return { int8: w.int8 instanceof Int8Array ? w.int8 : Int8Array.from(w.int8, (v) => v - shift), offset };
+}
+
 /** Σ of the integer weights feeding each output channel. */
-function channelSums(w: NonNullable<LayerRecord['weight']>): Int32Array {
+function channelSums(w: NonNullable<LayerRecord['weight']>, int8: Int8Array): Int32Array {
   const sums = new Int32Array(w.scale.length);
-  forEachChannel(w.int8.length, w.scale.length, w.dims, w.axis, (start, end, stride, c) => {
-    for (let i = start; i < end; i += stride) sums[c] += w.int8[i];
+  forEachChannel(int8.length, w.scale.length, w.dims, w.axis, (start, end, stride, c) => {
+    for (let i = start; i < end; i += stride) sums[c] += int8[i];
   });
   return sums;
 }
@@ -91,17 +101,20 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
     const p = layerPrefix(rec);
     prefixes.set(rec.name, p);
     const w = rec.weight;
-    if (w) {
+    const signed = w && signedWeight(w);
+    if (w && signed) {
       replaced.add(w.tensor);
-      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: w.int8 }, quantType);
+      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: signed.int8 }, quantType);
     }
     if (quantType === 'W8A8_DYNAMIC') {
-      if (w) {
+      if (w && signed) {
         put(`${p}.weight_scale`, f32([w.scale.length], w.scale), quantType);
-        put(`${p}.weight_offset`, f32([w.scale.length], new Float32Array(w.scale.length)), quantType);
+        put(`${p}.weight_offset`, f32([w.scale.length], signed.offset), quantType);
       }
       continue;
     }
+    // the weight offset would multiply Σx_q, which changes per input: it cannot fold into quant_bias
+    if (signed?.offset.some(Boolean)) throw new QuantbookError('UNSUPPORTED', `msModelSlim W8A8 export: layer "${rec.name}" has asymmetric weights (weight offset ${signed.offset.find(Boolean)}); W8A8 needs symmetric weights (w_sym true), or export W8A8_DYNAMIC, which records weight_offset`);
     if (!rec.input) continue;
     // the int8 offset for the same grid: uint8 zero point z ↔ int8 offset z − 128
     const offset = rec.input.zeroPoint + (-128 - rec.input.qmin);
@@ -110,7 +123,7 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
     if (!w) continue;
     const n = w.scale.length;
     const deq = Float32Array.from(w.scale, (s) => Math.fround(s * rec.input!.scale));
-    const sums = channelSums(w);
+    const sums = channelSums(w, signed!.int8);
     const folded = Array.from({ length: n }, (_, c) => (rec.bias ? rec.bias.int32[c] : 0) - offset * sums[c]);
     // biases are kept within ±2^30 (int32-bias.ts); the offset term could only pass int32 for K > 66 000 inputs per channel
     const outside = folded.findIndex((v) => v < -(2 ** 31) || v > 2 ** 31 - 1);

@@ -152,7 +152,7 @@ function saveParams(dir: string, records: LayerRecord[]): string {
   fs.mkdirSync(dir, { recursive: true });
   const safe = (s: string) => s.replace(/[^A-Za-z0-9_.-]/g, '_');
   for (const r of records) {
-    const put = (what: string, data: Float32Array | Int32Array | Int8Array, dims: number[]) => writeNpy(path.join(dir, `${safe(r.name)}.${what}.npy`), data, dims);
+    const put = (what: string, data: Float32Array | Int32Array | Int8Array | Uint8Array, dims: number[]) => writeNpy(path.join(dir, `${safe(r.name)}.${what}.npy`), data, dims);
     if (r.input) {
       put('input_scale', Float32Array.of(r.input.scale), [1]);
       put('input_offset', Int32Array.of(r.input.zeroPoint), [1]);

@@ -1,21 +1,27 @@
 /**
  * FA3: int8 quantization of attention's Q, K and V, one scale per head, for the
  * MatMul(Q, Kᵀ) → [scale/mask] → Softmax → MatMul(P, V) pattern (msModelSlim's FA3 processor,
- * which runs alongside W8A8 dynamic). Scales are static, from calibration: symmetric int8 with
- * s_h = max|x_h| / 127 per head h (axis 1 of [batch, heads, tokens, head_dim]); tensors of
+ * which runs alongside W8A8 dynamic). Scales are static, from calibration with w8a8_dynamic's
+ * act_method (the one place that recipe calibrates activations): symmetric int8 per head h
+ * (axis 1 of [batch, heads, tokens, head_dim]), s_h = max|x_h| / 127 with 'minmax', the HFMG
+ * clip with 'histogram', per head whichever of the two quantizes its histogram with less
+ * error with 'mix'; tensors of
  * another rank get one scale. K is quantized before its transpose, so each head keeps its own
  * scale. The attention MatMuls themselves are left to read the dequantized Q, K, V (the
  * probabilities P stay float, as in FA3).
  */
 import { DataType } from '../onnx/dtype';
-import { QuantbookError } from '../errors';
+import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationResult, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model } from '../onnx/model';
 import type { NodeProto } from '../onnx/proto';
 import { Runner } from '../runtime/runner';
 import { insertQdqPairs } from './qdq';
-import type { QParams } from '../observers';
+import { AnyObserver, Observer, PerChannelObserver, QParams, QuantSpec, histogramQdqError, qparamsFromRange } from '../observers';
+
+export const FA3_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
+export type Fa3ActMethod = (typeof FA3_ACT_METHODS)[number];
 
 export interface AttentionSite {
   softmax: string;
@@ -90,23 +96,36 @@ export interface Fa3Result {
  * `quantized` (a copy of `float` with the same tensor names, e.g. the W8A8-dynamic model).
  * The calibration data is read twice (a probe for shapes, then calibration): pass an array or a folder.
  */
-export async function applyFa3(float: Model, quantized: Model, data: CalibrationSource, sites = findAttention(float)): Promise<Fa3Result> {
+export async function applyFa3(float: Model, quantized: Model, data: CalibrationSource, sites = findAttention(float), actMethod: Fa3ActMethod = 'minmax'): Promise<Fa3Result> {
   if (!sites.length) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: no attention (MatMul → Softmax → MatMul) found in the model');
+  if (!FA3_ACT_METHODS.includes(actMethod)) throw invalidArgument('fa3 act_method', actMethod, FA3_ACT_METHODS.map((m) => `'${m}'`).join(', '));
+  const observer = actMethod === 'minmax' ? 'minmax' : 'histogram';
   const tensors = [...new Set(sites.flatMap((s) => [s.q, s.k, s.v]))];
   const ranks = await tensorRanks(float, tensors, data);
   const perHead = tensors.filter((t) => ranks.get(t) === 4);
   const perTensor = tensors.filter((t) => ranks.get(t) !== 4);
   const spec = { signed: true, symmetric: true, narrowRange: false, numBits: 8 };
   const parts: CalibrationResult[] = [];
-  if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer: 'minmax', spec: { ...spec, perChannel: true, channelAxis: 1 } }));
-  if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer: 'minmax', spec }));
+  if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer, spec: { ...spec, perChannel: true, channelAxis: 1 } }));
+  if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer, spec }));
   const qparams = new Map<string, QParams>();
-  for (const p of parts) for (const t of p.targets) qparams.set(t.tensor, p.qparams(t.tensor));
+  for (const p of parts) for (const t of p.targets) qparams.set(t.tensor, actMethod === 'mix' ? mixedQParams(p.observers.get(t.tensor)!) : p.qparams(t.tensor));
   insertQdqPairs(quantized.graph, tensors.map((t) => [t, qparams.get(t)!]));
   // the rank is what per-head parameters broadcast against (the fake-quant model needs it)
   for (const t of perHead) quantized.graph.setValueType(t, { elemType: DataType.FLOAT, shape: [null, null, null, null] });
   const calibration = parts.length === 1 ? parts[0] : mergeCalibrations(parts);
   return { sites, calibration, qparams };
+}
+
+/** 'mix': per head, the min-max range or the histogram's clip, whichever quantizes that head's histogram with less error. */
+function mixedQParams(o: AnyObserver): QParams {
+  const heads: readonly Observer[] = o instanceof PerChannelObserver ? o.channels : [o];
+  const one: QuantSpec = { ...o.spec, perChannel: false };
+  const ranges = heads.map((h) => {
+    const error = (r: [number, number]) => histogramQdqError(h.histogram!, qparamsFromRange([r[0]], [r[1]], one));
+    return error(h.observedRange) <= error(h.clipRange()) ? h.observedRange : h.clipRange();
+  });
+  return qparamsFromRange(ranges.map((r) => r[0]), ranges.map((r) => r[1]), o.spec);
 }
 
 function mergeCalibrations(parts: CalibrationResult[]): CalibrationResult {

@@ -23,7 +23,7 @@ export const BIAS_LIMIT = 2 ** 30;
 
 /** One integer weight with one scale and zero point per output channel (even when written per tensor). */
 export interface ChannelWeight {
-  int8: Int8Array;
+  int8: Int8Array | Uint8Array;
   scale: Float32Array;
   zeroPoint: Int32Array;
 }
@@ -72,7 +72,8 @@ export function settleWeightScales(
     const each = (f: (i: number) => void) => {
       for (let o = 0; o < outer; o++) for (let i = 0; i < inner; i++) f((o * channels + c) * inner + i);
     };
-    let z = 0;
+    // symmetric grids keep their zero point (0 signed, the grid middle unsigned)
+    let z = q.zeroPoint[c];
     if (!range.symmetric) {
       let lo = 0;
       each((i) => { lo = Math.min(lo, w.data[i]); });

@@ -4,7 +4,7 @@
  * activation a quantized layer reads or writes. ONNX Runtime recognises DQ → op → Q and runs
  * the integer kernel (QLinearConv, QLinearMatMul, ...).
  */
-import { QuantbookError } from '../errors';
+import { QuantbookError, invalidArgument } from '../errors';
 import { DataType } from '../onnx/dtype';
 import { Graph, NameSource, makeAttribute, renameReads } from '../onnx/graph';
 import { makeTensor } from '../onnx/tensor';
@@ -24,8 +24,8 @@ export interface LayerRecord {
   opType: string;
   input?: { tensor: string; scale: number; zeroPoint: number; qmin: number; qmax: number };
   output?: { tensor: string; scale: number; zeroPoint: number };
-  /** zeroPoint only for asymmetric weights */
-  weight?: { tensor: string; dims: number[]; axis: number; int8: Int8Array; scale: Float32Array; zeroPoint?: Int32Array };
+  /** `int8` holds the weight grid's integers: Int8Array when signed, Uint8Array when unsigned (w_signed false); zeroPoint only where non-zero */
+  weight?: { tensor: string; dims: number[]; axis: number; int8: Int8Array | Uint8Array; scale: Float32Array; zeroPoint?: Int32Array };
   bias?: { tensor: string; int32: Int32Array; scale: Float32Array };
   /** weight channels whose scale was raised (dead channels, biases that would leave int32) */
   raisedScales?: RaisedChannel[];
@@ -81,7 +81,7 @@ export function insertQdq(g: Graph, tensor: string, q: QParams): string {
  * (`axis` given) writes 1-D scale/zero point; per-tensor writes scalars (what opsets 10–12 allow).
  * The caller invalidates.
  */
-function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Int32Array, scale: Float32Array, axis: number | undefined, zeroPoint?: Int32Array): string {
+function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Uint8Array | Int32Array, scale: Float32Array, axis: number | undefined, zeroPoint?: Int32Array): string {
   const values = names.fresh(`${base}_quantized`);
   const s = names.fresh(`${base}_scale`);
   const z = names.fresh(`${base}_zero_point`);
@@ -91,7 +91,7 @@ function dequantizedConstant(g: Graph, names: NameSource, base: string, type: Da
   g.proto.initializer.push(
     makeTensor(values, type, dims, data),
     makeTensor(s, DataType.FLOAT, qdims, scale.slice(0, n)),
-    makeTensor(z, type, qdims, type === DataType.INT8 ? Int8Array.from(zp) : zp),
+    makeTensor(z, type, qdims, type === DataType.INT8 ? Int8Array.from(zp) : type === DataType.UINT8 ? Uint8Array.from(zp) : zp),
   );
   const out = names.fresh(`${base}_dequantized`);
   g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: axis === undefined ? [] : [makeAttribute('axis', axis)] }));
@@ -105,13 +105,20 @@ export function perChannel<T extends Float32Array | Int32Array>(v: T, channels: 
   return out.fill(v[0]) as T;
 }
 
+/** Integers of an 8-bit (or narrower) grid in the type that holds them without wrapping: int8 when signed, uint8 when not. */
+export function gridIntegers(values: ArrayLike<number>, signed: boolean): Int8Array | Uint8Array {
+  return signed ? Int8Array.from(values) : Uint8Array.from(values);
+}
+
 /**
- * Int8 weights along the output-channel `axis`; `scale` (and `zeroPoint`, zero unless the spec
- * is asymmetric) have one entry per channel even when per-tensor.
+ * 8-bit weights along the output-channel `axis` (int8 or, for an unsigned spec, uint8); `scale`
+ * (and `zeroPoint`: 0 for signed symmetric, the grid middle for unsigned symmetric, fitted when
+ * asymmetric) have one entry per channel even when per-tensor.
  */
-export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array; scale: Float32Array; zeroPoint: Int32Array } {
+export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array | Uint8Array; scale: Float32Array; zeroPoint: Int32Array } {
   const q = weightQParams(data, dims, { ...WEIGHT_SPEC, ...spec, channelAxis: axis });
-  const int8 = Int8Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis));
+  if (q.numBits > 8) throw invalidArgument('weight numBits', q.numBits, 'at most 8 (weights are stored as int8/uint8)');
+  const int8 = gridIntegers(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis), q.signed);
   return { int8, scale: perChannel(q.scale, dims[axis]), zeroPoint: perChannel(q.zeroPoint, dims[axis]) };
 }
 
@@ -182,7 +189,7 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       let { int8, scale, zeroPoint } = quantizeWeight(data, w.dims, axis, options.weightSpec);
       const customScale = options.weightScales?.get(layer.name);
       if (customScale) {
-        int8 = Int8Array.from(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1));
+        int8 = gridIntegers(quantizeLinear(data, customScale, zeroPoint.subarray(0, customScale.length), range, w.dims, customScale.length > 1 ? axis : 1), spec.signed);
         scale = perChannel(Float32Array.from(customScale), w.dims[axis]);
       }
       const chosenValues = options.weightValues?.get(layer.name);
@@ -195,7 +202,8 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       const raised = settleWeightScales({ data, dims: w.dims, axis }, { int8, scale, zeroPoint }, { ...range, symmetric: spec.symmetric }, { bias, inputScale: rec.input?.scale, perTensor });
       if (raised.length) rec.raisedScales = raised;
       rec.weight = { tensor: key(layer.weight), dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
-      const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, DataType.INT8, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
+      const wType = spec.signed ? DataType.INT8 : DataType.UINT8;
+      const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, wType, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
       layer.node.input[layer.node.input.indexOf(layer.weight)] = wOut;
       if (bias && rec.input) {
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));

@@ -37,8 +37,8 @@ interface PlannedLayer { layer: QuantLayer; weight?: AmctLayerParams['weight']; 
 function arqWeight(float: Model, layer: QuantLayer, w: WeightQuantParams): NonNullable<AmctLayerParams['weight']> {
   const t = float.graph.constantValue(layer.weight!)!;
   const axis = layer.weightAxis!;
-  const { int8, scale } = quantizeWeight(t.data as Float32Array, t.dims, axis, { numBits: w.num_bits, perChannel: w.channel_wise });
-  return { tensor: layer.weight!, dims: t.dims, axis, int8, scale };
+  const { int8, scale } = quantizeWeight(t.data as Float32Array, t.dims, axis, { numBits: w.num_bits, perChannel: w.channel_wise, signed: true });
+  return { tensor: layer.weight!, dims: t.dims, axis, int8: int8 as Int8Array, scale }; // AMCT weights are signed: int8
 }
 
 function observerFor(p: ActivationQuantParams): { kind: 'ifmr' | 'histogram'; options: ObserverOptions } {

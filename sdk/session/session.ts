@@ -27,6 +27,7 @@ import { CompareOptions, LayerComparison, compareModels } from '../quantize/comp
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
 import { defaultExportNames, msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
 import { ReportInput, environment } from '../export/report';
+import { warn } from '../warnings';
 import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
 
 export interface SaveReport { files: string[] }
@@ -192,6 +193,7 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     checkOutputFolder(map.save.outputPath);
   }
   const antiOutlier = map.m3 || map.m4 || map.m6;
+  warnUnusedDynamicActMethod(map);
   // smoothing rewrites, and fa3 reads, the prepared float graph (opset 13, BatchNorm folded): prepare it once
   const model = antiOutlier || map.fa3 ? prepareFloat(original) : original;
   // anti-outlier first: the quantizer then sees the smoothed model
@@ -211,13 +213,23 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const sites = map.fa3 ? findAttention(model) : [];
     const attention = sites.flatMap((s) => [s.scores, s.context]);
     const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
-    const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites) : undefined;
+    const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites, map.w8a8_dynamic!.cfg.actMethod) : undefined;
     const fakeQuant = fa3 ? toFakeQuant(r.qdq) : r.fakeQuant;
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? []);
   }
   if (map.save && !run.deferSave) result.saved = result.save(map.save.outputPath, map.save);
   return result;
+}
+
+/**
+ * w8a8_dynamic calibrates activations only for fa3's static Q/K/V; without fa3 its act_method
+ * picks nothing (scales come at run time; anti-outlier scales use max|X_j|), so say so.
+ */
+function warnUnusedDynamicActMethod(map: SessionConfig['processorCfgMap']): void {
+  const method = map.w8a8_dynamic?.cfg.actMethod;
+  if (!method || method === 'minmax' || map.fa3) return;
+  warn('QUANTBOOK_ACT_METHOD_UNUSED', `w8a8_dynamic.cfg.act_method '${method}' has no effect without fa3: W8A8 dynamic computes activation scales at run time, and anti-outlier scales come from per-channel max|X|; act_method only sets how fa3 calibrates Q/K/V (add fa3, or leave act_method 'minmax')`);
 }
 
 /** Runs a session from a config object (camelCase or snake_case) or a JSON config file. */

@@ -11,6 +11,7 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { writeKernelSpec } from '../../kernel-extensions/kernelspec';
+import { loadSafetensors } from '../../sdk';
 import { tempDir } from '../helpers';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
@@ -85,6 +86,27 @@ describe('notebooks (tslab kernel, nbconvert, headless Chromium)', function () {
     const own = rows.map((r) => Number(r[2]));
     assert.equal(own.length, 5, table);
     assert.ok(own.every((v, i) => Number.isFinite(v) && (i === 0 || v >= own[i - 1])), own.join(', '));
+  });
+
+  it('ascend-export prints the tensor count the exported safetensors file holds (> 0, all described) and shows the layer\'s tensors', function () {
+    const nb = executed.get('ascend-export.ipynb');
+    if (!nb) this.skip();
+    const cells = (JSON.parse(fs.readFileSync(nb!, 'utf8')) as { cells: Cell[] }).cells.filter((c) => c.cell_type === 'code');
+    const stdout = (c: Cell) => (c.outputs ?? []).filter((o) => o.output_type === 'stream' && o.name === 'stdout').map((o) => text(o.text)).join('');
+    const saveCell = cells.find((c) => text(c.source).includes("saveType: ['safe_tensor']"))!;
+    const file = stdout(saveCell).split('\n').find((l) => l.endsWith('.safetensors'));
+    assert.ok(file, `no .safetensors file listed:\n${stdout(saveCell)}`);
+    const held = loadSafetensors(path.join(ROOT, 'out', 'notebooks', 'ascend', file!)).tensors.size;
+    const cell = cells.find((c) => text(c.source).includes('tensors stored'))!;
+    const m = /model_quant_type: W8A8; (\d+) tensors stored, (\d+) described/.exec(stdout(cell));
+    assert.ok(m, `printed: ${stdout(cell)}`);
+    const [stored, described] = [Number(m![1]), Number(m![2])];
+    assert.ok(stored > 0 && stored === held && described === held, `printed ${stored} stored / ${described} described; the file holds ${held}`);
+    // the table of one layer's tensors: weight, input_scale, input_offset, quant_bias, deq_scale
+    const table = (cell.outputs ?? []).map((o) => text(o.data?.['text/html'])).find((h) => h.includes('<table'));
+    const rows = table ? [...table.matchAll(/<tr>/g)].length - 1 : 0;
+    assert.ok(rows >= 5, `the layer table has ${rows} rows:\n${table}`);
+    for (const t of ['.weight', '.input_scale', '.input_offset', '.quant_bias', '.deq_scale']) assert.ok(table!.includes(t), `${t} missing from the table`);
   });
 
   it('the quickstart exported to HTML renders its plots offline in headless Chromium', async function () {

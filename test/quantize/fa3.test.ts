@@ -7,8 +7,9 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { QuantbookError, loadModel, normalizeSessionConfig, prepareFloat, readStats, session } from '../../sdk';
+import { QuantbookError, WARNING_TYPE, loadModel, normalizeSessionConfig, prepareFloat, readStats, session } from '../../sdk';
 import { findAttention } from '../../sdk/quantize/fa3';
+import { histogramQdqError } from '../../sdk/observers';
 import { characterAccuracy } from '../../sdk/eval/metrics';
 import { ctcDecode, loadRecKeys } from '../../sdk/eval/ppocr';
 import { DATA_DIR, folderLabels, recBatches } from '../../sdk/eval/ocr-data';
@@ -76,6 +77,49 @@ describe('fa3: per-head int8 Q, K, V (with W8A8 dynamic)', () => {
     let max = 0;
     literal.forEach((v, i) => { max = Math.max(max, Math.abs(v - simulated[i])); });
     assert.ok(max <= 1e-4, `per-head fake-quant vs QDQ: max abs difference ${max}`);
+  });
+
+  it("w8a8_dynamic's act_method sets fa3's Q/K/V scales: histogram clips long-tailed heads below min-max, 'mix' takes one of the two per head", async () => {
+    const calib = transformerCalib();
+    const run = (actMethod: 'minmax' | 'histogram' | 'mix') => session(TRANSFORMER, { calibData: calib }).w8a8Dynamic({ actMethod }).fa3().run();
+    const headScales = (r: Awaited<ReturnType<typeof run>>) => {
+      const g = r.qdq.graph;
+      return r.attention.flatMap((s) => [s.q, s.k, s.v]).map((t) => Array.from(g.constantValue(g.consumers(t).find((n) => n.op_type === 'QuantizeLinear')!.input[1])!.data as Float32Array));
+    };
+    const [mm, hist, mix] = [await run('minmax'), await run('histogram'), await run('mix')];
+    const [a, b, c] = [headScales(mm), headScales(hist), headScales(mix)];
+    // min-max: s_h = max|x_h| / 127 of what calibration saw
+    const heads = [...mm.calibration!.observers.values()].flatMap((o) => ('channels' in o ? o.channels : [o]).map((h) => Math.max(-h.observedRange[0], h.observedRange[1]) / 127));
+    assert.deepEqual(a.flat().map((s) => s.toPrecision(5)), heads.map((s) => Math.fround(s).toPrecision(5)));
+    const ratios = a.flat().map((s, i) => s / b.flat()[i]);
+    assert.ok(ratios.every((r) => r >= 1 - 1e-6), `histogram never widens a head: ${ratios}`);
+    assert.ok(Math.max(...ratios) >= 1.02, `histogram clips the longest tail by ≥ 2%: max ratio ${Math.max(...ratios)}`);
+    assert.ok(c.flat().every((s, i) => s === a.flat()[i] || s === b.flat()[i]), 'mix: each head takes the min-max or the histogram scale');
+    // ... the one that quantizes that head's histogram with less error
+    const histograms = [...mix.calibration!.observers.values()].flatMap((o) => ('channels' in o ? o.channels : [o]).map((h) => h.histogram!));
+    const error = (i: number, s: number) => histogramQdqError(histograms[i], { scale: Float32Array.of(s), zeroPoint: Int32Array.of(0), qmin: -128, qmax: 127, numBits: 8, signed: true });
+    c.flat().forEach((s, i) => assert.ok(error(i, s) <= Math.min(error(i, a.flat()[i]), error(i, b.flat()[i])), `mix head ${i}`));
+    console.log(`      fa3 scales, min-max / histogram per head: ${ratios.map((r) => r.toFixed(3)).join(' ')}`);
+  });
+
+  it('w8a8_dynamic act_method without fa3 changes nothing, and says so with a QuantbookWarning', async () => {
+    const seen: Error[] = [];
+    const listen = (w: Error) => { if (w.name === WARNING_TYPE) seen.push(w); };
+    process.on('warning', listen);
+    try {
+      const plain = await session(TRANSFORMER).w8a8Dynamic().run();
+      const hist = await session(TRANSFORMER).w8a8Dynamic({ actMethod: 'histogram' }).run();
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.deepEqual(hist.qdq.toBytes(), plain.qdq.toBytes(), 'same model either way');
+      assert.equal(seen.length, 1, 'one warning, for the histogram run only');
+      assert.equal((seen[0] as Error & { code?: string }).code, 'QUANTBOOK_ACT_METHOD_UNUSED');
+      assert.match(seen[0].message, /w8a8_dynamic.cfg.act_method 'histogram' has no effect without fa3/);
+      await session(TRANSFORMER, { calibData: transformerCalib() }).w8a8Dynamic({ actMethod: 'histogram' }).fa3().run();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(seen.length, 1, 'with fa3 act_method applies: no warning');
+    } finally {
+      process.off('warning', listen);
+    }
   });
 
   it('config rules: fa3 needs w8a8_dynamic and calibration data, and takes no parameters', () => {

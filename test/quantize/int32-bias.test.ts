@@ -89,6 +89,16 @@ describe('int32 biases and weight scales (no saturation, no denormals)', () => {
     assert.ok(t.scale.every((s) => s === t.scale[2]) && t.scale[0] >= need, 'per tensor: one scale, raised for all');
   });
 
+  it('unsigned symmetric weights (uint8, zero point 128): a raised channel keeps the grid middle as its zero point', () => {
+    const data = Float32Array.of(0.5, -0.25, 1e-3, -2e-3);
+    const q = quantizeWeight(data, [2, 2], 0, { signed: false });
+    assert.ok(q.int8 instanceof Uint8Array && q.zeroPoint.every((z) => z === 128), 'precondition: uint8 grid, zero point 128');
+    const raised = settleWeightScales({ data, dims: [2, 2], axis: 0 }, q, { qmin: 0, qmax: 255, symmetric: true }, { bias: Float32Array.of(0, 3e4), inputScale: 0.02 });
+    assert.deepEqual(raised.map((r) => r.channel), [1]);
+    assert.deepEqual(Array.from(q.zeroPoint), [128, 128]);
+    for (let i = 2; i < 4; i++) assert.equal(q.int8[i], Math.round(data[i] / q.scale[1]) + 128);
+  });
+
   it('asymmetric weights: a raised channel gets the zero point of its range on the new grid', () => {
     const data = Float32Array.of(0.2, 0.4, 0.6, 0.8);
     const q = { int8: new Int8Array(4), scale: Float32Array.of(1e-35), zeroPoint: Int32Array.of(-128) };
