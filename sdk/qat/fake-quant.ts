@@ -108,12 +108,14 @@ export class ActivationFakeQuant {
   }
 
   apply(x: tf.Tensor, training: boolean): tf.Tensor {
+    // quant_delay counts the training steps before this one: the first quantDelay steps run in float
+    const before = this.steps;
     if (training) {
       // a learned scale replaces range tracking once it exists
       if (!this.scale) this.observe(x);
       this.steps++;
     }
-    if (!this.active || !this.enabled) return x;
+    if (before < this.options.quantDelay || this.min === undefined || !this.enabled) return x;
     const q = this.qparams();
     if (this.options.learnScale !== undefined) {
       if (!this.scale) this.setLearnedScale(q.scale[0]);
@@ -141,8 +143,10 @@ export class WeightFakeQuant {
   }
 
   apply(w: tf.Tensor, training: boolean): tf.Tensor {
+    // as for activations: identity for the first quantDelay training steps
+    const before = this.steps;
     if (training) this.steps++;
-    if (this.steps < this.quantDelay || !this.enabled) return w;
+    if (before < this.quantDelay || !this.enabled) return w;
     const q = this.qparams(w);
     const shape = w.shape.map((d, i) => (this.spec.perChannel && i === this.spec.channelAxis ? d : 1));
     return fakeQuantize(w, tf.tensor(q.scale, shape), tf.tensor(q.zeroPoint, shape, 'float32'), q.qmin, q.qmax);

@@ -1,4 +1,5 @@
 import { strict as assert } from 'assert';
+import * as tf from '@tensorflow/tfjs';
 import {
   Histogram, QuantbookError, chooseReductions, initBackend, loopReductions, reductionChoice, tfjsReductions, useReductions,
 } from '../../sdk';
@@ -7,13 +8,35 @@ import { randomFloats, seededRandom } from '../helpers';
 describe('kernels: backends and reductions', () => {
   after(() => useReductions('loop'));
 
-  it('picks the best available tfjs backend and says which were skipped', async () => {
+  it('picks the first installed tfjs backend (gpu → node → wasm → cpu) and says which were skipped', async () => {
+    // Independently of initBackend: which of the optional packages resolve here.
+    const resolves = (pkg: string): boolean => {
+      try {
+        require.resolve(pkg);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const installed = {
+      'tensorflow-gpu': resolves('@tensorflow/tfjs-node-gpu'),
+      tensorflow: resolves('@tensorflow/tfjs-node'),
+      wasm: resolves('@tensorflow/tfjs-backend-wasm'),
+    };
+    // This machine: tfjs-node(-gpu) cannot be installed (libtensorflow needs a download), wasm is.
+    assert.deepEqual(installed, { 'tensorflow-gpu': false, tensorflow: false, wasm: true });
+    const expected = installed['tensorflow-gpu'] ? 'tensorflow-gpu' : installed.tensorflow ? 'tensorflow' : installed.wasm ? 'wasm' : 'cpu';
+    assert.equal(process.env.QUANTBOOK_TF_BACKEND, undefined, 'no forced backend in the test environment');
     const info = await initBackend();
-    assert.ok(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'].includes(info.name));
-    if (info.name === 'wasm') {
-      assert.ok(info.skipped.some((s) => s.name === 'tensorflow'), 'tfjs-node was tried first');
-      assert.equal(typeof info.simd, 'boolean');
-    }
+    assert.equal(info.name, expected);
+    assert.equal(tf.getBackend(), 'wasm', 'tfjs itself runs on the chosen backend');
+    // both native packages were tried first and skipped because they do not resolve
+    assert.deepEqual(info.skipped.map((s) => s.name), ['tensorflow-gpu', 'tensorflow']);
+    assert.match(info.skipped[0].reason, /Cannot find module '@tensorflow\/tfjs-node-gpu'/);
+    assert.match(info.skipped[1].reason, /Cannot find module '@tensorflow\/tfjs-node'/);
+    assert.equal(info.simd, tf.env().getBool('WASM_HAS_SIMD_SUPPORT'));
+    assert.equal(info.simd, true, 'wasm SIMD works in Node');
+    assert.equal(info.threads, false, 'wasm threads cannot be enabled in Node');
   });
 
   it('rejects an unknown backend name, listing the allowed ones', async () => {

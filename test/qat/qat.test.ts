@@ -8,8 +8,9 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import * as ort from 'onnxruntime-node';
 import {
-  QatConfig, QatNetwork, QuantDtype, QuantbookError, SimulatedQuantizationAwareTraining, ValueError,
+  QatConfig, QatNetwork, QuantDtype, QuantbookError, SimulatedQuantizationAwareTraining, TrainableGraph, ValueError,
   dequantizeLinear, evaluate, fakeQuantizeSte, fit, initBackend, learnedScaleFakeQuantize, loadModel, qsinQat,
   quantizeLinear, quantizeW8A8, readNpy, saveQsinQatModel, ortAccuracy as scoreOnOrt,
 } from '../../sdk';
@@ -123,18 +124,50 @@ describe('QAT on the MNIST CNN', () => {
     again.dispose();
   });
 
-  it('amp_num falls back the most sensitive layers to float (in `steps` rounds)', async () => {
+  it('amp_num falls back exactly the layers a greedy sensitivity measurement on ORT picks (in `steps` rounds)', async () => {
     const { train } = mnist();
     const config = new QatConfig({ amp_num: 2, steps: 2, save_onnx_name: path.join(dir, 'amp', 'cnn.onnx') });
     const net = qsinQat(loadModel(CNN), config);
     await fit(net, { train: { ...train, count: 256 }, epochs: 1, batchSize: 64, learningRate: 1e-5, sampleShape: SAMPLE_SHAPE });
     assert.throws(() => saveQsinQatModel(net, config), /amp_num 2: fallback needs data/);
     const data = [0, 1].map((i) => ({ x: { data: train.images.subarray(i * 64 * 784, (i + 1) * 64 * 784), dims: [64, 1, 28, 28] } }));
+    // Independent sensitivity: the exported QDQ model with some layers left float, run on ONNX
+    // Runtime, against the trained float model; each of `steps` rounds keeps in float the layer
+    // whose fallback leaves the lowest output MSE.
+    const runOrt = async (bytes: Uint8Array) => {
+      const session = await ort.InferenceSession.create(bytes);
+      const outs: Float32Array[] = [];
+      for (const d of data) outs.push((await session.run({ x: new ort.Tensor('float32', Float32Array.from(d.x.data), d.x.dims) }))[session.outputNames[0]].data as Float32Array);
+      await session.release();
+      return outs;
+    };
+    const reference = await runOrt(net.toFloatModel().toBytes());
+    const mseWithFloat = async (layers: string[]) => {
+      net.fallenBack.clear();
+      for (const l of layers) net.fallenBack.add(l);
+      const got = await runOrt(net.toQdqModel().model.toBytes());
+      net.fallenBack.clear();
+      let [sum, n] = [0, 0];
+      got.forEach((g, b) => g.forEach((v, i) => { sum += (v - reference[b][i]) ** 2; n++; }));
+      return sum / n;
+    };
+    const expected: string[] = [];
+    const measured: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      const scores: Array<[string, number]> = [];
+      for (const l of ['conv1', 'conv2', 'fc'].filter((x) => !expected.includes(x))) scores.push([l, await mseWithFloat([...expected, l])]);
+      scores.sort((a, b) => a[1] - b[1]);
+      measured.push(scores.map(([l, e]) => `${l} ${e.toExponential(3)}`).join(', '));
+      expected.push(scores[0][0]);
+    }
+    console.log(`      output MSE with one more layer in float (ORT): round 1 ${measured[0]}; round 2 ${measured[1]}`);
     const saved = saveQsinQatModel(net, config, { data });
-    assert.equal(saved.fallback.length, 2);
-    assert.deepEqual(saved.records.map((r) => r.name).sort(), ['conv1', 'conv2', 'fc'].filter((l) => !saved.fallback.includes(l)));
+    assert.deepEqual(saved.fallback, expected);
+    assert.deepEqual(saved.records.map((r) => r.name).sort(), ['conv1', 'conv2', 'fc'].filter((l) => !expected.includes(l)));
     const model = loadModel(saved.qdq);
-    for (const l of saved.fallback) assert.ok(!model.graph.nodes.some((n) => n.op_type === 'DequantizeLinear' && n.name?.startsWith(`${l}.weight`)), `${l} stays float`);
+    for (const l of expected) assert.ok(!model.graph.nodes.some((n) => n.op_type === 'DequantizeLinear' && n.input[0].startsWith(`${l}.weight`)), `${l} stays float`);
+    const left = ['conv1', 'conv2', 'fc'].find((l) => !expected.includes(l))!;
+    assert.ok(model.graph.nodes.some((n) => n.op_type === 'DequantizeLinear' && n.input[0].startsWith(`${left}.weight`)), `${left} is quantized`);
     net.dispose();
   });
 
@@ -229,6 +262,91 @@ describe('Golden Stick SimulatedQuantizationAwareTraining', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     });
   }
+
+  describe('each option by its effect', () => {
+    const { train } = mnist();
+    const batch = (i: number) => ({ x: { data: train.images.subarray(i * 32 * 784, (i + 1) * 32 * 784), dims: [32, 1, 28, 28] } });
+    const output = (g: TrainableGraph, i: number, training: boolean) => tf.tidy(() => Float32Array.from(g.forward(batch(i), { training })[g.outputNames[0]].dataSync()));
+    const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a).reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+
+    it('quant_delay (3, 3): the first 3 training steps compute exactly the float model, the 4th is quantized', () => {
+      const net = new SimulatedQuantizationAwareTraining({ quant_delay: [3, 3] }).apply(loadModel(CNN));
+      const float = TrainableGraph.fromModel(loadModel(CNN)); // same BN behaviour in training mode, no quantizers
+      const diffs = [0, 1, 2, 3].map((i) => maxDiff(output(net.graph, i, true), output(float, i, true)));
+      assert.deepEqual(diffs.slice(0, 3), [0, 0, 0], `steps 1–3 differ from float: ${diffs}`);
+      assert.ok(diffs[3] > 1e-3, `step 4 is not quantized: ${diffs[3]}`);
+      // without a delay the very first step is already quantized, on either side of the pair
+      for (const quant_delay of [[0, 3], [3, 0]]) {
+        const other = new SimulatedQuantizationAwareTraining({ quant_delay }).apply(loadModel(CNN));
+        const fresh = TrainableGraph.fromModel(loadModel(CNN));
+        assert.ok(maxDiff(output(other.graph, 0, true), output(fresh, 0, true)) > 1e-3, `quant_delay ${quant_delay}: step 1 is float`);
+        other.dispose();
+      }
+      net.dispose();
+    });
+
+    it('freeze_bn 2 (two-conv fold): BN running statistics move on steps 1–2 and stay fixed from step 3, which computes the inference form', () => {
+      const bns = loadModel(CNN).graph.nodes.filter((n) => n.op_type === 'BatchNormalization');
+      assert.equal(bns.length, 2);
+      const stats = (net: QatNetwork) => bns.flatMap((b) => [b.input[3], b.input[4]]).map((n) => Array.from(net.graph.variables.get(n)!.dataSync()));
+      const run = (freeze_bn: number) => {
+        const net = new SimulatedQuantizationAwareTraining({ enable_fusion: true, bn_fold: true, one_conv_fold: false, freeze_bn }).apply(loadModel(CNN));
+        const rows: Array<{ moved: number; trainVsEval: number }> = [];
+        let prev = stats(net);
+        for (let i = 0; i < 3; i++) {
+          const t = output(net.graph, i, true);
+          const e = output(net.graph, i, false);
+          const now = stats(net);
+          rows.push({ moved: Math.max(...now.map((v, k) => maxDiff(v, prev[k]))), trainVsEval: maxDiff(t, e) });
+          prev = now;
+        }
+        net.dispose();
+        return rows;
+      };
+      const frozen = run(2);
+      assert.ok(frozen[0].moved > 1e-4 && frozen[1].moved > 1e-4, `steps 1–2 must update the statistics: ${JSON.stringify(frozen)}`);
+      assert.equal(frozen[2].moved, 0, 'step 3 changed the BN statistics');
+      assert.equal(frozen[2].trainVsEval, 0, 'a frozen step computes what inference computes');
+      assert.ok(frozen[1].trainVsEval > 1e-3, 'before freezing, training uses batch statistics');
+      // control: with the default freeze_bn the third step still updates them
+      const live = run(10000000);
+      assert.ok(live[2].moved > 1e-4 && live[2].trainVsEval > 1e-3, JSON.stringify(live));
+    });
+
+    it('narrow_range: asymmetric int8 weights on the grid [-127, 127] (scale (max − min)/254), [-128, 127] without; uint8 activations [1, 255]', () => {
+      const w = loadModel(CNN).graph.constantValue('conv1.weight')!;
+      const data = w.data as Float32Array;
+      const rne = (v: number) => { const f = Math.floor(v); const d = v - f; return d > 0.5 ? f + 1 : d < 0.5 ? f : f % 2 === 0 ? f : f + 1; };
+      const seen = new Map<boolean, { min: number; max: number }>();
+      for (const narrow of [true, false]) {
+        const net = new SimulatedQuantizationAwareTraining({ narrow_range: [narrow, narrow], symmetric: [false, false] }).apply(loadModel(CNN));
+        const wq = net.weights.get('conv1')!;
+        // the seed's formula: s = (max − min)/(qmax − qmin), zp = clamp(round(qmin − min/s))
+        const [qmin, qmax] = narrow ? [-127, 127] : [-128, 127];
+        const lo = Math.min(0, ...data);
+        const hi = Math.max(0, ...data);
+        const s = Math.fround((hi - lo) / (qmax - qmin));
+        const z = Math.min(qmax, Math.max(qmin, rne(qmin - lo / s)));
+        const y = tf.tidy(() => Float32Array.from(wq.apply(tf.tensor(data, w.dims), false).dataSync()));
+        const levels = Array.from(y, (v) => v / s + z);
+        levels.forEach((k, i) => assert.ok(Math.abs(k - Math.round(k)) < 1e-3, `weight ${i}: ${k} is not on the grid`));
+        const ints = levels.map((k) => Math.round(k) || 0);
+        const expected = Array.from(data, (v) => Math.min(qmax, Math.max(qmin, rne(v / s) + z)) || 0);
+        assert.deepEqual(ints, expected);
+        seen.set(narrow, { min: Math.min(...ints), max: Math.max(...ints) });
+        // one training step fixes the activation ranges; the exported int8 weights use the same grid
+        output(net.graph, 0, true);
+        for (const q of net.activations.values()) assert.deepEqual([q.qparams().qmin, q.qparams().qmax], narrow ? [1, 255] : [0, 255]);
+        const model = net.toQdqModel().model;
+        const dq = model.graph.nodes.find((n) => n.op_type === 'DequantizeLinear' && n.input[0].startsWith('conv1.weight'))!;
+        const stored = Array.from(model.graph.constantValue(dq.input[0])!.data as Int8Array);
+        assert.equal(Math.min(...stored), qmin, `exported conv1 weights reach ${Math.min(...stored)}`);
+        net.dispose();
+      }
+      assert.deepEqual(seen.get(true), { min: -127, max: 127 });
+      assert.deepEqual(seen.get(false), { min: -128, max: 127 });
+    });
+  });
 
   it('QatNetwork refuses to export before any training step', () => {
     const net = new SimulatedQuantizationAwareTraining().apply(loadModel(CNN));

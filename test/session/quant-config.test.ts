@@ -1,14 +1,15 @@
 /**
  * msModelSlim's QuantConfig + Calibrator: documented defaults and ranges, Data-Free quantization
- * of PP-OCR cls with no data (label agreement ≥ 95%), Label-Free with keep_acc and amp_num.
+ * of PP-OCR cls with no data (label agreement ≥ 95%), Label-Free with keep_acc (plain PTQ misses
+ * the SQNR bound, each option's gain is measured, together they pass it) and amp_num.
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { Calibrator, QuantConfig, QuantbookError, bundledModelPath, initBackend, loadModel, ppocr, virtualInputs } from '../../sdk';
+import { Calibrator, KeepAcc, QuantConfig, QuantbookError, bundledModelPath, initBackend, loadModel, ppocr, virtualInputs } from '../../sdk';
 import { clsSet } from '../../sdk/eval/ocr-data';
-import { CNN, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
+import { CNN, cnnBatch, cnnCalib, mnist, ortAccuracy } from '../cnn-fixtures';
 import { tempDir } from '../helpers';
 
 async function clsLabels(model: string | Uint8Array, x: ort.Tensor): Promise<string[]> {
@@ -55,14 +56,67 @@ describe('msModelSlim QuantConfig and Calibrator', () => {
     assert.equal(new Calibrator(CNN, new QuantConfig({ sigma: 0 })).ptqOptions().observer, 'minmax');
   });
 
-  it('Label-Free with keep_acc (admm, easy_quant, round_opt) and amp_num, exported as QDQ and fake-quant ONNX', async () => {
+  it('Label-Free keep_acc: plain PTQ misses a 45 dB logit SQNR bound, each keep_acc option raises it and together they pass', async () => {
+    const { test } = mnist();
+    const held = cnnBatch(test, 0, 1000);
+    const logits = async (m: string | Uint8Array) => {
+      const s = await ort.InferenceSession.create(m as string);
+      const out = (await s.run(held))[s.outputNames[0]].data as Float32Array;
+      await s.release();
+      return out;
+    };
+    const ref = await logits(CNN);
+    const sqnr = async (m: Uint8Array) => {
+      const q = await logits(m);
+      let [sig, err] = [0, 0];
+      ref.forEach((v, i) => { sig += v * v; err += (v - q[i]) ** 2; });
+      return 10 * Math.log10(sig / err);
+    };
+    const run = async (keep_acc: KeepAcc) => {
+      const c = new Calibrator(CNN, new QuantConfig({ quant_mode: 1, act_method: 2, keep_acc }), cnnCalib(), { ada: { numIteration: 100 } });
+      const r = await c.run();
+      return { r, db: await sqnr(r.qdq.toBytes()) };
+    };
+    const BOUND = 45;
+    const plain = await run({});
+    const admm = await run({ admm: [true, 20] });
+    const easy = await run({ easy_quant: [true, 2] });
+    const noRound = await run({ admm: [true, 20], easy_quant: [true, 2] });
+    const all = await run({ admm: [true, 20], easy_quant: [true, 2], round_opt: true });
+    console.log(`      logit SQNR vs fp32: plain ${plain.db.toFixed(2)} dB, admm ${admm.db.toFixed(2)}, easy_quant ${easy.db.toFixed(2)}, admm + easy_quant ${noRound.db.toFixed(2)}, + round_opt ${all.db.toFixed(2)} (bound ${BOUND} dB)`);
+    assert.deepEqual([plain.r.admm.length, plain.r.easyQuant.length, plain.r.rounding.length], [0, 0, 0]);
+    assert.ok(plain.db < BOUND, `plain PTQ already passes: ${plain.db}`);
+    assert.ok(all.db >= BOUND, `keep_acc does not recover: ${all.db}`);
+    // admm: lower weight MSE on every layer, and those scales (not min/max) are in the model
+    assert.equal(admm.r.admm.length, 3);
+    for (const a of admm.r.admm) assert.ok(a.mseAfter < a.mseBefore, JSON.stringify(a));
+    for (const l of admm.r.layers) {
+      const base = plain.r.layers.find((p) => p.name === l.name)!;
+      assert.ok(Array.from(l.weight!.scale).some((v, i) => v !== base.weight!.scale[i]), `${l.name}: admm left the min/max weight scales`);
+    }
+    assert.ok(admm.db > plain.db, `admm ${admm.db} vs plain ${plain.db}`);
+    // easy_quant: output cosine up on every layer, a clear SQNR gain
+    assert.equal(easy.r.easyQuant.length, 3);
+    for (const e of easy.r.easyQuant) assert.ok(e.cosineAfter > e.cosineBefore, JSON.stringify(e));
+    assert.ok(easy.db > plain.db + 1, `easy_quant ${easy.db} vs plain ${plain.db}`);
+    // round_opt (AdaRound) on top of both: lower output MSE than nearest on every layer, a further gain
+    assert.equal(noRound.r.rounding.length, 0);
+    assert.equal(all.r.rounding.length, 3);
+    for (const row of all.r.rounding) assert.ok(row.kept === 'ada' && row.adaMse < row.nearestMse, JSON.stringify(row));
+    assert.ok(all.db > noRound.db + 0.2, `with round_opt ${all.db} vs without ${noRound.db}`);
+  });
+
+  it('Label-Free with keep_acc and amp_num, exported as QDQ and fake-quant ONNX', async () => {
     const dir = tempDir();
     const { test } = mnist();
     const config = new QuantConfig({ quant_mode: 1, act_method: 2, amp_num: 1, keep_acc: { admm: [true, 20], easy_quant: [true, 2], round_opt: true } });
     const calibrator = new Calibrator(CNN, config, cnnCalib(), { ada: { numIteration: 100 }, evaluate: (m) => ortAccuracy(m, test, 500) });
     const r = await calibrator.run();
     assert.equal(calibrator.ptqOptions().observer, 'histogram');
-    assert.deepEqual([r.admm.length, r.easyQuant.length, r.rounding.length, r.fallback.length], [3, 3, 3, 1]);
+    assert.deepEqual([r.admm.length, r.easyQuant.length, r.rounding.length], [3, 3, 3]);
+    // amp_num 1: the most sensitive layer stays float
+    assert.deepEqual(r.fallback, [r.sensitivity!.ranking()[0]]);
+    assert.ok(!r.qdq.graph.nodes.some((n) => n.op_type === 'DequantizeLinear' && n.input[0].startsWith(`${r.fallback[0]}.weight`)));
     const files = calibrator.exportQuantOnnx(dir, 'cnn');
     assert.ok(fs.existsSync(files.qdq) && fs.existsSync(files.fakeQuant) && path.basename(files.qdq) === 'cnn_quant.onnx');
     const [acc, fq] = [await ortAccuracy(files.qdq, test), await ortAccuracy(files.fakeQuant, test)];
