@@ -39,6 +39,7 @@ import type { NodeProto } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
 import { Runner } from '../runtime/runner';
 import { CandidateErrors } from './smooth-search';
+import { seededRandom } from '../util/seeded-random';
 
 export const SMOOTH_METHODS = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6'] as const;
 export type SmoothMethod = (typeof SMOOTH_METHODS)[number];
@@ -114,6 +115,7 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
   const runner = await Runner.create(model, { expose: tensors });
   const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }>();
+  const samplers = new Map<string, () => number>();
   try {
     for await (const feeds of batchesFrom(data, runner.inputNames)) {
       const out = await runner.run(feeds);
@@ -124,8 +126,10 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         const k = v.dims[v.dims.length - 1];
         const s = stats.get(t) ?? { lo: new Float64Array(k).fill(Infinity), hi: new Float64Array(k).fill(-Infinity), sumAbs: new Float64Array(k), rows: 0, sample: [] as Float32Array[] };
         const rows = x.length / k;
-        // keep an evenly spread sample of rows: flat memory whatever the number of batches
-        const stride = Math.max(1, Math.floor(rows / Math.max(1, Math.ceil(sampleRows / 4))));
+        // a uniform sample of every batch's rows (reservoir sampling, seeded): flat memory whatever
+        // the number of batches. A regular stride aligns with the data's own period (every 4th
+        // row of a 14-row stride was always the blank top row of an MNIST image)
+        const random = samplers.get(t) ?? samplers.set(t, seededRandom(0x5eed)).get(t)!;
         for (let r = 0; r < rows; r++) {
           for (let j = 0; j < k; j++) {
             const value = x[r * k + j];
@@ -133,7 +137,12 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
             if (value > s.hi[j]) s.hi[j] = value;
             s.sumAbs[j] += Math.abs(value);
           }
-          if (r % stride === 0 && s.sample.length < sampleRows) s.sample.push(x.slice(r * k, (r + 1) * k));
+          const seen = s.rows + r;
+          if (seen < sampleRows) s.sample.push(x.slice(r * k, (r + 1) * k));
+          else {
+            const slot = Math.floor(random() * (seen + 1));
+            if (slot < sampleRows) s.sample[slot] = x.slice(r * k, (r + 1) * k);
+          }
         }
         s.rows += rows;
         stats.set(t, s);
