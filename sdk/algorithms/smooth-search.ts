@@ -74,9 +74,9 @@ export class CandidateErrors {
   private constructor(private readonly session: ort.InferenceSession, private readonly k: number, private readonly perRun: number) {}
 
   /** `w`: [K, N] row-major (the group's sampled columns side by side); `reference`: X·W, [rows, N]. */
-  static async create(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array): Promise<CandidateErrors> {
+  static async create(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array, executionProviders?: ort.InferenceSession.SessionOptions['executionProviders']): Promise<CandidateErrors> {
     const perCandidate = rows * (k + n) + k * n;
-    return new CandidateErrors(await ort.InferenceSession.create(errorModel(x, rows, k, w, n, reference)), k, Math.max(1, Math.floor(FLOATS_PER_RUN / perCandidate)));
+    return new CandidateErrors(await ort.InferenceSession.create(errorModel(x, rows, k, w, n, reference), { executionProviders: executionProviders ?? ['cpu'] }), k, Math.max(1, Math.floor(FLOATS_PER_RUN / perCandidate)));
   }
 
   /** The error of each candidate scaling (K scales each). */

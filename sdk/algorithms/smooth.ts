@@ -52,6 +52,8 @@ export interface SmoothOptions {
   sampleRows?: number;
   /** layers (node names) to leave alone */
   skip?: string[];
+  /** where the statistics runs and the candidate scoring run (a Device's executionProviders; default cpu) */
+  executionProviders?: import('onnxruntime-node').InferenceSession.SessionOptions['executionProviders'];
 }
 
 /** One activation and the layers reading it that share its scales. */
@@ -112,8 +114,8 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 }
 
 /** Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample. */
-async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number) {
-  const runner = await Runner.create(model, { expose: tensors });
+async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number, executionProviders: SmoothOptions['executionProviders']) {
+  const runner = await Runner.create(model, { expose: tensors, executionProviders });
   const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }>();
   const samplers = new Map<string, () => number>();
   try {
@@ -282,7 +284,7 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
   const candidates = smoothCandidates(model, options.skip);
   if (!candidates.length) return [];
   const sampleRows = options.sampleRows ?? 512;
-  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows);
+  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows, options.executionProviders);
   const groups: SmoothGroup[] = [];
   for (const c of candidates) {
     const st = stats.get(c.input)!;
@@ -304,7 +306,7 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const search = searchSample(sample, rows, k, c.weights, c.n);
     // candidates are scored in ONNX Runtime, a batch per run (smooth-search.ts)
     const joined = joinColumns(search, k);
-    const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, joined.reference);
+    const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, joined.reference, options.executionProviders);
     let s: Float32Array;
     let alpha: number;
     let beta: number;

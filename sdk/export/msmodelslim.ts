@@ -13,6 +13,18 @@
  * written as it was, described "FLOAT".
  * `<p>` is the weight's name without ".weight" when it has that suffix (PyTorch exports), else
  * the layer's node name. Weights keep their ONNX layout (MatMul [k, n], Conv [n, c, kh, kw]).
+ *
+ * w8a8_timestep writes both of its sides into the one set: each layer's static W8A8 tensors
+ * (described "W8A8", used for t ≥ timestep_sep) and, from the dynamic side (t < timestep_sep),
+ * <p>.weight_scale and <p>.weight_offset (described "W8A8_DYNAMIC"); <p>.weight is the same
+ * int8 tensor for both (refused if the two sides quantized a weight differently).
+ *
+ * fa3 (static per-head int8 Q, K, V) adds, per attention site `<a>` (the scores MatMul's node
+ * name), the names Ascend's FA quantization loaders read:
+ *   <a>.fa_q.scale, <a>.fa_k.scale, <a>.fa_v.scale    float32 [heads, 1]
+ *   <a>.fa_q.offset, <a>.fa_k.offset, <a>.fa_v.offset  float32 [heads, 1] (0: symmetric)
+ * ([1, 1] where the tensor is not [batch, heads, tokens, head_dim]), each described "FAQuant",
+ * and "fa_quant_type": "FAQuant" at the top of the description.
  */
 import * as path from 'path';
 import { QuantbookError } from '../errors';
@@ -20,6 +32,7 @@ import { Model } from '../onnx/model';
 import { readTensor } from '../onnx/tensor';
 import { forEachChannel } from '../kernels/quant';
 import { LayerRecord } from '../quantize/qdq';
+import type { QParams } from '../observers/qparams';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { StoredTensor, safetensorsDtype, writeSafetensorsSet } from './safetensors';
 
@@ -35,6 +48,20 @@ export interface MsModelSlimWeights {
   /** layer (node) name → the prefix its tensors carry */
   prefixes: Map<string, string>;
 }
+
+/** fa3's quantization of one attention site: Q, K and V (K before its transpose), one scale per head. */
+export interface Fa3Export { prefix: string; q: QParams; k: QParams; v: QParams }
+
+export interface MsModelSlimWeightOptions {
+  deqScale?: DeqScaleFormat;
+  /** w8a8_timestep: the dynamic side's layers (t < timestep_sep), written beside the static ones */
+  dynamicLayers?: LayerRecord[];
+  /** fa3: per-head Q/K/V parameters per attention site */
+  attention?: Fa3Export[];
+}
+
+/** The description type of fa3's tensors, and the value of the description's "fa_quant_type". */
+export const FA_QUANT_TYPE = 'FAQuant';
 
 /** The default file names msModelSlim gives a quant type, e.g. quant_model_weight_w8a8.safetensors. */
 export function defaultExportNames(quantType: MsModelSlimQuantType): { safetensors: string; json: string } {
@@ -84,7 +111,7 @@ export function unpackDeqScale(t: StoredTensor): Float32Array {
  * layers were quantized from (opset-upgraded, BatchNorm folded), whose other initializers are
  * kept as they are.
  */
-export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model, layers: LayerRecord[], options: { deqScale?: DeqScaleFormat } = {}): MsModelSlimWeights {
+export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model, layers: LayerRecord[], options: MsModelSlimWeightOptions = {}): MsModelSlimWeights {
   const deqFormat = options.deqScale ?? 'float32';
   if (deqFormat !== 'float32' && deqFormat !== 'int64') throw new QuantbookError('INVALID_ARGUMENT', `deq_scale format: got ${String(deqFormat)}; expected 'float32' or 'int64'`);
   const tensors = new Map<string, StoredTensor>();
@@ -132,6 +159,37 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
     if (rec.bias) replaced.add(rec.bias.tensor);
     put(`${p}.quant_bias`, { dtype: 'I32', shape: [n], data: quantBias }, quantType);
     put(`${p}.deq_scale`, deqFormat === 'int64' ? { dtype: 'I64', shape: [n], data: packDeqScale(deq) } : f32([n], deq), quantType);
+  }
+
+  // w8a8_timestep's dynamic side: its weight scales and offsets beside the static tensors, one shared int8 weight
+  for (const rec of options.dynamicLayers ?? []) {
+    const w = rec.weight;
+    if (!w) continue;
+    const p = layerPrefix(rec);
+    const signed = signedWeight(w);
+    const known = prefixes.get(rec.name);
+    if (known !== undefined && known !== p) throw new QuantbookError('INVALID_ARGUMENT', `msModelSlim export: layer "${rec.name}" has prefix "${known}" on the static side and "${p}" on the dynamic side`);
+    prefixes.set(rec.name, p);
+    const stored = tensors.get(`${p}.weight`);
+    if (stored) {
+      const same = stored.data.length === signed.int8.length && (stored.data as Int8Array).every((v, i) => v === signed.int8[i]);
+      if (!same) throw new QuantbookError('UNSUPPORTED', `msModelSlim export: layer "${rec.name}" has different int8 weights on the static and the dynamic side; one <p>.weight cannot hold both`);
+    } else {
+      replaced.add(w.tensor);
+      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: signed.int8 }, 'W8A8_DYNAMIC');
+    }
+    put(`${p}.weight_scale`, f32([w.scale.length], w.scale), 'W8A8_DYNAMIC');
+    put(`${p}.weight_offset`, f32([w.scale.length], signed.offset), 'W8A8_DYNAMIC');
+  }
+
+  // fa3: per-head Q, K, V scales and offsets per attention site
+  if (options.attention?.length) description.fa_quant_type = FA_QUANT_TYPE;
+  for (const site of options.attention ?? []) {
+    for (const [which, q] of [['q', site.q], ['k', site.k], ['v', site.v]] as const) {
+      const heads = q.scale.length;
+      put(`${site.prefix}.fa_${which}.scale`, f32([heads, 1], q.scale), FA_QUANT_TYPE);
+      put(`${site.prefix}.fa_${which}.offset`, f32([heads, 1], q.zeroPoint), FA_QUANT_TYPE);
+    }
   }
 
   const baseDir = float.baseDir;

@@ -26,6 +26,8 @@ export interface LayerComparison {
 export interface CompareOptions {
   /** measure each layer's own error too (one more copy of each layer in the float run; default true) */
   attribution?: boolean;
+  /** where both models run (a Device's executionProviders; default cpu) */
+  executionProviders?: import('onnxruntime-node').InferenceSession.SessionOptions['executionProviders'];
 }
 
 export async function compareModels(
@@ -36,8 +38,8 @@ export async function compareModels(
   // the float run carries each layer's quantized copy (attribution.ts): one run gives both references
   const local = options.attribution === false ? undefined : localErrorModel(float, quantized, layers);
   const localTensors = local ? [...local.localOutputs.values()] : [];
-  const a = await Runner.create(local?.model ?? float, { expose: [...tensors, ...localTensors] });
-  const b = await Runner.create(quantized, { expose: tensors });
+  const a = await Runner.create(local?.model ?? float, { expose: [...tensors, ...localTensors], executionProviders: options.executionProviders });
+  const b = await Runner.create(quantized, { expose: tensors, executionProviders: options.executionProviders });
   const acc = new Map<string, OutputErrorAccumulator>();
   const outputs = a.outputNames;
   for (const t of [...tensors, ...outputs]) acc.set(t, new OutputErrorAccumulator());

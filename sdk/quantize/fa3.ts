@@ -12,13 +12,16 @@
  */
 import { DataType } from '../onnx/dtype';
 import { QuantbookError, invalidArgument } from '../errors';
-import { CalibrationResult, calibrate } from '../calibration/calibrator';
+import { CalibrateOptions, CalibrationResult, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model } from '../onnx/model';
 import type { NodeProto } from '../onnx/proto';
 import { Runner } from '../runtime/runner';
 import { insertQdqPairs } from './qdq';
 import { AnyObserver, Observer, PerChannelObserver, QParams, QuantSpec, histogramQdqError, qparamsFromRange } from '../observers';
+
+/** where the probe and calibration runs go (a Device's executionProviders; default cpu) */
+type ExecutionProviders = CalibrateOptions['executionProviders'];
 
 export const FA3_ACT_METHODS = ['minmax', 'histogram', 'mix'] as const;
 export type Fa3ActMethod = (typeof FA3_ACT_METHODS)[number];
@@ -72,8 +75,8 @@ export function findAttention(model: Model): AttentionSite[] {
 }
 
 /** Ranks of the named tensors, from one run on the first batch. */
-async function tensorRanks(model: Model, tensors: string[], data: CalibrationSource): Promise<Map<string, number>> {
-  const runner = await Runner.create(model, { expose: tensors });
+async function tensorRanks(model: Model, tensors: string[], data: CalibrationSource, executionProviders: ExecutionProviders): Promise<Map<string, number>> {
+  const runner = await Runner.create(model, { expose: tensors, executionProviders });
   try {
     const first = await batchesFrom(data, runner.inputNames).next();
     if (first.done) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: the calibration data holds no batches');
@@ -96,18 +99,18 @@ export interface Fa3Result {
  * `quantized` (a copy of `float` with the same tensor names, e.g. the W8A8-dynamic model).
  * The calibration data is read twice (a probe for shapes, then calibration): pass an array or a folder.
  */
-export async function applyFa3(float: Model, quantized: Model, data: CalibrationSource, sites = findAttention(float), actMethod: Fa3ActMethod = 'minmax'): Promise<Fa3Result> {
+export async function applyFa3(float: Model, quantized: Model, data: CalibrationSource, sites = findAttention(float), actMethod: Fa3ActMethod = 'minmax', executionProviders?: ExecutionProviders): Promise<Fa3Result> {
   if (!sites.length) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: no attention (MatMul → Softmax → MatMul) found in the model');
   if (!FA3_ACT_METHODS.includes(actMethod)) throw invalidArgument('fa3 act_method', actMethod, FA3_ACT_METHODS.map((m) => `'${m}'`).join(', '));
   const observer = actMethod === 'minmax' ? 'minmax' : 'histogram';
   const tensors = [...new Set(sites.flatMap((s) => [s.q, s.k, s.v]))];
-  const ranks = await tensorRanks(float, tensors, data);
+  const ranks = await tensorRanks(float, tensors, data, executionProviders);
   const perHead = tensors.filter((t) => ranks.get(t) === 4);
   const perTensor = tensors.filter((t) => ranks.get(t) !== 4);
   const spec = { signed: true, symmetric: true, narrowRange: false, numBits: 8 };
   const parts: CalibrationResult[] = [];
-  if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer, spec: { ...spec, perChannel: true, channelAxis: 1 } }));
-  if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer, spec }));
+  if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer, spec: { ...spec, perChannel: true, channelAxis: 1 }, executionProviders }));
+  if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer, spec, executionProviders }));
   const qparams = new Map<string, QParams>();
   for (const p of parts) for (const t of p.targets) qparams.set(t.tensor, actMethod === 'mix' ? mixedQParams(p.observers.get(t.tensor)!) : p.qparams(t.tensor));
   insertQdqPairs(quantized.graph, tensors.map((t) => [t, qparams.get(t)!]));

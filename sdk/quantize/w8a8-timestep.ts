@@ -13,7 +13,7 @@
  */
 import * as arrow from 'apache-arrow';
 import { QuantbookError, invalidArgument } from '../errors';
-import { CalibrationResult, calibrate } from '../calibration/calibrator';
+import { CalibrateOptions, CalibrationResult, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { DataType } from '../onnx/dtype';
 import { makeAttribute } from '../onnx/graph';
@@ -30,6 +30,8 @@ export interface TimestepOptions {
   /** the model input holding the timestep (default: the input named t, timestep or timesteps) */
   timestepInput?: string;
   disableNames?: string[];
+  /** where calibration runs, both sides and per timestep (a Device's executionProviders; default cpu) */
+  executionProviders?: CalibrateOptions['executionProviders'];
 }
 
 export interface TimestepResult {
@@ -72,11 +74,11 @@ export async function quantizeW8A8Timestep(model: Model, data: CalibrationSource
   const staticBatches = [...byStep].filter(([t]) => t >= options.timestepSep).flatMap(([, b]) => b);
   if (!staticBatches.length) throw new QuantbookError('INVALID_ARGUMENT', `w8a8_timestep: no calibration batch has t ≥ timestep_sep (${options.timestepSep}); timesteps seen: ${[...byStep.keys()].sort((a, b) => a - b).join(', ')}`);
 
-  const stat = await quantizeW8A8(float, staticBatches, { actMethod: options.actMethod, disableNames: options.disableNames });
+  const stat = await quantizeW8A8(float, staticBatches, { actMethod: options.actMethod, disableNames: options.disableNames, executionProviders: options.executionProviders });
   const dynamic = quantizeW8A8Dynamic(float, { disableNames: options.disableNames });
   const tensors = stat.calibration.targets.map((t) => t.tensor);
   const perTimestep = new Map<number, CalibrationResult>();
-  for (const t of [...byStep.keys()].sort((a, b) => a - b)) perTimestep.set(t, await calibrate(float, byStep.get(t)!, { tensors, observer: 'minmax' }));
+  for (const t of [...byStep.keys()].sort((a, b) => a - b)) perTimestep.set(t, await calibrate(float, byStep.get(t)!, { tensors, observer: 'minmax', executionProviders: options.executionProviders }));
 
   const qdq = combineByTimestep(float, stat.qdq, dynamic.qdq, timestepInput, options.timestepSep);
   return { float, qdq, fakeQuant: combineByTimestep(float, stat.fakeQuant, dynamic.fakeQuant, timestepInput, options.timestepSep), static: stat, dynamic, perTimestep, timestepInput };

@@ -195,10 +195,14 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
   const device = pick(top, 'device') ?? 'cpu';
   if (!(DEVICES as readonly unknown[]).includes(device)) throw invalidArgument('device', device, `one of ${DEVICES.map((d) => `'${d}'`).join(', ')}`);
   const calibData = pick(top, 'calib_data') as CalibrationSource | undefined;
-  if (antiOutlier.length && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: '${antiOutlier[0]}' computes its scales from activations and needs calibration data`);
-  if (out.fa3 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'fa3' calibrates per-head scales of Q, K and V and needs calibration data");
-  if (out.w8a8_timestep && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8_timestep' calibrates per timestep and needs calibration data whose batches carry the timestep input");
-  if (out.w8a8 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', "calib_data: 'w8a8' is static quantization and needs calibration data (a folder, an array or an iterable of batches); 'w8a8_dynamic' needs none");
+  // No calib_data is msModelSlim's Data-Free scenario. w8a8_dynamic needs no activations; static w8a8
+  // calibrates on seeded virtual inputs (session.ts dataFreeInputs). The anti-outlier processors, fa3 and
+  // w8a8_timestep belong to the scenarios the seed says must pass data (anti-outlier calibration; dumped
+  // calibration data for multimodal generation models), so they refuse.
+  const dataFree = '(without calib_data only w8a8_dynamic and static w8a8, on virtual inputs, run Data-Free)';
+  if (antiOutlier.length && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: '${antiOutlier[0]}' computes its scales from activations and needs calibration data ${dataFree}`);
+  if (out.fa3 && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: 'fa3' calibrates per-head scales of Q, K and V and needs calibration data ${dataFree}`);
+  if (out.w8a8_timestep && calibData === undefined) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: 'w8a8_timestep' calibrates per timestep and needs calibration data whose batches carry the timestep input (msModelSlim: dump it from the generation pipeline) ${dataFree}`);
   return { processorCfgMap: out, calibData, device: device as SessionConfig['device'] };
 }
 

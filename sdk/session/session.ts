@@ -14,8 +14,9 @@ import { writeTable } from '../stats/calibration-stats';
 import { CalibrationSource } from '../calibration/data';
 import { isImageFolderSource } from '../calibration/images';
 import { Model, loadModel } from '../onnx/model';
-import { requireDevice } from '../runtime/device';
+import { Device, requireDevice } from '../runtime/device';
 import { Feeds } from '../runtime/runner';
+import { DataType } from '../onnx/dtype';
 import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
@@ -25,7 +26,9 @@ import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
 import { CompareOptions, LayerComparison, compareModels } from '../quantize/compare';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
-import { defaultExportNames, msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
+import { Fa3Export, defaultExportNames, msModelSlimWeights, saveMsModelSlim } from '../export/msmodelslim';
+import type { QParams } from '../observers/qparams';
+import { virtualInputs } from './quant-config';
 import { ReportInput, environment } from '../export/report';
 import { warn } from '../warnings';
 import { SAVE_TYPES, SaveProcessorConfig, SaveType, SessionConfig, loadSessionConfig, normalizeSessionConfig, saveConfig } from './config';
@@ -34,6 +37,16 @@ export interface SaveReport { files: string[] }
 
 /** A file published with a saved set (written into the staging folder under `name`). */
 export interface ExtraFile { name: string; write: (file: string) => void }
+
+/** What some processors produce besides the layers: fa3's Q/K/V parameters, w8a8_timestep's dynamic side. */
+export interface ResultExtras {
+  /** fa3: the per-head parameters of each Q, K, V tensor (by tensor name), as inserted in the QDQ model */
+  fa3QParams?: Map<string, QParams>;
+  /** w8a8_timestep: the dynamic side's layers (t < timestep_sep); `layers` holds the static side */
+  dynamicLayers?: LayerRecord[];
+  /** Data-Free static w8a8: what was calibrated on instead of user data */
+  dataFree?: string;
+}
 
 export class QuantizationResult {
   constructor(
@@ -52,6 +65,7 @@ export class QuantizationResult {
     readonly attention: AttentionSite[] = [],
     /** w8a8_timestep: statistics per timestep (timestep, side, tensor, min, max, ..., scale) */
     readonly timesteps?: arrow.Table,
+    readonly extras: ResultExtras = {},
   ) {}
 
   /** what the session's save processor wrote, when it had one */
@@ -72,13 +86,15 @@ export class QuantizationResult {
       const written: string[] = [];
       const file = (suffix: string) => path.join(stage, `${this.baseName}_${this.kind}${suffix}`);
       if (saveType.includes('safe_tensor')) {
-        // w8a8_timestep stores its static side (the int8 weights are the same on both sides)
-        const weights = msModelSlimWeights(this.kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8', this.float, this.layers, { deqScale: cfg.deqScale });
+        // w8a8_timestep stores both sides (one int8 weight, static W8A8 tensors plus the dynamic side's weight scales); fa3 its per-head Q/K/V
+        const weights = msModelSlimWeights(this.kind === 'w8a8_dynamic' ? 'W8A8_DYNAMIC' : 'W8A8', this.float, this.layers, {
+          deqScale: cfg.deqScale, dynamicLayers: this.extras.dynamicLayers, attention: this.fa3Export(),
+        });
         written.push(...saveMsModelSlim(stage, weights, {
           safetensorsName: cfg.safetensorsName,
           jsonName: cfg.jsonName,
           partBytes: cfg.partFileSize === undefined ? undefined : cfg.partFileSize * 1e9,
-          metadata: { producer: 'quantbook', source_model: this.baseName },
+          metadata: { producer: 'quantbook', source_model: this.baseName, ...(this.config.processorCfgMap.w8a8_timestep ? { timestep_sep: String(this.config.processorCfgMap.w8a8_timestep.timestepSep) } : {}) },
         }));
       }
       if (saveType.includes('onnx')) written.push(this.qdq.save(file('.onnx')).modelPath);
@@ -101,9 +117,22 @@ export class QuantizationResult {
     return { files };
   }
 
-  /** fp32 vs quantized, per quantized layer output and per model output. */
+  /** fp32 vs quantized, per quantized layer output and per model output, on the session's device. */
   compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>, options?: CompareOptions): Promise<LayerComparison[]> {
-    return compareModels(this.float, this.qdq, this.layerOutputs(), batches, options);
+    let device: Device;
+    try {
+      device = requireDevice(this.config.device);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return compareModels(this.float, this.qdq, this.layerOutputs(), batches, { ...options, executionProviders: options?.executionProviders ?? device.executionProviders });
+  }
+
+  /** fa3's per-site Q/K/V parameters for the msModelSlim export (named after each site's scores MatMul, `attention.<i>` if it has no name). */
+  private fa3Export(): Fa3Export[] | undefined {
+    const q = this.extras.fa3QParams;
+    if (!q || !this.attention.length) return undefined;
+    return this.attention.map((s, i) => ({ prefix: s.scores || `attention.${i}`, q: q.get(s.q)!, k: q.get(s.k)!, v: q.get(s.v)! }));
   }
 
   /**
@@ -117,7 +146,7 @@ export class QuantizationResult {
     return {
       config: { processorCfgMap: this.config.processorCfgMap, device: this.config.device },
       environment: environment(meta ? { 'tfjs backend': meta.backend ?? '' } : {}),
-      ...(meta ? { data: { description: describeSource(this.config.calibData), hash: dataHashOf(meta), batches: Number(meta.batches) } } : {}),
+      ...(meta ? { data: { description: this.extras.dataFree ?? describeSource(this.config.calibData), hash: dataHashOf(meta), batches: Number(meta.batches) } } : {}),
       layers: this.layerSummary(),
       statistics,
       weightScales: this.weightScales(),
@@ -197,29 +226,60 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
   // smoothing rewrites, and fa3 reads, the prepared float graph (opset 13, BatchNorm folded): prepare it once
   const model = antiOutlier || map.fa3 ? prepareFloat(original) : original;
   // anti-outlier first: the quantizer then sees the smoothed model
+  const executionProviders = device.executionProviders;
   const smoothing: SmoothGroup[] = antiOutlier
-    ? await smoothModel(model, config.calibData!, map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' })
+    ? await smoothModel(model, config.calibData!, { ...(map.m6 ? { method: 'm6', alpha: map.m6.cfg.alpha, beta: map.m6.cfg.beta } : { method: map.m4 ? 'm4' : 'm3' }), executionProviders })
     : [];
   let result: QuantizationResult;
   if (map.w8a8_timestep) {
     const p = map.w8a8_timestep;
-    const r = await quantizeW8A8Timestep(model, config.calibData!, { timestepSep: p.timestepSep, actMethod: p.cfg.actMethod === 'mix' ? 'mixed' : p.cfg.actMethod, disableNames: p.disableNames });
-    result = new QuantizationResult('w8a8_timestep', baseName, r.float, r.qdq, r.fakeQuant, r.static.layers, r.static.selection, config, r.static.calibration, smoothing, [], timestepStatsTable(r.perTimestep, p.timestepSep));
+    const r = await quantizeW8A8Timestep(model, config.calibData!, { timestepSep: p.timestepSep, actMethod: p.cfg.actMethod === 'mix' ? 'mixed' : p.cfg.actMethod, disableNames: p.disableNames, executionProviders });
+    result = new QuantizationResult('w8a8_timestep', baseName, r.float, r.qdq, r.fakeQuant, r.static.layers, r.static.selection, config, r.static.calibration, smoothing, [], timestepStatsTable(r.perTimestep, p.timestepSep), { dynamicLayers: r.dynamic.layers });
   } else if (map.w8a8) {
-    const r = await quantizeW8A8(model, config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders: device.executionProviders });
-    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing);
+    // Data-Free (no calib_data, msModelSlim's default): seeded virtual inputs shaped like the model's
+    const dataFree = config.calibData === undefined ? dataFreeInputs(model) : undefined;
+    const r = await quantizeW8A8(model, dataFree?.batches ?? config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders });
+    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing, [], undefined, { dataFree: dataFree?.description });
   } else {
     // fa3: the attention MatMuls read static per-head Q/K/V instead of per-token dynamic inputs
     const sites = map.fa3 ? findAttention(model) : [];
     const attention = sites.flatMap((s) => [s.scores, s.context]);
     const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
-    const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites, map.w8a8_dynamic!.cfg.actMethod) : undefined;
+    const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites, map.w8a8_dynamic!.cfg.actMethod, executionProviders) : undefined;
     const fakeQuant = fa3 ? toFakeQuant(r.qdq) : r.fakeQuant;
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
-    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? []);
+    result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? [], undefined, { fa3QParams: fa3?.qparams });
   }
   if (map.save && !run.deferSave) result.saved = result.save(map.save.outputPath, map.save);
   return result;
+}
+
+/** Virtual batches of a Data-Free static w8a8 run. */
+export const DATA_FREE_BATCHES = 4;
+/** the batch size of virtual inputs whose first (batch) dimension is symbolic */
+export const DATA_FREE_BATCH_SIZE = 8;
+
+/**
+ * Data-Free calibration batches for static w8a8 (SessionConfig without calib_data, msModelSlim's
+ * Data-Free scenario): the seeded virtual inputs of QuantConfig's Data-Free mode (quant-config.ts:
+ * smooth random fields for 4-D image inputs, standard normal values otherwise), 4 batches. A
+ * symbolic first (batch) dimension becomes 8; any other symbolic dimension, or an input that is
+ * not float32, cannot be made up, and is refused naming calib_data.
+ */
+export function dataFreeInputs(model: Model): { batches: Feeds[]; description: string } {
+  const g = model.graph;
+  const shapes = g.inputNames.map((name) => {
+    const type = g.valueType(name);
+    if (type?.elemType !== DataType.FLOAT) throw new QuantbookError('INVALID_ARGUMENT', `calib_data: none given (Data-Free), but input "${name}" is ${type ? DataType[type.elemType] : 'of unknown type'}, and Data-Free virtual inputs are float32 only; pass calib_data`);
+    const dims = type.shape ?? [];
+    return dims.map((d, i) => {
+      if (typeof d === 'number' && d > 0) return d;
+      if (i === 0) return DATA_FREE_BATCH_SIZE;
+      throw new QuantbookError('INVALID_ARGUMENT', `calib_data: none given (Data-Free), but input "${name}" has the dynamic dimension ${i} ([${dims.map((x) => x ?? '?').join(', ')}]) that virtual inputs cannot guess; pass calib_data`);
+    });
+  });
+  const batches = virtualInputs(model, shapes, DATA_FREE_BATCHES);
+  return { batches, description: `Data-Free: ${DATA_FREE_BATCHES} batches of seeded virtual inputs (${g.inputNames.map((n, i) => `${n} [${shapes[i].join(', ')}]`).join(', ')})` };
 }
 
 /**
@@ -255,7 +315,10 @@ export class QuantSession {
 
   constructor(private readonly source: Model | string | Uint8Array, private readonly options: SessionOptions = {}) {}
 
-  /** Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default) or 'extended'. */
+  /**
+   * Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default) or 'extended'.
+   * Without calibData (Data-Free) it calibrates on seeded virtual inputs (dataFreeInputs).
+   */
   w8a8(method: ActMethod | { actMethod?: ActMethod; opSet?: OpSet; disableNames?: string[] } = 'minmax'): this {
     const o = typeof method === 'string' ? { actMethod: method } : method;
     return this.add('w8a8', { act_method: o.actMethod ?? 'minmax', ...(o.opSet ? { op_set: o.opSet } : {}) }, o.disableNames);
