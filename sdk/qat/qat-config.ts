@@ -10,12 +10,21 @@
  *    13: per-channel weights. Conv → BatchNormalization pairs train folded ('one-conv').
  *  - amp_num / steps: before export, the amp_num layers whose quantization hurts the output
  *    most fall back to float, found in `steps` rounds (each round re-measures the rest).
- *  - quant_mode false: ranges are tracked but nothing is quantized (float training).
+ *  - quant_mode false: quantization mode off: ranges are tracked but nothing is quantized (float
+ *    training), and saveQsinQatModel writes the trained float model (no QuantizeLinear /
+ *    DequantizeLinear, no fake-quant file, no parameters, no fallback).
  *  - save_onnx_name: the QDQ model; `<name>_fake_quant.onnx` beside it; save_params: the
  *    quantization parameters as .npy files; compressed_model_checkpoint: the trained weights
  *    and quantizer state (safetensors); input_names/output_names rename the graph's inputs/outputs.
- *  - is_forward (mmdetection forward handling) and has_init_quant are accepted for config
- *    compatibility; they do not apply to ONNX graphs (ranges start from the first batch).
+ *  - is_forward: the forward pass is driven the mmdetection way: the batches saveQsinQatModel
+ *    runs (amp_num's sensitivity data) are mmdetection test-pipeline dicts { img: [tensor, …],
+ *    img_metas: […] } run as forward(return_loss=False): img[0] feeds the model's image input,
+ *    img_metas is host-side metadata the ONNX graph does not read. False: feeds by input name.
+ *  - has_init_quant: the model has been through quantization initialisation already: it is a
+ *    QDQ model (PTQ or an earlier export); its activation Q/DQ scales and zero points are the
+ *    initial ranges of the fake quantizers (instead of the first training batch's min/max), its
+ *    quantized weights their dequantized values (./init-quant.ts). A QDQ model with
+ *    has_init_quant false, or a float model with true, is refused.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -23,9 +32,11 @@ import { QuantbookError, checkKeys, invalidArgument, optionalStringList } from '
 import { Model } from '../onnx/model';
 import { writeNpy } from '../calibration/data';
 import { toFakeQuant } from '../quantize/fake-quant';
+import { upgradeOpset } from '../onnx/opset-upgrade';
 import { LayerRecord } from '../quantize/qdq';
 import { FeedValue } from '../train/executor';
 import { QatNetwork } from './qat-network';
+import { hasQdq, takeInitialQuantization } from './init-quant';
 
 export interface QatConfigOptions {
   w_bit?: number; a_bit?: number; a_sym?: boolean; amp_num?: number; steps?: number; ema?: number;
@@ -81,7 +92,10 @@ export class QatConfig implements Readonly<Required<QatConfigOptions>> {
 export function qsinQat(model: Model, config: QatConfig = new QatConfig()): QatNetwork {
   if (!(config instanceof QatConfig)) throw invalidArgument('config', config, 'a QatConfig');
   const perChannel = config.opset_version === 13;
-  return new QatNetwork(model, {
+  let ranges: ReturnType<typeof takeInitialQuantization>['ranges'] | undefined;
+  if (config.has_init_quant) ({ model, ranges } = takeInitialQuantization(model));
+  else if (hasQdq(model)) throw new QuantbookError('INVALID_ARGUMENT', 'has_init_quant: false, but the model already has QuantizeLinear/DequantizeLinear nodes; set has_init_quant: true to start QAT from that quantization, or pass the float model');
+  const net = new QatNetwork(model, {
     activation: {
       spec: { numBits: 8, signed: config.a_sym, symmetric: config.a_sym, narrowRange: false, perChannel: false, channelAxis: 1 },
       // ema 1.0 would freeze the first batch's range for ever: read it as "no averaging"
@@ -96,18 +110,48 @@ export function qsinQat(model: Model, config: QatConfig = new QatConfig()): QatN
     bnFold: 'one-conv',
     freezeBn: Number.POSITIVE_INFINITY,
   });
+  // initialised ranges: the first training step continues them (EMA) instead of starting over
+  for (const [t, q] of net.activations) {
+    const r = ranges?.get(t);
+    if (r) [q.min, q.max] = [r.min, r.max];
+  }
+  return net;
+}
+
+/**
+ * One batch as the model's feeds. is_forward: an mmdetection test-pipeline batch
+ * { img: tensor | [tensor, …], img_metas? } run as forward(img, img_metas, return_loss=False):
+ * the first image tensor (the single-scale test input) feeds the model's one input.
+ */
+function batchFeeds(batch: unknown, config: QatConfig, inputs: string[], index: number): Record<string, FeedValue> {
+  if (!batch || typeof batch !== 'object' || Array.isArray(batch)) throw invalidArgument(`data[${index}]`, batch, config.is_forward ? 'an mmdetection batch { img, img_metas }' : 'an object of feeds by input name');
+  if (!config.is_forward) return batch as Record<string, FeedValue>;
+  const b = batch as Record<string, unknown>;
+  const extra = Object.keys(b).filter((k) => k !== 'img' && k !== 'img_metas');
+  if (!('img' in b) || extra.length) throw invalidArgument(`data[${index}]`, batch, `an mmdetection batch { img, img_metas } (is_forward: true)${extra.length ? `; unexpected key${extra.length > 1 ? 's' : ''} ${extra.map((k) => `"${k}"`).join(', ')}` : ''}`);
+  if (inputs.length !== 1) throw new QuantbookError('INVALID_ARGUMENT', `is_forward: mmdetection batches feed one image input; the model has ${inputs.length} inputs (${inputs.map((n) => `"${n}"`).join(', ')})`);
+  const img = Array.isArray(b.img) ? b.img[0] : b.img;
+  if (!img) throw invalidArgument(`data[${index}].img`, b.img, 'an image tensor or a non-empty list of them');
+  return { [inputs[0]]: img as FeedValue };
 }
 
 export interface SaveQatOptions {
   /** overrides config.save_onnx_name */
   file?: string;
-  /** batches for amp_num's sensitivity measurement (needed when amp_num > 0) */
-  data?: Array<Record<string, FeedValue>>;
+  /**
+   * batches for amp_num's sensitivity measurement (needed when amp_num > 0): feeds by input
+   * name, or with is_forward mmdetection batches { img: [tensor, …], img_metas }
+   */
+  data?: Array<Record<string, FeedValue> | { img: FeedValue | FeedValue[]; img_metas?: unknown }>;
 }
 
 export interface SavedQat {
+  /** the exported model: QDQ, or with quant_mode false the float model */
   qdq: string;
-  fakeQuant: string;
+  /** absent with quant_mode false (nothing is quantized) */
+  fakeQuant?: string;
+  /** false with quant_mode false: the file at `qdq` is the float model */
+  quantized: boolean;
   params?: string;
   checkpoint?: string;
   /** layers that fell back to float (amp_num) */
@@ -119,20 +163,37 @@ export interface SavedQat {
 export function saveQsinQatModel(net: QatNetwork, config: QatConfig, options: SaveQatOptions = {}): SavedQat {
   const file = options.file ?? config.save_onnx_name;
   if (!file) throw new QuantbookError('INVALID_ARGUMENT', 'save_onnx_name: no output file; set QatConfig.save_onnx_name or pass { file }');
+  const base = file.replace(/\.onnx$/i, '');
+  if (!config.quant_mode) {
+    // quantization mode off: the network trained in float, and the export is the float model
+    const model = net.toFloatModel();
+    if ((model.opsetVersion('') ?? 0) > config.opset_version) throw new QuantbookError('INVALID_ARGUMENT', `opset_version ${config.opset_version}: the model already uses opset ${model.opsetVersion('')}; quantbook does not downgrade opsets`);
+    upgradeOpset(model, config.opset_version);
+    renameIo(model, config.input_names, 'input_names', model.graph.inputNames);
+    renameIo(model, config.output_names, 'output_names', model.graph.outputNames);
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    model.save(file);
+    const saved: SavedQat = { qdq: file, fallback: [], records: [], quantized: false };
+    if (config.compressed_model_checkpoint) {
+      net.writeCheckpoint(config.compressed_model_checkpoint, { source: 'saveQsinQatModel' });
+      saved.checkpoint = config.compressed_model_checkpoint;
+    }
+    return saved;
+  }
   let fallback: string[] = [];
   if (config.amp_num > 0) {
-    if (!options.data?.length) throw new QuantbookError('INVALID_ARGUMENT', `amp_num ${config.amp_num}: fallback needs data to measure layer sensitivity; pass { data: [feeds, …] }`);
-    fallback = net.fallBack(config.amp_num, config.steps, options.data);
+    if (!options.data?.length) throw new QuantbookError('INVALID_ARGUMENT', `amp_num ${config.amp_num}: fallback needs data to measure layer sensitivity; pass { data: [${config.is_forward ? '{ img, img_metas }' : 'feeds'}, …] }`);
+    const inputs = net.graph.inputNames;
+    fallback = net.fallBack(config.amp_num, config.steps, options.data.map((b, i) => batchFeeds(b, config, inputs, i)));
   }
   const { model, records } = net.toQdqModel(config.opset_version);
   renameIo(model, config.input_names, 'input_names', model.graph.inputNames);
   renameIo(model, config.output_names, 'output_names', model.graph.outputNames);
-  const base = file.replace(/\.onnx$/i, '');
   const fakeQuantFile = `${base}_fake_quant.onnx`;
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   model.save(file);
   toFakeQuant(model).save(fakeQuantFile);
-  const saved: SavedQat = { qdq: file, fakeQuant: fakeQuantFile, fallback, records };
+  const saved: SavedQat = { qdq: file, fakeQuant: fakeQuantFile, fallback, records, quantized: true };
   if (config.save_params) saved.params = saveParams(`${base}_params`, records);
   if (config.compressed_model_checkpoint) {
     net.writeCheckpoint(config.compressed_model_checkpoint, { source: 'saveQsinQatModel' });

@@ -2,7 +2,8 @@
  * A model prepared for quantization-aware training: the trainable executor with fake
  * quantizers on exactly the tensors post-training quantization would quantize (every
  * quantized layer's weight, its input, and its output where another quantized layer follows),
- * and Conv → BatchNormalization pairs trained in one of three forms:
+ * and Conv → BatchNormalization pairs (with `fuseDense`, also Dense → BatchNormalization: a Gemm,
+ * or a 2-D MatMul with a constant weight) trained in one of three forms:
  *
  *  - fusion off: Conv and BatchNormalization stay separate; the Conv output is quantized.
  *  - 'none' (fused, not folded): the pair is one layer (no quantizer between Conv and BN),
@@ -12,6 +13,10 @@
  *  - 'two-conv': a float convolution gives batch statistics; until `freezeBn` steps the folded,
  *    quantized convolution is corrected by σ_run/σ_batch, after that running statistics only.
  * Folded forms export the folded Conv, so inference equals what evaluation in training measured.
+ *
+ * With `fuseRelu` (Golden Stick's fusion patterns Conv/Dense [+ BatchNorm] + ReLU), a layer whose
+ * output (after its fused BatchNormalization) feeds a ReLU alone is quantized at the ReLU's output,
+ * not before it: no fake quantizer sits between the BatchNormalization and the ReLU.
  */
 import * as tf from '@tensorflow/tfjs';
 import * as arrow from 'apache-arrow';
@@ -21,7 +26,7 @@ import { Model } from '../onnx/model';
 import { NodeProto } from '../onnx/proto';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { QParams, QuantSpec } from '../observers/qparams';
-import { foldBatchNorms } from '../quantize/fold-batchnorm';
+import { foldBatchNorms, foldDenseBatchNorms } from '../quantize/fold-batchnorm';
 import { toFakeQuant } from '../quantize/fake-quant';
 import { QuantLayer, selectLayers } from '../quantize/layers';
 import { activationTensors, applyQdq, LayerRecord } from '../quantize/qdq';
@@ -42,12 +47,17 @@ export interface QatNetworkOptions {
   ignoreHeadTail?: boolean;
   /** treat Conv → BatchNormalization as one layer */
   fusion: boolean;
+  /** with fusion, also treat Dense (Gemm / 2-D MatMul) → BatchNormalization as one layer */
+  fuseDense?: boolean;
+  /** quantize a layer's output after the ReLU that alone reads it (Golden Stick's … + ReLU patterns) */
+  fuseRelu?: boolean;
   bnFold: BnFoldMode;
   /** training steps after which BatchNormalization uses running statistics ('two-conv') */
   freezeBn: number;
 }
 
-interface ConvBnPair { conv: NodeProto; bn: NodeProto }
+/** A fused layer and its BatchNormalization; `dense`: a Gemm/MatMul, with transB for the weight layout. */
+interface ConvBnPair { conv: NodeProto; bn: NodeProto; dense?: { transB: boolean } }
 
 export class QatNetwork {
   readonly graph: TrainableGraph;
@@ -64,26 +74,28 @@ export class QatNetwork {
     // layers and quantized tensors are chosen with fused pairs as one layer (BN folded), so
     // no quantizer sits between a fused Conv and its BatchNormalization
     const structure = (this.structure = options.fusion ? source.clone() : source);
-    if (options.fusion) foldBatchNorms(structure);
+    const foldedOutputs = options.fusion ? this.foldStructure(structure) : [];
     const selection = selectLayers(structure, options.disableNames ?? []);
     this.layers = options.ignoreHeadTail ? selection.layers.slice(1, -1) : selection.layers;
     if (!this.layers.length) throw new QuantbookError('INVALID_ARGUMENT', `no layer left to quantize (${selection.layers.length} quantizable, disable_names ${JSON.stringify(options.disableNames ?? [])}, ignore_head_tail_node ${!!options.ignoreHeadTail})`);
     this.graph = TrainableGraph.fromModel(source);
     const g = source.graph;
-    for (const t of activationTensors(structure, this.layers)) {
+    for (const t of this.quantizedTensors(this.layers)) {
       const q = new ActivationFakeQuant(t, options.activation, (v) => this.graph.extraVariables.add(v));
       this.activations.set(t, q);
       this.graph.transforms.set(t, (x, training) => q.apply(x, training));
     }
-    if (options.fusion) {
-      for (const bn of g.nodes.filter((n) => n.op_type === 'BatchNormalization')) {
-        const conv = g.producer(bn.input[0]);
-        if (conv?.op_type === 'Conv' && this.layers.some((l) => l.name === (conv.name || conv.output[0])) && g.consumers(conv.output[0]).length === 1) this.pairs.push({ conv, bn });
-      }
+    // the pairs the structure folded, found again in the source by the BN's output tensor
+    for (const out of foldedOutputs) {
+      const bn = g.producer(out);
+      const conv = bn && g.producer(bn.input[0]);
+      if (!bn || !conv || !this.layers.some((l) => l.node.output[0] === out)) continue;
+      this.pairs.push({ conv, bn, ...(conv.op_type === 'Conv' ? {} : { dense: { transB: conv.op_type === 'Gemm' && attributeValue(conv, 'transB') === 1 } }) });
     }
     for (const layer of this.layers) {
       if (!layer.weight) continue;
-      const node = g.nodes.find((n) => (n.name || n.output[0]) === layer.name)!;
+      // a fused layer's source node is found by the tensor it produces in the structure (the BN's output)
+      const node = this.pairs.find((p) => p.bn.output[0] === layer.node.output[0])?.conv ?? g.nodes.find((n) => (n.name || n.output[0]) === layer.name)!;
       const wq = new WeightFakeQuant(layer.name, { ...options.weight.spec, channelAxis: layer.weightAxis! }, options.weight.quantDelay);
       this.weights.set(layer.name, wq);
       const pair = this.pairs.find((p) => p.conv === node);
@@ -92,39 +104,73 @@ export class QatNetwork {
     }
   }
 
+  /** Folds the fused pairs into `model` (BN → Conv, and with fuseDense BN → Dense); returns the folded layers' output tensors. */
+  private foldStructure(model: Model): string[] {
+    const folded = foldBatchNorms(model).folded;
+    if (this.options.fuseDense) folded.push(...foldDenseBatchNorms(model).folded);
+    return folded.map((f) => f.output);
+  }
+
+  /**
+   * The activation tensors fake-quantized for `layers`: their inputs and the outputs that lead to
+   * another quantized layer (chosen on the structure, where fused pairs are one layer); with
+   * fuseRelu, an output that a ReLU alone reads is quantized at the ReLU's output instead.
+   */
+  private quantizedTensors(layers: QuantLayer[]): string[] {
+    const tensors = activationTensors(this.structure, layers);
+    if (!this.options.fuseRelu) return tensors;
+    const g = this.structure.graph;
+    const outputs = new Set(layers.filter((l) => !l.scope).map((l) => l.node.output[0]));
+    const moved = tensors.map((t) => {
+      if (!outputs.has(t) || g.outputNames.includes(t)) return t;
+      const readers = g.consumers(t);
+      return readers.length === 1 && readers[0].op_type === 'Relu' ? readers[0].output[0] : t;
+    });
+    return [...new Set(moved)];
+  }
+
   /** The float model in its export form: BatchNormalization folded where the pairs fold. */
   private exportStructure(model: Model): Model {
-    if (this.options.fusion && this.options.bnFold !== 'none') foldBatchNorms(model);
+    if (this.options.fusion && this.options.bnFold !== 'none') this.foldStructure(model);
     return model;
   }
 
-  private foldPair({ conv, bn }: ConvBnPair, wq: WeightFakeQuant): void {
-    const attrs = convAttributes(conv);
+  private foldPair({ conv, bn, dense }: ConvBnPair, wq: WeightFakeQuant): void {
+    const attrs = dense ? undefined : convAttributes(conv);
+    // the layer as a function of (input, weight, bias), and the shapes that broadcast a
+    // per-output-channel vector over its output and over its weight
+    const linear = (x: tf.Tensor, w: tf.Tensor, b?: tf.Tensor): tf.Tensor => {
+      if (!dense) return conv2d(x as tf.Tensor4D, w as tf.Tensor4D, b, attrs!);
+      const y = tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, dense.transB);
+      return b ? y.add(b) : y;
+    };
+    const c = dense ? [1, -1] : [1, -1, 1, 1];
+    const weightShape = !dense ? [-1, 1, 1, 1] : dense.transB ? [-1, 1] : [1, -1];
+    const statAxes = dense ? [0] : [0, 2, 3];
     const eps = (attributeValue(bn, 'epsilon') as number | undefined) ?? 1e-5;
     const momentum = (attributeValue(bn, 'momentum') as number | undefined) ?? 0.9;
     const [meanName, varName] = [bn.input[3], bn.input[4]];
     let steps = 0;
     this.graph.overrides.set(conv, () => []);
     this.graph.overrides.set(bn, (read, training) => {
-      const x = read(conv.input[0]) as tf.Tensor4D;
-      const w = read(conv.input[1]) as tf.Tensor4D;
-      const b = conv.input[2] ? read(conv.input[2]) : undefined;
+      const x = read(conv.input[0])!;
+      const w = read(conv.input[1])!;
+      const b = conv.input[2] ? read(conv.input[2])!.reshape([-1]) : undefined;
       const [gamma, beta, runMean, runVar] = bn.input.slice(1, 5).map((n) => read(n)!);
-      const c = [1, -1, 1, 1];
       const runStd = runVar.add(eps).sqrt();
       const k = gamma.div(runStd);
-      const foldedW = w.mul(k.reshape([-1, 1, 1, 1]));
+      const foldedW = w.mul(k.reshape(weightShape));
       const bias = (mean: tf.Tensor, std: tf.Tensor) => beta.sub(gamma.mul(b ? mean.sub(b) : mean).div(std));
-      const inference = () => conv2d(x, wq.apply(foldedW, training) as tf.Tensor4D, bias(runMean, runStd), attrs);
+      const inference = () => linear(x, wq.apply(foldedW, training), bias(runMean, runStd));
       if (!training) return [inference()];
       steps++;
       const frozen = this.options.bnFold === 'two-conv' && steps > this.options.freezeBn;
       if (frozen) return [inference()];
       // batch statistics of the float layer output: from a float convolution ('two-conv') or
       // from the quantized folded one scaled back by 1/k ('one-conv')
-      const quantized = conv2d(x, wq.apply(foldedW, training) as tf.Tensor4D, undefined, attrs);
-      const raw = this.options.bnFold === 'two-conv' ? conv2d(x, w, b, attrs) : quantized.div(k.reshape(c)).add(b ? b.reshape(c) : 0);
-      const { mean, variance } = tf.moments(raw, [0, 2, 3]);
+      const quantized = linear(x, wq.apply(foldedW, training));
+      const raw = this.options.bnFold === 'two-conv' ? linear(x, w, b) : quantized.div(k.reshape(c)).add(b ? b.reshape(c) : 0);
+      const { mean, variance } = tf.moments(raw, statAxes);
       const batchStd = variance.add(eps).sqrt();
       const count = raw.size / raw.shape[1]!;
       this.graph.variables.get(meanName)!.assign(runMean.mul(momentum).add(mean.mul(1 - momentum)));
@@ -143,7 +189,7 @@ export class QatNetwork {
   /** Enables exactly the quantizers the quantized layers need (none with `all` false). */
   private enableQuantizers(all = true): void {
     const layers = this.quantizedLayers;
-    const tensors = new Set(all ? activationTensors(this.structure, layers) : []);
+    const tensors = new Set(all ? this.quantizedTensors(layers) : []);
     for (const [t, q] of this.activations) q.enabled = tensors.has(t);
     for (const [l, q] of this.weights) q.enabled = all && !this.fallenBack.has(l);
   }

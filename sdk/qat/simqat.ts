@@ -4,7 +4,9 @@
  * rules of its API page; apply(model) returns a QatNetwork to train, convert(net, ckptPath)
  * the deployable QDQ model.
  *
- * Mapping onto quantbook: enable_fusion treats Conv → BatchNormalization as one layer;
+ * Mapping onto quantbook: enable_fusion treats Conv → BatchNormalization and Dense (Gemm, 2-D
+ * MatMul) → BatchNormalization as one layer, and quantizes a fused layer followed by a ReLU at
+ * the ReLU's output only (Golden Stick's Conv/Dense [+ BN] + ReLU patterns);
  * bn_fold with one_conv_fold folds with running statistics ('one-conv'), bn_fold alone is the
  * two-convolution form with batch statistics until freeze_bn steps ('two-conv'), fusion without
  * bn_fold keeps BN after the quantized Conv ('none'). Activation ranges follow an EMA (decay
@@ -172,7 +174,11 @@ export class SimulatedQuantizationAwareTraining {
     return new QatNetwork(network, {
       activation: { spec: this.spec(0), ema: 0.999, quantDelay: this.c.quantDelay[0] },
       weight: { spec: this.spec(1), quantDelay: this.c.quantDelay[1] },
+      // Golden Stick's fusion patterns: Conv2d + BatchNorm2d + ReLU, Conv2d + ReLU, Dense +
+      // BatchNorm2d + ReLU, Dense + BatchNorm2d, Dense + ReLU (quantized at the ReLU output)
       fusion: this.c.enableFusion,
+      fuseDense: this.c.enableFusion,
+      fuseRelu: this.c.enableFusion,
       bnFold: this.foldMode,
       freezeBn: this.c.freezeBn,
     });

@@ -67,7 +67,7 @@ describe('QAT on the MNIST CNN', () => {
     const loopAcc = history.history[0].testAccuracy;
     const saved = saveQsinQatModel(net, config);
     const qatAcc = await ortAccuracy(saved.qdq, test);
-    const fakeAcc = await ortAccuracy(saved.fakeQuant, test);
+    const fakeAcc = await ortAccuracy(saved.fakeQuant!, test);
     console.log(`      ${'model'.padEnd(26)} accuracy (ORT, ${test.count} test digits)`);
     for (const [name, v] of [['fp32', fp32], ['PTQ W8A8 (per-tensor)', ptqAcc], ['QAT 1 epoch, QDQ', qatAcc], ['QAT 1 epoch, fake-quant', fakeAcc], ['QAT in the training loop', loopAcc]] as const) console.log(`      ${name.padEnd(26)} ${pct(v)}`);
     assert.equal(fakeAcc, loopAcc, 'the fake-quant export scores what the training loop measured');
