@@ -17,8 +17,10 @@ import { makeTensor } from '../onnx/tensor';
 /** floats the intermediates of one run may hold (C · (rows · (K + N) + K · N)): ~32 MB each, a few alive at once */
 const FLOATS_PER_RUN = 8_000_000;
 
-function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array): Uint8Array {
+/** The scoring model: the group's sample, columns and reference are inputs, so one session serves every group. */
+function errorModel(): Uint8Array {
   const c = (name: string, dims: number[], data: Float32Array | BigInt64Array) => makeTensor(name, data instanceof BigInt64Array ? DataType.INT64 : DataType.FLOAT, dims, data);
+  const input = (name: string, dims: Array<string | number>) => newValueInfo({ name, type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dim_value: d } : { dim_param: d })) } } } });
   const nodes = [
     // X / s, then uint8 asymmetric per tensor (range includes 0), per candidate
     newNode({ op_type: 'Reshape', input: ['s', 'row_shape'], output: ['s_row'] }),
@@ -50,7 +52,8 @@ function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n
     newNode({ op_type: 'Round', input: ['wd'], output: ['wr'] }),
     newNode({ op_type: 'Clip', input: ['wr', 'i8_min', 'i8_max'], output: ['wc'] }),
     newNode({ op_type: 'Mul', input: ['wc', 'sw'], output: ['wq'] }),
-    // ‖Q(X/s)·Q(s·W) − X·W‖² per candidate
+    // ‖Q(X/s)·Q(s·W) − X·W‖² per candidate (X·W once, in float32 as the model computes it)
+    newNode({ op_type: 'MatMul', input: ['x', 'w'], output: ['reference'] }),
     newNode({ op_type: 'MatMul', input: ['xq', 'wq'], output: ['y'] }),
     newNode({ op_type: 'Sub', input: ['y', 'reference'], output: ['d'] }),
     newNode({ op_type: 'ReduceSumSquare', input: ['d'], output: ['error'], attribute: [makeAttribute('axes', [1, 2]), makeAttribute('keepdims', 0)] }),
@@ -58,10 +61,9 @@ function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n
   const graph = newGraph({
     name: 'smoothing_candidates',
     node: nodes,
-    input: [newValueInfo({ name: 's', type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'C' }, { dim_value: k }] } } } })],
+    input: [input('s', ['C', 'K']), input('x', [1, 'R', 'K']), input('w', [1, 'K', 'N'])],
     output: [newValueInfo({ name: 'error', type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_param: 'C' }] } } } })],
     initializer: [
-      c('x', [1, rows, k], x), c('w', [1, k, n], w), c('reference', [1, rows, n], reference),
       c('row_shape', [3], BigInt64Array.of(0n, 1n, -1n)), c('col_shape', [3], BigInt64Array.of(0n, -1n, 1n)),
       c('zero', [], Float32Array.of(0)), c('tiny', [], Float32Array.of(1e-30)), c('u8_levels', [], Float32Array.of(255)),
       c('i8_min', [], Float32Array.of(-128)), c('i8_max', [], Float32Array.of(127)),
@@ -70,13 +72,29 @@ function errorModel(x: Float32Array, rows: number, k: number, w: Float32Array, n
   return encodeModel(newModel({ ir_version: 7, opset_import: [{ domain: '', version: 13 }], producer_name: 'quantbook', graph }));
 }
 
-export class CandidateErrors {
-  private constructor(private readonly session: ort.InferenceSession, private readonly k: number, private readonly perRun: number) {}
+// sessions outlive a search: creating one costs more than scoring a group's grid on the
+// transformer, so every group and every smoothing run in the process shares it (per provider list)
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
-  /** `w`: [K, N] row-major (the group's sampled columns side by side); `reference`: X·W, [rows, N]. */
-  static async create(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, reference: Float32Array, executionProviders?: ort.InferenceSession.SessionOptions['executionProviders']): Promise<CandidateErrors> {
+function scoringSession(executionProviders: ort.InferenceSession.SessionOptions['executionProviders'] = ['cpu']): Promise<ort.InferenceSession> {
+  const key = JSON.stringify(executionProviders);
+  let session = sessions.get(key);
+  if (!session) {
+    session = ort.InferenceSession.create(errorModel(), { executionProviders });
+    session.catch(() => sessions.delete(key));
+    sessions.set(key, session);
+  }
+  return session;
+}
+
+export class CandidateErrors {
+  private constructor(private readonly session: ort.InferenceSession, private readonly k: number, private readonly perRun: number, private readonly data: Record<string, ort.Tensor>) {}
+
+  /** `x`: [rows, K] sample; `w`: [K, N] row-major (the group's sampled columns side by side). */
+  static async create(x: Float32Array, rows: number, k: number, w: Float32Array, n: number, executionProviders?: ort.InferenceSession.SessionOptions['executionProviders']): Promise<CandidateErrors> {
     const perCandidate = rows * (k + n) + k * n;
-    return new CandidateErrors(await ort.InferenceSession.create(errorModel(x, rows, k, w, n, reference), { executionProviders: executionProviders ?? ['cpu'] }), k, Math.max(1, Math.floor(FLOATS_PER_RUN / perCandidate)));
+    const data = { x: new ort.Tensor('float32', x, [1, rows, k]), w: new ort.Tensor('float32', w, [1, k, n]) };
+    return new CandidateErrors(await scoringSession(executionProviders), k, Math.max(1, Math.floor(FLOATS_PER_RUN / perCandidate)), data);
   }
 
   /** The error of each candidate scaling (K scales each). */
@@ -86,13 +104,14 @@ export class CandidateErrors {
       const part = candidates.slice(at, at + this.perRun);
       const s = new Float32Array(part.length * this.k);
       part.forEach((v, i) => s.set(Array.from(v), i * this.k));
-      const r = await this.session.run({ s: new ort.Tensor('float32', s, [part.length, this.k]) });
+      const r = await this.session.run({ ...this.data, s: new ort.Tensor('float32', s, [part.length, this.k]) });
       out.push(...(r.error.data as Float32Array));
     }
     return out;
   }
 
+  /** The session is shared (scoringSession); nothing of its own to release. */
   dispose(): Promise<void> {
-    return this.session.release();
+    return Promise.resolve();
   }
 }

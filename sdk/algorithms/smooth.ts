@@ -222,22 +222,20 @@ function evenly(n: number, most: number): number[] {
   return Array.from({ length: most }, (_, i) => Math.floor((i * n) / most));
 }
 
-/** The layers' sampled columns side by side ([K, N₁ + N₂ + …]) and their reference outputs ([rows, N₁ + N₂ + …]). */
-function joinColumns(search: ReturnType<typeof searchSample>, k: number): { w: Float32Array; n: number; reference: Float32Array } {
+/** The layers' sampled columns side by side ([K, N₁ + N₂ + …]). */
+function joinColumns(search: ReturnType<typeof searchSample>, k: number): { w: Float32Array; n: number } {
   const n = search.n.reduce((a, b) => a + b, 0);
   const w = new Float32Array(k * n);
-  const reference = new Float32Array(search.rows * n);
   let offset = 0;
   search.weights.forEach((wl, li) => {
     const nl = search.n[li];
     for (let j = 0; j < k; j++) w.set(wl.subarray(j * nl, (j + 1) * nl), j * n + offset);
-    for (let r = 0; r < search.rows; r++) reference.set(search.reference[li].subarray(r * nl, (r + 1) * nl), r * n + offset);
     offset += nl;
   });
-  return { w, n, reference };
+  return { w, n };
 }
 
-/** The rows and columns the search evaluates candidates on, with the float reference output there. */
+/** The rows and columns the search evaluates candidates on (the scorer computes X·W there itself; m4's JavaScript refinement computes it on demand). */
 function searchSample(sample: Float32Array, rows: number, k: number, weights: Float32Array[], ns: number[]) {
   const rowIndex = evenly(rows, SEARCH_ROWS);
   const x = new Float32Array(rowIndex.length * k);
@@ -251,7 +249,7 @@ function searchSample(sample: Float32Array, rows: number, k: number, weights: Fl
     return out;
   });
   const n = columns.map((c) => c.length);
-  return { x, rows: rowIndex.length, weights: picked, n, reference: picked.map((w, li) => matmul(x, rowIndex.length, k, w, n[li])) };
+  return { x, rows: rowIndex.length, weights: picked, n, reference: () => picked.map((w, li) => matmul(x, rowIndex.length, k, w, n[li])) };
 }
 
 /** s_j = xStat_j^α / wMax_j^β, centred on 1. */
@@ -306,7 +304,7 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const search = searchSample(sample, rows, k, c.weights, c.n);
     // candidates are scored in ONNX Runtime, a batch per run (smooth-search.ts)
     const joined = joinColumns(search, k);
-    const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, joined.reference, options.executionProviders);
+    const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, options.executionProviders);
     let s: Float32Array;
     let alpha: number;
     let beta: number;
@@ -319,7 +317,8 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       [errorBefore, errorAfter] = await scorer.errors([new Float32Array(k).fill(1), s]);
       if (options.method === 'm4') {
         const outliers = Array.from(absMax.keys()).sort((a, b) => absMax[b] - absMax[a]).slice(0, 16);
-        const refined = refineChannels(s, outliers, (cand) => smoothedError(search.x, search.rows, k, search.weights, search.n, cand, search.reference));
+        const reference = search.reference();
+        const refined = refineChannels(s, outliers, (cand) => smoothedError(search.x, search.rows, k, search.weights, search.n, cand, reference));
         // the refinement reckons in JavaScript (float64): keep it only if the scorer, which gave errorAfter, agrees
         const [refinedError] = await scorer.errors([refined]);
         if (refinedError < errorAfter) [s, errorAfter] = [refined, refinedError];

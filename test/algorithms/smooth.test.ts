@@ -141,7 +141,7 @@ describe('outlier suppression (m1–m6 scale migration)', () => {
     const candidates = [new Float32Array(k).fill(1), ...[33, 34, 35, 36, 37].map((seed) => randomFloats(k, seed, 0.2, 4))];
     candidates[1] = new Float32Array(k).fill(1);
     candidates[1][5] = 6; // √40-ish: splits the outlier between X and W, as SmoothQuant's α = ½ would
-    const scorer = await CandidateErrors.create(x, rows, k, w, n, reference);
+    const scorer = await CandidateErrors.create(x, rows, k, w, n);
     const got = await scorer.errors(candidates);
     await scorer.dispose();
     const expected = candidates.map((s) => smoothedError(x, rows, k, [w], [n], s, [reference]));
