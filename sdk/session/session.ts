@@ -15,7 +15,6 @@ import { CalibrationSource } from '../calibration/data';
 import { isImageFolderSource } from '../calibration/images';
 import { Model, loadModel } from '../onnx/model';
 import { requireDevice } from '../runtime/device';
-import { Feeds } from '../runtime/runner';
 import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
@@ -100,8 +99,8 @@ export class QuantizationResult {
     return { files };
   }
 
-  /** fp32 vs quantized, per quantized layer output and per model output. */
-  compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>, options?: CompareOptions): Promise<LayerComparison[]> {
+  /** fp32 vs quantized, per quantized layer output and per model output, on any CalibrationSource (a folder, feeds, images). */
+  compare(batches: CalibrationSource, options?: CompareOptions): Promise<LayerComparison[]> {
     return compareModels(this.float, this.qdq, this.layerOutputs(), batches, options);
   }
 
