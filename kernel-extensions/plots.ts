@@ -81,7 +81,7 @@ export function channelScales(r: QuantizationResult, layer: string): void {
   draw(channelScalesFigure(layer, l.weight.scale));
 }
 
-/** Per-layer sensitivity: SQNR and cosine bars from `result.compare(...)`. */
+/** Per-layer sensitivity from `result.compare(...)`: SQNR bars from 0 dB and 1 − cosine on a log axis, the worst tenth in red. */
 export function sensitivity(rows: LayerComparison[]): void {
   if (!rows.length) throw new QuantbookError('INVALID_ARGUMENT', 'sensitivity: the comparison is empty; pass the rows result.compare(batches) returned');
   draw(sqnrFigure(rows), 420);

@@ -17,7 +17,7 @@ export * from './observers';
 export { StatRow, statsTable, rowsFromTable, writeStats, readStats, writeTable } from './stats/calibration-stats';
 export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, COLLECT_MODES, CollectMode, defaultTargets, dataHashOf, DATA_HASH } from './calibration/calibrator';
 export { BatchSummary, FINE_BINS } from './calibration/batch-summary';
-export { batchesFrom, readNpy, CalibrationSource } from './calibration/data';
+export { batchesFrom, collectBatches, readNpy, isBatchFile, NON_BATCH_FILE, CalibrationSource } from './calibration/data';
 export { upgradeOpset } from './onnx/opset-upgrade';
 export { foldBatchNorms } from './quantize/fold-batchnorm';
 export { foldAffineIntoConvs, AffineFoldResult } from './quantize/fold-affine';

@@ -4,12 +4,14 @@
  * calibration batches on ONNX Runtime (bounded in size, so a large model's activations are never
  * all kept).
  */
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import * as ort from 'onnxruntime-node';
 import { QuantbookError } from '../errors';
 import { Graph, attributeValue } from '../onnx/graph';
 import { Model } from '../onnx/model';
-import { Feeds, Runner } from '../runtime/runner';
+import { Runner } from '../runtime/runner';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { QuantLayer } from '../quantize/layers';
 import { conv2d, convAttributes } from '../train/conv';
 
@@ -48,14 +50,14 @@ export interface SampleLimits {
  * The float inputs of `layers` on the first batches of `data`: per layer one tensor
  * (Conv: [N, C, h, w] crops; MatMul/Gemm: [rows, K]).
  */
-export async function sampleLayerInputs(model: Model, layers: QuantLayer[], data: Feeds[], limits: SampleLimits = {}): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
+export async function sampleLayerInputs(model: Model, layers: QuantLayer[], data: CalibrationSource, limits: SampleLimits = {}): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
   const maxSamples = limits.samples ?? 4;
   const crop = limits.crop ?? 32;
   const tensors = [...new Set(layers.map((l) => l.activations[0]))];
   const collected = new Map<string, { chunks: Float32Array[]; dims: number[]; count: number; rows: number }>();
   const runner = await Runner.create(model, { expose: tensors });
   try {
-    for (const feeds of data) {
+    for await (const feeds of batchesFrom(data, model.graph.inputNames)) {
       if (tensors.every((t) => (collected.get(t)?.count ?? 0) >= maxSamples)) break;
       const { exposed } = await runner.run(feeds);
       for (const t of tensors) {

@@ -11,6 +11,7 @@ import { QuantbookError } from '../errors';
 import { OutputErrorAccumulator } from '../eval/metrics';
 import { Model } from '../onnx/model';
 import { Feeds } from '../runtime/runner';
+import { CalibrationSource, collectBatches } from '../calibration/data';
 import { QuantLayer } from '../quantize/layers';
 
 export interface SensitivityRow {
@@ -26,8 +27,8 @@ export interface SensitivityRow {
 }
 
 export interface SensitivityOptions {
-  /** batches whose outputs are compared with the float model's */
-  data: Feeds[];
+  /** batches whose outputs are compared with the float model's: any CalibrationSource (read once, kept in memory) */
+  data: CalibrationSource;
   /** task metric of a model (higher is better), e.g. accuracy on held-out data */
   evaluate?: (model: Uint8Array) => Promise<number>;
   onProgress?: (p: { done: number; total: number; layer: string }) => void;
@@ -66,11 +67,12 @@ function compare(reference: Float32Array[], test: Float32Array[]): { sqnrDb: num
  * recipe: same activation ranges, same weights), so every variant differs in one layer only.
  */
 export async function layerSensitivity(float: Model, layers: QuantLayer[], build: (keep: QuantLayer[]) => Model, options: SensitivityOptions): Promise<Sensitivity> {
-  if (!options.data?.length) throw new QuantbookError('INVALID_ARGUMENT', 'sensitivity: data must hold at least one batch');
-  const reference = await outputsOf(float.toBytes(), options.data);
+  const data = options.data === undefined ? [] : await collectBatches(options.data, float.graph.inputNames);
+  if (!data.length) throw new QuantbookError('INVALID_ARGUMENT', 'sensitivity: data must hold at least one batch');
+  const reference = await outputsOf(float.toBytes(), data);
   const measure = async (keep: QuantLayer[]) => {
     const bytes = build(keep).toBytes();
-    const err = compare(reference, await outputsOf(bytes, options.data));
+    const err = compare(reference, await outputsOf(bytes, data));
     return { ...err, metric: options.evaluate ? await options.evaluate(bytes) : NaN };
   };
   const floatMetric = options.evaluate ? await options.evaluate(float.toBytes()) : NaN;

@@ -3,6 +3,8 @@
  * arrays or (async) iterables of feeds, or a folder of .npy / .json files (sorted by name).
  * A file holds one batch: for a single-input model, the input tensor itself; otherwise an
  * object keyed by input name ({"x": {"dims": [...], "data": [...]}} in JSON).
+ * Files that describe the data rather than hold it (labels.json and the others NON_BATCH_FILE
+ * matches) are left out. The formats: docs/formats.md.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -16,6 +18,19 @@ export type CalibrationSource = string | ImageFolderSource | Iterable<Feeds> | A
 
 export const FILE_EXTENSIONS = ['.npy', '.json'];
 
+/**
+ * Files in a data folder that are never batches, though they end in .json: labels and other
+ * metadata shipped beside the data (labels.json, meta.json, metadata.json, manifest.json,
+ * schedule.json, config.json, and any *.labels.json / *.meta.json / *.manifest.json), and hidden
+ * or underscore-prefixed files (.x.json, _x.json). Documented in docs/formats.md.
+ */
+export const NON_BATCH_FILE = /^[._]|^(labels?|meta|metadata|manifest|schedule|config)\.json$|\.(labels?|meta|manifest)\.json$/i;
+
+/** Whether a file of a data folder is a calibration batch: .npy or .json, and not metadata (NON_BATCH_FILE). */
+export function isBatchFile(name: string): boolean {
+  return FILE_EXTENSIONS.includes(path.extname(name).toLowerCase()) && !NON_BATCH_FILE.test(name);
+}
+
 export async function* batchesFrom(source: CalibrationSource, inputNames: readonly string[]): AsyncGenerator<Feeds, void, undefined> {
   if (typeof source === 'string') {
     yield* folderBatches(source, inputNames);
@@ -26,6 +41,20 @@ export async function* batchesFrom(source: CalibrationSource, inputNames: readon
   } else {
     throw new QuantbookError('INVALID_ARGUMENT', `calibration data: got ${typeof source}; expected a folder of .npy/.json batches, { imageFolder, preprocess }, an array, or an (async) iterable of feeds`);
   }
+}
+
+/**
+ * The batches of `source` held in memory (at most `max`), for work that passes over the data
+ * more than once; the one normalising step every entry that takes data goes through, with batchesFrom.
+ */
+export async function collectBatches(source: CalibrationSource, inputNames: readonly string[], max = Infinity): Promise<Feeds[]> {
+  const out: Feeds[] = [];
+  if (out.length >= max) return out;
+  for await (const b of batchesFrom(source, inputNames)) {
+    out.push(b);
+    if (out.length >= max) break;
+  }
+  return out;
 }
 
 /** What hashFeeds needs of a hash: a streaming update (node's crypto.Hash and hash-wasm's hashers both have it). */
@@ -44,8 +73,8 @@ export function hashFeeds(hash: StreamingHash, feeds: Feeds): void {
 
 async function* folderBatches(dir: string, inputNames: readonly string[]): AsyncGenerator<Feeds, void, undefined> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new QuantbookError('FILE_NOT_FOUND', `calibration data folder not found: ${dir}`);
-  const files = fs.readdirSync(dir).filter((f) => FILE_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort();
-  if (!files.length) throw new QuantbookError('INVALID_ARGUMENT', `calibration data folder ${dir} holds no ${FILE_EXTENSIONS.join(' or ')} files (for images, pass { imageFolder, preprocess: { size, mean, std, channelOrder } })`);
+  const files = fs.readdirSync(dir).filter(isBatchFile).sort();
+  if (!files.length) throw new QuantbookError('INVALID_ARGUMENT', `calibration data folder ${dir} holds no ${FILE_EXTENSIONS.join(' or ')} batch files (labels.json and other metadata are not batches: docs/formats.md; for images, pass { imageFolder, preprocess: { size, mean, std, channelOrder } })`);
   for (const f of files) {
     const file = path.join(dir, f);
     yield path.extname(f).toLowerCase() === '.npy' ? singleInput(readNpy(file), inputNames, file) : jsonFeeds(file, inputNames);

@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { QuantbookError, requireObject } from '../errors';
 import { readJsonFile } from '../util/json-file';
-import { CalibrationSource, FILE_EXTENSIONS, batchesFrom } from '../calibration/data';
+import { CalibrationSource, batchesFrom, isBatchFile } from '../calibration/data';
 import { calibrate } from '../calibration/calibrator';
 import { OBSERVER_KINDS, ObserverKind } from '../observers';
 import { Model, loadModel } from '../onnx/model';
@@ -34,7 +34,7 @@ function dataSource(args: ParsedArgs, command: string): { source: CalibrationSou
   if (!dir) throw new QuantbookError('INVALID_ARGUMENT', `${command}: --data <folder> is required (a folder of .npy/.json batches, or of images with --image-size HxW)`);
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new QuantbookError('FILE_NOT_FOUND', `${command}: --data folder not found: ${dir}`);
   const files = fs.readdirSync(dir);
-  const hasBatches = files.some((f) => FILE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
+  const hasBatches = files.some(isBatchFile);
   const hasImages = files.some((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
   const size = args.values.get('image-size');
   if (!hasBatches && hasImages) {
@@ -126,7 +126,7 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   if (withReport) {
     if (data) {
       const cmp = progress(args, 'comparing');
-      comparison = await result.compare(batchesFrom(data.source, result.float.graph.inputNames));
+      comparison = await result.compare(data.source);
       cmp.done();
     }
     const report = (file: string) => fs.writeFileSync(file, renderReport(result.reportInput({ title: `quantbook report: ${path.basename(modelPath)}`, model: modelPath, comparison })));
@@ -224,4 +224,5 @@ export const COMMAND_USAGE = `  quantize <model.onnx> --data <folder> --out <fol
   compare <float.onnx> <quantized.onnx> --data <folder> [--max-batches N]
   report <model.onnx> --data <folder> --out <folder> [quantize options]   quantize, compare, write report.html
   data: a folder of .npy/.json batches, or of images with --image-size HxW [--mean r,g,b] [--std r,g,b] [--bgr] [--batch-size N]
+        (labels.json and other metadata files are not batches; formats: docs/formats.md)
   every command: --json (machine-readable result on stdout), --quiet`;

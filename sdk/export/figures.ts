@@ -115,13 +115,25 @@ export function rangesFigure(row: HistogramRow, ranges: Record<string, [number, 
   };
 }
 
-/** Distribution of log10(scale) over layers (activation scales) or over all channels (weight scales). */
+/**
+ * Scales at or below this are degenerate (an all-zero channel, a denormal): drawn, they would
+ * stretch the log10 axis to −42 and squeeze every real scale into one bar.
+ */
+export const DEGENERATE_SCALE = 1e-30;
+
+/**
+ * Distribution of log10(scale) over layers (activation scales) or over all channels (weight
+ * scales). Degenerate scales (≤ DEGENERATE_SCALE, zero, not finite) are left out and counted in the title.
+ */
 export function scaleDistributionFigure(scales: ArrayLike<number>, what: string, bins = 40): Figure {
-  const logs = Array.from(scales, (s) => Math.log10(s)).filter(Number.isFinite);
+  const all = Array.from(scales);
+  const logs = all.filter((s) => Number.isFinite(s) && s > DEGENERATE_SCALE).map((s) => Math.log10(s));
+  const skipped = all.length - logs.length;
   const h = binValues(logs, bins);
+  const note = skipped ? `; ${skipped} degenerate (scale ≤ ${DEGENERATE_SCALE}, zero or not finite) left out` : '';
   return {
     data: [{ type: 'bar', x: h.centers, y: h.counts, width: h.width, name: what }],
-    layout: { title: { text: `log10 of ${what} (${logs.length})` }, xaxis: { title: { text: 'log10 scale' } }, yaxis: { title: { text: 'count' } }, bargap: 0.02 },
+    layout: { title: { text: `log10 of ${what} (${logs.length}${note})` }, xaxis: { title: { text: 'log10 scale' } }, yaxis: { title: { text: 'count' }, rangemode: 'tozero' }, bargap: 0.02 },
   };
 }
 
@@ -134,16 +146,26 @@ export function channelScalesFigure(layer: string, scales: ArrayLike<number>): F
   };
 }
 
-/** Per-layer SQNR bars, worst layers in red: where quantization hurts. */
-export function sqnrFigure(rows: LayerComparison[], title = 'SQNR per layer output (dB, higher is better)'): Figure {
-  const worst = [...rows].sort((a, b) => a.sqnrDb - b.sqnrDb).slice(0, Math.max(1, Math.ceil(rows.length / 10))).map((r) => r.tensor);
+/** The colour of the worst layers' bars in the per-layer figures. */
+export const WORST_COLOR = '#d62728';
+const BAR_COLOR = '#1f77b4';
+
+/** The tensors of the worst tenth of `rows` (at least one) by `badness` (higher is worse). */
+function worstTenth(rows: LayerComparison[], badness: (r: LayerComparison) => number): Set<string> {
+  const ranked = rows.filter((r) => !Number.isNaN(badness(r))).sort((a, b) => badness(b) - badness(a));
+  return new Set(ranked.slice(0, Math.max(1, Math.ceil(rows.length / 10))).map((r) => r.tensor));
+}
+
+/** Per-layer SQNR bars from 0 dB, in graph order, the worst tenth in red: where quantization hurts. */
+export function sqnrFigure(rows: LayerComparison[], title = 'SQNR per layer output (dB, higher is better; worst tenth in red)'): Figure {
+  const worst = worstTenth(rows, (r) => -r.sqnrDb);
   return {
     data: [{
       type: 'bar', x: rows.map(label), y: rows.map((r) => round(r.sqnrDb, 3)),
-      marker: { color: rows.map((r) => (worst.includes(r.tensor) ? '#d62728' : '#1f77b4')) },
+      marker: { color: rows.map((r) => (worst.has(r.tensor) ? WORST_COLOR : BAR_COLOR)) },
       hovertext: rows.map((r) => `${r.opType} → ${r.tensor}`), name: 'SQNR (dB)',
     }],
-    layout: { title: { text: title }, yaxis: { title: { text: 'dB' } }, xaxis: { tickangle: -60, automargin: true } },
+    layout: { title: { text: title }, yaxis: { title: { text: 'dB' }, rangemode: 'tozero' }, xaxis: { tickangle: -60, automargin: true } },
   };
 }
 
@@ -169,12 +191,31 @@ export function attributionFigure(rows: LayerComparison[], top = 30): Figure {
   };
 }
 
-/** Per-layer cosine similarity of fp32 and quantized outputs. */
+/** 1 − cosine below this is drawn at it: an exact match still has a (short) bar on the log axis. */
+export const COSINE_GAP_FLOOR = 1e-9;
+
+/**
+ * Per-layer cosine similarity of fp32 and quantized outputs, drawn as 1 − cosine on a log axis
+ * (taller is worse; the worst tenth in red): a cosine of 0.61 and one of 0.99999 both show,
+ * where a cosine axis zoomed to [min, 1] would give the worst layer no bar at all.
+ */
 export function cosineFigure(rows: LayerComparison[]): Figure {
-  const min = Math.min(...rows.map((r) => r.cosine));
+  const gaps = rows.map((r) => Math.max(COSINE_GAP_FLOOR, 1 - r.cosine));
+  const finite = gaps.filter(Number.isFinite);
+  const lo = Math.floor(Math.log10(Math.min(...finite, 1e-3))) - 0.5;
+  const hi = Math.max(0, Math.ceil(Math.log10(Math.max(...finite, 1e-3))));
+  const worst = worstTenth(rows, (r) => 1 - r.cosine);
   return {
-    data: [{ type: 'bar', x: rows.map(label), y: rows.map((r) => round(r.cosine, 6)), name: 'cosine' }],
-    layout: { title: { text: 'Cosine similarity per layer output' }, yaxis: { range: [Math.max(-1, min - 0.001), 1] }, xaxis: { tickangle: -60, automargin: true } },
+    data: [{
+      type: 'bar', x: rows.map(label), y: gaps.map((g) => +g.toPrecision(4)), name: '1 − cosine',
+      marker: { color: rows.map((r) => (worst.has(r.tensor) ? WORST_COLOR : BAR_COLOR)) },
+      hovertext: rows.map((r) => `${r.opType} → ${r.tensor}: cosine ${r.cosine.toFixed(6)}`),
+    }],
+    layout: {
+      title: { text: '1 − cosine similarity per layer output (log; lower is better; worst tenth in red)' },
+      yaxis: { title: { text: '1 − cosine' }, type: 'log', range: [lo, hi], exponentformat: 'power' },
+      xaxis: { tickangle: -60, automargin: true },
+    },
   };
 }
 

@@ -26,11 +26,39 @@ export function plotlyLibraryTag(): string {
   return `<script>${plotlyLibrary()}\n;(window.__quantbookPlots||[]).forEach(function(f){f();});window.__quantbookPlots=[];</script>`;
 }
 
-/** One figure: a div with `id` and the script that draws into it (now, or once plotly has loaded). */
+/** Title lines are at most this many characters: a title that fits stays clear of the toolbar (top right). */
+export const TITLE_LINE_CHARS = 72;
+
+/** Breaks a title into lines of at most TITLE_LINE_CHARS characters at spaces (a longer word keeps its own line). */
+export function wrapTitle(text: string, width = TITLE_LINE_CHARS): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/**
+ * One figure: a div with `id` and the script that draws into it (now, or once plotly has loaded).
+ * The title is left-aligned over the plot and wrapped, with the top margin grown to hold its
+ * lines, so it never runs under the toolbar in the top right corner.
+ */
 export function figureHtml(fig: Figure, id: string, height = 380): string {
+  const title = fig.layout.title as { text?: string } | undefined;
+  const lines = title?.text ? wrapTitle(title.text) : [];
+  const layoutTitle = title?.text
+    ? { title: { ...title, text: lines.join('<br>'), x: 0, xref: 'paper', xanchor: 'left', font: { size: 16 } } }
+    : {};
   const spec = scriptJson({
     data: fig.data,
-    layout: { margin: { t: 50, l: 60, r: 20, b: 60 }, height, ...fig.layout },
+    layout: { height, ...fig.layout, margin: { t: 24 + 22 * Math.max(1, lines.length), l: 60, r: 20, b: 60 }, ...layoutTitle },
     config: { displaylogo: false, responsive: true },
   });
   return `<div id="${id}" class="quantbook-plot" style="width:100%;min-height:${height}px"></div>`

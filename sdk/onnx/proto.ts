@@ -6,7 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
-import Long from 'long';
+// `import =`, not a default import: the published .d.ts then compiles without esModuleInterop
+import Long = require('long');
 
 protobuf.util.Long = Long;
 protobuf.configure();

@@ -11,7 +11,8 @@
  *  - WeightFakeQuant: per-channel (or per-tensor) min/max of the current weights at every step.
  * Both are the identity until `quantDelay` training steps have passed (ranges still tracked).
  */
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import { QParams, QuantSpec, qparamsFromRange } from '../observers/qparams';
 
 /** STE fake quantization with fixed (per-tensor or broadcastable per-channel) parameters. */

@@ -6,7 +6,8 @@
  */
 import * as arrow from 'apache-arrow';
 import { Model } from '../onnx/model';
-import { Feeds, Runner } from '../runtime/runner';
+import { Runner } from '../runtime/runner';
+import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { OutputErrorAccumulator } from '../eval/metrics';
 import { localErrorModel } from './attribution';
 
@@ -31,7 +32,7 @@ export interface CompareOptions {
 }
 
 export async function compareModels(
-  float: Model, quantized: Model, layers: Array<{ layer: string; opType: string; tensor: string }>, batches: Iterable<Feeds> | AsyncIterable<Feeds>,
+  float: Model, quantized: Model, layers: Array<{ layer: string; opType: string; tensor: string }>, batches: CalibrationSource,
   options: CompareOptions = {},
 ): Promise<LayerComparison[]> {
   const tensors = [...new Set(layers.map((l) => l.tensor))];
@@ -46,7 +47,7 @@ export async function compareModels(
   const localAcc = new Map<string, OutputErrorAccumulator>();
   for (const l of layers) if (local?.localOutputs.has(l.layer)) localAcc.set(l.layer, new OutputErrorAccumulator());
   try {
-    for await (const feeds of batches) {
+    for await (const feeds of batchesFrom(batches, float.graph.inputNames)) {
       const [ra, rb] = [await a.run(feeds), await b.run(feeds)];
       for (const t of tensors) acc.get(t)!.add(ra.exposed[t].data as Float32Array, rb.exposed[t].data as Float32Array);
       for (const o of outputs) acc.get(o)!.add(ra.outputs[o].data as Float32Array, rb.outputs[o].data as Float32Array);

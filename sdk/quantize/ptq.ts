@@ -14,7 +14,7 @@
 import { resolveReduceRange, weightBits } from '../runtime/cpu-features';
 import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationProgress, calibrate } from '../calibration/calibrator';
-import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { CalibrationSource, collectBatches } from '../calibration/data';
 import { Model } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
 import { Feeds } from '../runtime/runner';
@@ -67,7 +67,7 @@ export interface PtqOptions {
   /** task metric (higher is better) of an encoded model; used by sensitivity and maxMetricDrop */
   evaluate?: (model: Uint8Array) => Promise<number>;
   /** batches for the sensitivity analysis (default: the first two calibration batches) */
-  sensitivityData?: Feeds[];
+  sensitivityData?: CalibrationSource;
   /** always run the sensitivity analysis (it runs anyway when falling back) */
   sensitivity?: boolean;
   onProgress?: (p: CalibrationProgress | { stage: 'ada' | 'sensitivity'; done: number; total: number; layer: string }) => void;
@@ -108,8 +108,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   check(options);
   const float = prepareFloat(model);
   const cle = options.cle ? crossLayerEqualize(float) : [];
-  const batches: Feeds[] = [];
-  for await (const b of batchesFrom(calibData, float.graph.inputNames)) batches.push(b);
+  const batches = await collectBatches(calibData, float.graph.inputNames);
   if (!batches.length) throw new QuantbookError('INVALID_ARGUMENT', 'calibration data holds no batch');
   const balanced = options.dmq === undefined ? [] : await smoothModel(float, batches, { method: 'm6', alpha: options.dmq, beta: 1 - options.dmq });
   const selection = selectLayers(float, options.disableNames ?? []);

@@ -5,7 +5,7 @@
  * config and data give the same report (apart from its creation time).
  */
 import * as path from 'path';
-import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { CalibrationSource } from '../calibration/data';
 import { ReportInput, writeReport } from '../export/report';
 import { QuantSession, QuantizationResult } from './session';
 
@@ -24,7 +24,7 @@ export interface ReportOptions {
 
 export async function report(source: QuantSession | QuantizationResult, file: string, options: ReportOptions = {}): Promise<{ file: string; input: ReportInput }> {
   const result = source instanceof QuantizationResult ? source : await source.run();
-  const comparison = options.compareOn === undefined ? undefined : await result.compare(batchesFrom(options.compareOn, result.float.graph.inputNames));
+  const comparison = options.compareOn === undefined ? undefined : await result.compare(options.compareOn);
   const input = result.reportInput({
     title: options.title ?? `quantbook report: ${result.baseName} (${result.kind})`,
     model: result.baseName,

@@ -117,8 +117,8 @@ export class QuantizationResult {
     return { files };
   }
 
-  /** fp32 vs quantized, per quantized layer output and per model output, on the session's device. */
-  compare(batches: Iterable<Feeds> | AsyncIterable<Feeds>, options?: CompareOptions): Promise<LayerComparison[]> {
+  /** fp32 vs quantized, per quantized layer output and per model output, on the session's device, on any CalibrationSource (a folder, feeds, images). */
+  compare(batches: CalibrationSource, options?: CompareOptions): Promise<LayerComparison[]> {
     let device: Device;
     try {
       device = requireDevice(this.config.device);

@@ -7,7 +7,8 @@
  * a sum over output positions of input patch × output gradient; for each kernel tap it is one
  * matrix product of a (strided) input slice with the output gradient, which every backend runs.
  */
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import { QuantbookError } from '../errors';
 import { attributeValue } from '../onnx/graph';
 import { NodeProto } from '../onnx/proto';

@@ -8,7 +8,8 @@
  * activation or a weight), `overrides` replace how a node computes (a Conv and its
  * BatchNormalization trained as one folded layer).
  */
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import { QuantbookError } from '../errors';
 import { DataType, toFloat32 } from '../onnx/dtype';
 import { Model } from '../onnx/model';

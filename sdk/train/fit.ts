@@ -6,7 +6,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import * as arrow from 'apache-arrow';
 import { QuantbookError, invalidArgument } from '../errors';
 import { readSafetensors, writeSafetensors } from '../export/safetensors';

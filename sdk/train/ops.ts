@@ -6,7 +6,8 @@
  * Integer tensors (shapes, indices; int64 in ONNX) are int32 tfjs tensors: tfjs has no int64,
  * and shape arithmetic never leaves int32's range.
  */
-import * as tf from '@tensorflow/tfjs';
+// tfjs-core, not the tfjs bundle: the same objects (tfjs re-exports core), and published types that do not pull in tfjs-layers
+import * as tf from '@tensorflow/tfjs-core';
 import { QuantbookError } from '../errors';
 import { DataType } from '../onnx/dtype';
 import { attributeValue } from '../onnx/graph';

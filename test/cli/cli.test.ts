@@ -90,8 +90,30 @@ describe('quantbook command', function () {
     // the original (opset-older, BN unfolded) float model still gets every layer's own error, and the worst are named
     const convRows = cmp.stdout.split('\n').filter((l) => /^\S+\s+Conv\s/.test(l));
     assert.ok(convRows.length > 10 && convRows.every((l) => /^\S+\s+Conv\s+-?\d+\.\d\d\s+-?\d+\.\d\d\s/.test(l)), convRows.join('\n'));
-    assert.match(cmp.stdout, /\(model output \S+\)/);
+    // each model output row names its output, as --json does
+    const json = run(['compare', MODELS.cls, path.join(dir, 'q', 'ch_ppocr_mobile_v2.0_cls_infer_w8a8.onnx'), '--data', data, '--max-batches', '1', '--json']);
+    const outputs = (JSON.parse(json.stdout) as Array<{ opType: string; tensor: string }>).filter((r) => r.opType === 'output').map((r) => r.tensor);
+    assert.ok(outputs.length > 0);
+    for (const o of outputs) assert.ok(cmp.stdout.split('\n').some((l) => l.startsWith(`(model output ${o})`)), `output ${o} named in\n${cmp.stdout}`);
     assert.match(cmp.stdout, /where error is born .*, worst first: \S+ -?\d+\.\d dB/);
+  });
+
+  it('--data folders: labels.json beside images or batches is not a batch (the shipped data/cls with --image-size)', () => {
+    const cls = path.join(__dirname, '..', '..', '..', 'data', 'cls');
+    assert.ok(fs.existsSync(path.join(cls, 'labels.json')), 'data/cls ships labels.json');
+    const stats = path.join(dir, 'cls-images.arrow');
+    const r = run(['calibrate', MODELS.cls, '--data', cls, '--image-size', '48x192', '--batch-size', '4', '--max-batches', '1', '--out', stats, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).metadata.batches, '1');
+    // a folder of .npy batches with labels.json and meta.json beside them: the two batches only
+    const mixed = path.join(dir, 'with-labels');
+    fs.mkdirSync(mixed);
+    for (const f of fs.readdirSync(data)) fs.copyFileSync(path.join(data, f), path.join(mixed, f));
+    fs.writeFileSync(path.join(mixed, 'labels.json'), JSON.stringify({ 'batch0.npy': '0' }));
+    fs.writeFileSync(path.join(mixed, 'meta.json'), JSON.stringify({ source: 'test' }));
+    const b = run(['calibrate', MODELS.cls, '--data', mixed, '--out', path.join(dir, 'mixed.arrow'), '--histogram-sample', '1024', '--json']);
+    assert.equal(b.code, 0, b.stderr);
+    assert.equal(JSON.parse(b.stdout).metadata.batches, '2');
   });
 
   it('two quantize runs into one folder at once: each ends whole (exit 0) or is turned away (LOCKED, exit 4); the folder holds one whole set', async () => {
