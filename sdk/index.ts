@@ -32,7 +32,7 @@ export { quantizeW8A8, prepareFloat, W8A8Options, W8A8Result, ACT_METHODS, ActMe
 export { GLUE_OP_TYPES, divisionsToMultiplications } from './quantize/glue';
 export { quantizeW8A8Dynamic, W8A8DynamicOptions, W8A8DynamicResult } from './quantize/w8a8-dynamic';
 export { compareModels, comparisonTable, LayerComparison, CompareOptions } from './quantize/compare';
-export { localErrorModel, worstFirst, LocalErrorModel } from './quantize/attribution';
+export { localErrorModel, worstFirst, excessAmplificationDb, LocalErrorModel } from './quantize/attribution';
 export { session, runSession, QuantSession, QuantizationResult, SessionOptions, SessionPlan, SaveReport, ResultExtras, dataFreeInputs, DATA_FREE_BATCHES, DATA_FREE_BATCH_SIZE } from './session/session';
 export { normalizeSessionConfig, loadSessionConfig, saveConfig, SessionConfig, SaveProcessorConfig, SaveType, SAVE_TYPES, PROCESSORS, AVAILABLE_PROCESSORS } from './session/config';
 export { requireDevice, resolveDevice, supportedBackends, detectAscendToolkit, DEVICE_KINDS, DeviceKind, Device, DeviceOptions, AscendToolkit } from './runtime/device';
