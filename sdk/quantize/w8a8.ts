@@ -10,6 +10,7 @@ import { Model } from '../onnx/model';
 import { upgradeOpset } from '../onnx/opset-upgrade';
 import { promoteFloat16 } from '../onnx/float16';
 import { CalibrateOptions, CalibrationResult, CalibrationProgress, calibrate } from '../calibration/calibrator';
+import { foldConstantOfShape } from '../onnx/fold-constant-of-shape';
 import { CalibrationSource } from '../calibration/data';
 import { AnyObserver, Observer, PerChannelObserver, QParams, QuantSpec, histogramQdqError, qparamsFromRange, resolveSpec } from '../observers';
 import { LayerRecord, activationTensors, applyQdq, insertQdqPairs } from './qdq';
@@ -69,6 +70,7 @@ export function prepareFloat(model: Model): Model {
   const float = model.clone();
   promoteFloat16(float);
   upgradeOpset(float, 13);
+  foldConstantOfShape(float);
   foldBatchNorms(float);
   foldAffineIntoConvs(float);
   foldIntoConvTransposes(float);

@@ -1,10 +1,13 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
-import { DataType, QuantbookError, foldAffineIntoConvs, foldBatchNorms, foldIntoConvTransposes, loadModel, selectLayers, upgradeOpset } from '../../sdk';
+import * as ort from 'onnxruntime-node';
+import { DataType, QuantbookError, foldAffineIntoConvs, foldBatchNorms, foldIntoConvTransposes, loadModel, prepareFloat, selectLayers, upgradeOpset } from '../../sdk';
+import { encodeModel } from '../../sdk/onnx/proto';
+import { GraphBuilder } from '../corpus/builder';
 import { detPages } from '../../sdk/eval/ocr-data';
 import { makeAttribute } from '../../sdk/onnx/graph';
-import { FEEDS, MODELS, onnxCheck, requireChecker, runModel, sameBytes, tempDir } from '../helpers';
+import { FEEDS, MODELS, onnxCheck, randomFloats, requireChecker, runModel, sameBytes, tempDir } from '../helpers';
 import { tinyModel } from '../build';
 
 describe('preparing float models for quantization', () => {
@@ -154,5 +157,33 @@ describe('preparing float models for quantization', () => {
       assert.equal(layers.length, 0);
       assert.deepEqual(skipped.map((s) => s.reason), ['weight shared with another layer', 'weight shared with another layer']);
     });
+  });
+
+  it('a zero bias made by ConstantOfShape (TF/Keras exporters) becomes an initializer: the Conv is selected and its BatchNorm folds; a ConstantOfShape feeding data stays a node', async () => {
+    const g = new GraphBuilder('cos-bias', 7);
+    g.input('x', DataType.FLOAT, [1, 4, 8, 8]);
+    g.gaussian('w', [6, 4, 3, 3], 0.3);
+    g.constant('bias_shape', DataType.INT64, [1], BigInt64Array.of(6n));
+    g.node('ConstantOfShape', ['bias_shape'], {}, { outputs: ['zero_bias'], name: 'zeros' });
+    g.node('Conv', ['x', 'w', 'zero_bias'], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] }, { outputs: ['c'], name: 'conv' });
+    g.gaussian('gamma', [6], 0.2, 1);
+    g.gaussian('beta', [6], 0.1);
+    g.gaussian('mean', [6], 0.1);
+    g.constant('var', DataType.FLOAT, [6], Float32Array.from({ length: 6 }, (_, i) => 0.5 + i / 10));
+    g.node('BatchNormalization', ['c', 'gamma', 'beta', 'mean', 'var'], {}, { outputs: ['b'], name: 'bn' });
+    g.constant('act_shape', DataType.INT64, [4], BigInt64Array.of(1n, 6n, 8n, 8n));
+    g.node('ConstantOfShape', ['act_shape'], {}, { outputs: ['offset'], name: 'offset_zeros' });
+    g.node('Add', ['b', 'offset'], {}, { outputs: ['y'], name: 'add' });
+    g.output('y', DataType.FLOAT, [1, 6, 8, 8]);
+    const model = loadModel(encodeModel(g.model({ opset: 13, irVersion: 7 })));
+    assert.equal(selectLayers(model, []).layers.length, 0, 'before: the bias is not a constant the quantizer reads');
+    const prepared = prepareFloat(model);
+    const ops = prepared.graph.nodes.map((n) => n.op_type);
+    assert.deepEqual(ops.filter((o) => o === 'ConstantOfShape').length, 1, 'the activation-shaped ConstantOfShape stays');
+    assert.ok(!ops.includes('BatchNormalization'), 'the BatchNorm folded into the Conv');
+    assert.deepEqual(selectLayers(prepared, []).layers.map((l) => l.name), ['conv']);
+    const x = { x: new ort.Tensor('float32', randomFloats(256, 3), [1, 4, 8, 8]) };
+    const [a, b] = [(await runModel(model.toBytes(), x)).y.data as Float32Array, (await runModel(prepared.toBytes(), x)).y.data as Float32Array];
+    assert.ok(Math.max(...a.map((v, i) => Math.abs(v - b[i]))) < 1e-4, 'outputs unchanged');
   });
 });
