@@ -87,7 +87,7 @@ export async function adaRound(
   const h = () => tf.sigmoid(alpha).mul(ZETA - GAMMA).add(GAMMA).clipByValue(0, 1);
   const dequant = (r: tf.Tensor) => floorW.add(r).add(z).clipByValue(q.qmin, q.qmax).sub(z).mul(s);
   // per output position: squared error summed over channels (axis 1 for Conv, last for matmul)
-  const channelAxis = target.rank === 4 ? 1 : target.rank - 1;
+  const channelAxis = target.rank >= 3 ? 1 : target.rank - 1;
   const outputError = (wq: tf.Tensor) => forward(x, wq, b).sub(target).square().sum(channelAxis).mean();
   const optimizer = tf.train.adam(o.learningRate);
   const warm = Math.floor(o.warmStart * o.numIteration);

@@ -20,7 +20,7 @@ export function correctedBias(
     const x = tf.tensor(input.data, input.dims);
     const diff = forward(x, tf.tensor(dequantized, weight.dims)).sub(forward(x, tf.tensor(weight.data, weight.dims)));
     // Conv output [N, C, H, W]: mean over N, H, W; matmul output [..., C]: mean over the rest
-    const axes = diff.rank === 4 ? [0, 2, 3] : diff.shape.slice(0, -1).map((_, i) => i);
+    const axes = diff.rank >= 3 ? diff.shape.map((_, i) => i).filter((i) => i !== 1) : diff.shape.slice(0, -1).map((_, i) => i);
     return diff.mean(axes).dataSync() as Float32Array;
   });
   const out = new Float32Array(channels);

@@ -29,7 +29,7 @@ export function easyQuant(
   bias: Float32Array | undefined,
   rounds: number,
 ): EasyQuantResult {
-  const channelsAxisOut = (t: tf.Tensor) => (t.rank === 4 ? 1 : t.rank - 1);
+  const channelsAxisOut = (t: tf.Tensor) => (t.rank >= 3 ? 1 : t.rank - 1);
   const shape = weight.dims.map((d, i) => (wq.scale.length > 1 && i === weight.axis ? d : 1));
   return tf.tidy(() => {
     const x = tf.tensor(input.data, input.dims);

@@ -13,18 +13,51 @@ import { Model } from '../onnx/model';
 import { Runner } from '../runtime/runner';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { QuantLayer } from '../quantize/layers';
-import { conv2d, convAttributes } from '../train/conv';
+import { conv1d, conv2d, conv3d, convAttributes, convNdAttributes, convTranspose2d } from '../train/conv';
 
 export type LayerForward = (x: tf.Tensor, w: tf.Tensor, bias?: tf.Tensor) => tf.Tensor;
 
-/** y = f(x, W[, b]) for a Conv (2-D), MatMul or Gemm layer with a constant weight. */
+/** The layers layerForward (so AdaRound, ADMM, EasyQuant and bias correction) computes, in AMCT's words. */
+export const LAYER_FORWARD_SUPPORTED = 'Conv1d, Conv2d, Conv3d (any group), ConvTranspose2d (without output_shape), Linear (Gemm, or MatMul with a 2-D weight)';
+
+/**
+ * Why layerForward cannot compute `layer`, naming what it is (ConvTranspose1d, ConvTranspose3d,
+ * MatMul with a 3-D weight, …), or undefined when it can.
+ */
+export function layerForwardUnsupported(g: Graph, layer: QuantLayer): string | undefined {
+  const rank = layer.weight ? g.constantValue(layer.weight)?.dims.length : undefined;
+  const autoPad = ((attributeValue(layer.node, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET';
+  if (layer.opType === 'Conv') {
+    const name = `Conv${rank === 3 ? '1d' : rank === 4 ? '2d' : rank === 5 ? '3d' : ''}`;
+    if (rank === undefined || rank < 3 || rank > 5) return `${name} (${rank}-D weight)`;
+    return autoPad ? `${name} with auto_pad (explicit pads needed)` : undefined;
+  }
+  if (layer.opType === 'Gemm') return undefined;
+  if (layer.opType === 'MatMul') return rank === 2 ? undefined : `MatMul with a ${rank}-D weight`;
+  if (layer.opType === 'ConvTranspose') {
+    if (rank !== 4) return `ConvTranspose${rank === 5 ? '3d' : rank === 3 ? '1d' : ''} (${rank}-D weight)`;
+    if (autoPad) return 'ConvTranspose2d with auto_pad (explicit pads needed)';
+    if (attributeValue(layer.node, 'output_shape') !== undefined) return 'ConvTranspose2d with output_shape';
+    return undefined;
+  }
+  return layer.opType;
+}
+
+/** y = f(x, W[, b]) for a Conv (1-D, 2-D, 3-D), ConvTranspose2d, MatMul or Gemm layer with a constant weight. */
 export function layerForward(g: Graph, layer: QuantLayer): LayerForward {
   const n = layer.node;
+  const why = layerForwardUnsupported(g, layer);
+  if (why) throw new QuantbookError('UNSUPPORTED', `layer "${layer.name}": ${why} is not supported; supported: ${LAYER_FORWARD_SUPPORTED}`);
   if (layer.opType === 'Conv') {
+    const rank = g.constantValue(layer.weight!)!.dims.length;
+    if (rank === 3) { const a = convNdAttributes(n, 1); return (x, wt, b) => conv1d(x, wt, b, a); }
+    if (rank === 5) { const a = convNdAttributes(n, 3); return (x, wt, b) => conv3d(x, wt, b, a); }
     const attrs = convAttributes(n);
-    const w = g.constantValue(layer.weight!)!;
-    if (w.dims.length !== 4) throw new QuantbookError('UNSUPPORTED', `layer "${layer.name}": only 2-D convolutions are supported (weight rank ${w.dims.length})`);
     return (x, wt, b) => conv2d(x as tf.Tensor4D, wt as tf.Tensor4D, b, attrs);
+  }
+  if (layer.opType === 'ConvTranspose') {
+    const a = convNdAttributes(n, 2);
+    return (x, wt, b) => convTranspose2d(x as tf.Tensor4D, wt as tf.Tensor4D, b, a);
   }
   if (layer.opType === 'MatMul') return (x, wt) => tf.matMul(x, wt);
   if (layer.opType === 'Gemm') {
@@ -54,6 +87,8 @@ export async function sampleLayerInputs(model: Model, layers: QuantLayer[], data
   const maxSamples = limits.samples ?? 4;
   const crop = limits.crop ?? 32;
   const tensors = [...new Set(layers.map((l) => l.activations[0]))];
+  // inputs of convolutions keep their [N, C, spatial…] layout (any rank); the rest become rows
+  const spatial = new Set(layers.filter((l) => l.opType === 'Conv' || l.opType === 'ConvTranspose').map((l) => l.activations[0]));
   const collected = new Map<string, { chunks: Float32Array[]; dims: number[]; count: number; rows: number }>();
   const runner = await Runner.create(model, { expose: tensors });
   try {
@@ -64,12 +99,12 @@ export async function sampleLayerInputs(model: Model, layers: QuantLayer[], data
         const have = collected.get(t) ?? { chunks: [], dims: [], count: 0, rows: 0 };
         if (have.count >= maxSamples) continue;
         const v = exposed[t];
-        const sample = cropSample(v, maxSamples - have.count, crop);
+        const sample = cropSample(v, maxSamples - have.count, crop, spatial.has(t));
         have.chunks.push(sample.data);
         have.dims = sample.dims;
         have.rows += sample.dims[0];
         // Conv samples are images; MatMul/Gemm samples count 64 rows each
-        have.count += sample.dims.length === 4 ? sample.dims[0] : Math.ceil(sample.dims[0] / 64);
+        have.count += spatial.has(t) || sample.dims.length === 4 ? sample.dims[0] : Math.ceil(sample.dims[0] / 64);
         collected.set(t, have);
       }
     }
@@ -89,9 +124,10 @@ export async function sampleLayerInputs(model: Model, layers: QuantLayer[], data
 }
 
 /** Up to `n` leading samples of a tensor; 4-D tensors cropped to the centre crop × crop. */
-function cropSample(t: ort.Tensor, n: number, crop: number): { data: Float32Array; dims: number[] } {
+function cropSample(t: ort.Tensor, n: number, crop: number, spatial = false): { data: Float32Array; dims: number[] } {
   const src = t.data as Float32Array;
   const dims = t.dims.map(Number);
+  if (spatial && dims.length !== 4) return cropSpatial(src, dims, n, dims.length === 3 ? crop * crop : crop);
   if (dims.length === 4) {
     const [b, c, h, w] = dims;
     const k = Math.min(b, n);
@@ -112,4 +148,19 @@ function cropSample(t: ort.Tensor, n: number, crop: number): { data: Float32Arra
   const k = dims[dims.length - 1];
   const rows = Math.min(src.length / k, n * 64);
   return { data: src.slice(0, rows * k), dims: [rows, k] };
+}
+
+/** Conv1d/Conv3d inputs [N, C, s1…]: the first `n` samples, each spatial dim centre-cropped to ≤ `crop`. */
+function cropSpatial(src: Float32Array, dims: number[], n: number, crop: number): { data: Float32Array; dims: number[] } {
+  const out = [Math.min(dims[0], n), dims[1], ...dims.slice(2).map((d) => Math.min(d, crop))];
+  const start = [0, 0, ...dims.slice(2).map((d, i) => Math.floor((d - out[i + 2]) / 2))];
+  const data = new Float32Array(out.reduce((a, b) => a * b, 1));
+  const idx = new Array<number>(out.length).fill(0);
+  for (let i = 0; i < data.length; i++) {
+    let flat = 0;
+    for (let a = 0; a < dims.length; a++) flat = flat * dims[a] + start[a] + idx[a];
+    data[i] = src[flat];
+    for (let a = out.length - 1; a >= 0; a--) { if (++idx[a] < out[a]) break; idx[a] = 0; }
+  }
+  return { data, dims: out };
 }

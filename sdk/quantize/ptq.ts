@@ -17,6 +17,7 @@ import { CalibrationProgress, calibrate } from '../calibration/calibrator';
 import { CalibrationSource, collectBatches } from '../calibration/data';
 import { Model } from '../onnx/model';
 import { DataType } from '../onnx/dtype';
+import { attributeValue } from '../onnx/graph';
 import { Feeds } from '../runtime/runner';
 import { OBSERVER_KINDS, Observer, ObserverKind, ObserverOptions, QParams, QuantSpec, WEIGHT_SPEC, resolveSpec, weightQParams } from '../observers';
 import { dequantizeLinear, quantizeLinear } from '../kernels/quant';
@@ -26,7 +27,7 @@ import { correctedBias } from '../algorithms/bias-correction';
 import { easyQuant } from '../algorithms/easy-quant';
 import { ClePair, crossLayerEqualize } from '../algorithms/cle';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
-import { SampleLimits, layerForward, sampleLayerInputs } from '../algorithms/layer-io';
+import { LAYER_FORWARD_SUPPORTED, SampleLimits, layerForward, layerForwardUnsupported, sampleLayerInputs } from '../algorithms/layer-io';
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { narrowToReaders } from './consumer-domain';
 import { finishWithLstms } from './lstm';
@@ -48,7 +49,7 @@ export interface PtqOptions {
   /** weights on 7 bits where 8-bit int8 products saturate (x86 without VNNI); see W8A8Options.reduceRange */
   reduceRange?: boolean | 'auto';
   rounding?: WeightRounding;
-  /** ADMM weight scales (msModelSlim keep_acc admm): alternating integer / least-squares scale iterations */
+  /** ADMM weight quantization (msModelSlim keep_acc admm): integers that minimise the layer's output error on its input samples (algorithms/admm.ts) */
   admm?: { iterations: number };
   /** EasyQuant (keep_acc easy_quant): alternating activation / weight scale search for output cosine, at most `rounds` rounds */
   easyQuant?: { rounds: number };
@@ -79,8 +80,8 @@ export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: 
 export interface PtqResult extends Omit<W8A8Result, 'methods'> {
   /** AdaRound per layer: output MSE on its samples with nearest and learned rounding */
   rounding: WeightRoundingRow[];
-  /** ADMM per layer: weight MSE with min/max scales and after */
-  admm: Array<{ layer: string; mseBefore: number; mseAfter: number }>;
+  /** ADMM per layer: output error on its samples with round-to-nearest and with ADMM's integers, and the last iteration's residuals */
+  admm: Array<{ layer: string; nearestError: number; admmError: number; flipped: number; primalResidual: number; dualResidual: number }>;
   /** EasyQuant per layer: mean output-channel cosine before and after the scale search */
   easyQuant: Array<{ layer: string; cosineBefore: number; cosineAfter: number }>;
   /** bias correction per layer: the largest mean output shift removed */
@@ -113,6 +114,17 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   const balanced = options.dmq === undefined ? [] : await smoothModel(float, batches, { method: 'm6', alpha: options.dmq, beta: 1 - options.dmq });
   const selection = selectLayers(float, options.disableNames ?? []);
   const layers = selection.layers;
+  // layers the per-layer recoveries cannot compute: refused by name before any calibration
+  if (options.rounding === 'ada' || options.admm || options.easyQuant || options.biasCorrection) {
+    for (const l of layers.filter((x) => x.weight)) {
+      const why = layerForwardUnsupported(float.graph, l);
+      // AdaRound is asked of every weighted layer; admm / easyQuant / biasCorrection of every Conv (other weighted ops they cannot compute stay nearest-rounded)
+      if (why && (options.rounding === 'ada' || l.opType === 'Conv')) {
+        const what = options.rounding === 'ada' ? "rounding 'ada' (round_opt)" : 'admm / easyQuant / biasCorrection';
+        throw new QuantbookError('UNSUPPORTED', `layer "${l.name}": ${what} is implemented for ${LAYER_FORWARD_SUPPORTED} layers; this layer is ${why} (leave it in float with disableNames, or use nearest rounding)`);
+      }
+    }
+  }
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
   const calibration = await calibrate(float, batches, {
     tensors: activationTensors(float, layers),
@@ -135,10 +147,10 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   const admm: PtqResult['admm'] = [];
   const easy: PtqResult['easyQuant'] = [];
   const biasCorrection: PtqResult['biasCorrection'] = [];
-  const tuned = layers.filter((l) => l.weight && ['Conv', 'MatMul', 'Gemm'].includes(l.opType) && (l.opType !== 'MatMul' || float.graph.constantValue(l.weight)!.dims.length === 2));
-  const needSamples = options.rounding === 'ada' || options.biasCorrection || options.easyQuant;
-  if ((needSamples || options.admm) && tuned.length) {
-    const samples = needSamples ? await sampleLayerInputs(float, tuned, batches, { samples: options.ada?.samples, crop: options.ada?.crop }) : new Map();
+  const tuned = layers.filter((l) => l.weight && !layerForwardUnsupported(float.graph, l));
+  const needSamples = options.rounding === 'ada' || options.biasCorrection || options.easyQuant || options.admm;
+  if (needSamples && tuned.length) {
+    const samples = await sampleLayerInputs(float, tuned, batches, { samples: options.ada?.samples, crop: options.ada?.crop });
     for (const [i, layer] of tuned.entries()) {
       const g = float.graph;
       const w = g.constantValue(layer.weight!)!;
@@ -148,11 +160,6 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
       const forward = layerForward(g, layer);
       const bias = layer.bias ? (g.constantValue(layer.bias)!.data as Float32Array) : undefined;
       const input = samples.get(layer.name)!;
-      if (options.admm) {
-        const r = admmWeights(data, w.dims, axis, q, options.admm.iterations);
-        q.scale = r.scale;
-        admm.push({ layer: layer.name, mseBefore: r.mseBefore, mseAfter: r.mseAfter });
-      }
       if (options.easyQuant) {
         const tensor = layer.activations[0];
         const r = easyQuant(forward, { data, dims: w.dims, axis }, q, activations.get(tensor)!, input, bias, options.easyQuant.rounds);
@@ -160,12 +167,24 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
         q.scale = r.weightScale;
         easy.push({ layer: layer.name, cosineBefore: r.cosineBefore, cosineAfter: r.cosineAfter });
       }
-      if (options.admm || options.easyQuant) weightScales.set(layer.name, q.scale);
+      if (options.easyQuant) weightScales.set(layer.name, q.scale);
       let values = Int32Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, w.dims, q.scale.length > 1 ? axis : 1));
+      // ADMM on the final scales (after EasyQuant's), integers chosen for the layer's output error
+      let admmError = Infinity;
+      if (options.admm) {
+        const group = layer.opType === 'Conv' ? ((attributeValue(layer.node, 'group') as number | undefined) ?? 1) : 1;
+        const r = admmWeights({ forward, weight: { data, dims: w.dims, axis }, group, input }, q, options.admm.iterations);
+        const last = r.history.primal.length - 1;
+        admm.push({ layer: layer.name, nearestError: r.nearestError, admmError: r.error, flipped: r.flipped, primalResidual: r.history.primal[last], dualResidual: r.history.dual[last] });
+        values = r.values;
+        admmError = r.error;
+        weightValues.set(layer.name, values);
+      }
       if (options.rounding === 'ada') {
         const r = await adaRound(forward, { data, dims: w.dims, axis }, q, input, bias, options.ada);
         rounding.push({ layer: layer.name, nearestMse: r.nearestMse, adaMse: r.adaMse, flipped: r.flipped, weights: data.length, kept: r.kept });
-        values = r.values;
+        // with admm too (keep_acc admm + round_opt): the lower output error on the same samples wins
+        if (!options.admm || (r.kept === 'ada' && r.adaMse < admmError)) values = r.values;
         weightValues.set(layer.name, values);
         options.onProgress?.({ stage: 'ada', done: i + 1, total: tuned.length, layer: layer.name });
       }

@@ -9,6 +9,7 @@
 import * as fs from 'fs';
 import { QuantbookError, checkKeys, closeNames, invalidArgument, requireObject } from '../errors';
 import { Model, loadModel } from '../onnx/model';
+import { attributeValue } from '../onnx/graph';
 import { QuantLayer, selectLayers } from '../quantize/layers';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { readJsonFile } from '../util/json-file';
@@ -67,6 +68,23 @@ const ADA_DEFAULTS = { num_iteration: 10000, reg_param: 0.01, beta_range: [20, 2
 /** Layers AMCT quantizes: weighted Conv/ConvTranspose/Gemm/MatMul and average pooling. */
 export function amctLayers(model: Model): QuantLayer[] {
   return selectLayers(model).layers.filter((l) => l.weight || l.opType === 'AveragePool' || l.opType === 'GlobalAveragePool');
+}
+
+/**
+ * AMCT's per-layer constraints that quantbook enforces before any work (seed: "torch.nn.Conv3d:
+ * dilation_d为1，dilation_h/dilation_w >= 1"): a Conv with a 5-D weight (Conv3d) must have
+ * dilations[0] (depth) = 1. Only `layers` (the ones to be quantized) are checked.
+ */
+export function checkAmctLayerConstraints(model: Model, layers: QuantLayer[], where: string): void {
+  for (const l of layers) {
+    if (l.opType !== 'Conv' || !l.weight) continue;
+    const rank = model.graph.constantValue(l.weight)?.dims.length;
+    if (rank !== 5) continue;
+    const d = (attributeValue(l.node, 'dilations') as number[] | undefined) ?? [1, 1, 1];
+    if (Number(d[0]) !== 1) {
+      throw new QuantbookError('UNSUPPORTED', `${where}: layer "${l.name}" is a Conv3d with dilations [${d.join(', ')}]; AMCT quantizes Conv3d only with dilation_d = 1 (dilation_h, dilation_w ≥ 1): leave it out (skip_layers, or quant_enable false) or use dilation_d 1`);
+    }
+  }
 }
 
 /** Layer types as AMCT's PyTorch names or ONNX op types. */
@@ -317,6 +335,7 @@ export function createQuantConfig(configFile: string, model: Model | string, inp
       layers: Object.fromEntries(layers.filter((l) => !skip.includes(l.name)).map((l) => [l.name, defaultLayerConfig(l, activationOffset)])),
     };
   }
+  checkAmctLayerConstraints(m, amctLayers(m).filter((l) => config.layers[l.name]?.quant_enable), 'create_quant_config');
   writeQuantConfig(configFile, config);
   return config;
 }

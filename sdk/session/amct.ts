@@ -17,8 +17,9 @@ import { upgradeOpset } from '../onnx/opset-upgrade';
 import { Feeds } from '../runtime/runner';
 import { Observer, ObserverOptions, WEIGHT_SPEC, quantRange, resolveSpec, weightQParams } from '../observers';
 import { adaRound } from '../algorithms/adaround';
-import { layerForward, sampleLayerInputs } from '../algorithms/layer-io';
+import { LAYER_FORWARD_SUPPORTED, layerForward, layerForwardUnsupported, sampleLayerInputs } from '../algorithms/layer-io';
 import { SmoothGroup, smoothModel } from '../algorithms/smooth';
+import { DmqConvGroup, dmqBalanceConvs } from '../algorithms/dmq-conv';
 import { foldBatchNorms } from '../quantize/fold-batchnorm';
 import { QuantLayer } from '../quantize/layers';
 import { perChannel, quantizeBias, quantizeWeight } from '../quantize/qdq';
@@ -26,7 +27,7 @@ import { settleWeightScales } from '../quantize/int32-bias';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
 import { publishFileSet } from '../util/file-set';
 import { AmctLayerParams, amctDeployModel, amctFakeQuantModel, amctQdqModel, formatRecord } from '../export/amct-models';
-import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, readQuantConfig } from './amct-config';
+import { ActivationQuantParams, AmctQuantConfig, WeightQuantParams, amctLayers, checkAmctLayerConstraints, readQuantConfig } from './amct-config';
 
 /**
  * A layer to quantize. ARQ weights are quantized at once; AdaRound (ada_quantize) and DMQ-balanced
@@ -50,7 +51,7 @@ function observerFor(p: ActivationQuantParams): { kind: 'ifmr' | 'histogram'; op
 export class AmctQuantization {
   private params?: AmctLayerParams[];
   /** DMQ balancing done in calibrate(): one group per balanced activation */
-  balanced: SmoothGroup[] = [];
+  balanced: Array<SmoothGroup | DmqConvGroup> = [];
   /** AdaRound per layer: output MSE on its input samples with nearest and learned rounding */
   adaRounding: Array<{ layer: string; nearestMse: number; adaMse: number; flipped: number; kept: 'ada' | 'nearest' }> = [];
 
@@ -128,14 +129,18 @@ export class AmctQuantization {
   /**
    * DMQ balancer: SmoothQuant migration per input channel, s_j = max|X_j|^m / max|W_j|^(1−m) with
    * m = dmq_balancer_param, applied to the float model before anything is measured (the weights
-   * of balanced layers are quantized afterwards).
+   * of balanced layers are quantized afterwards). MatMul/Gemm go through smoothModel (m6 with
+   * α = m, β = 1 − m); Conv/ConvTranspose through dmqBalanceConvs.
    */
   private async balance(batches: Feeds[]): Promise<void> {
+    const isConv = (p: PlannedLayer) => p.layer.opType === 'Conv' || p.layer.opType === 'ConvTranspose';
     const strengths = [...new Set(this.planned.filter((p) => p.dmq !== undefined).map((p) => p.dmq!))];
     const matmuls = this.float.graph.nodes.filter((n) => n.op_type === 'MatMul' || n.op_type === 'Gemm').map((n) => n.name ?? '');
     for (const m of strengths) {
-      const members = this.planned.filter((p) => p.dmq === m).map((p) => p.layer.name);
-      this.balanced.push(...await smoothModel(this.float, batches, { method: 'm6', alpha: m, beta: 1 - m, skip: matmuls.filter((n) => !members.includes(n)) }));
+      const members = this.planned.filter((p) => p.dmq === m && !isConv(p)).map((p) => p.layer.name);
+      if (members.length) this.balanced.push(...await smoothModel(this.float, batches, { method: 'm6', alpha: m, beta: 1 - m, skip: matmuls.filter((n) => !members.includes(n)) }));
+      // convolutions: per input channel into the weight axis that reads it (dmq-conv.ts)
+      this.balanced.push(...await dmqBalanceConvs(this.float, this.planned.filter((p) => p.dmq === m && isConv(p)).map((p) => p.layer), m, batches));
     }
     // an inserted Mul renames the layer's activation input
     const g = this.float.graph;
@@ -174,6 +179,8 @@ export class AmctQuantization {
 export function quantizeModel(configFile: string, model: Model | string, recordFile?: string): AmctQuantization {
   const source = typeof model === 'string' ? loadModel(model) : model;
   const config = readQuantConfig(configFile, source);
+  // the seed's layer constraints (Conv3d dilation_d = 1), before fusion or any weight is touched
+  checkAmctLayerConstraints(source, amctLayers(source).filter((l) => config.layers[l.name]?.quant_enable), configFile);
   const float = source.clone();
   if ((float.opsetVersion('') ?? 1) < 11) upgradeOpset(float, 13); // Round and Clip(min, max) inputs
   if (config.do_fusion) foldBatchNorms(float, { skip: config.skip_fusion_layers });
@@ -182,12 +189,13 @@ export function quantizeModel(configFile: string, model: Model | string, recordF
     const c = config.layers[layer.name];
     if (!c || !c.quant_enable) continue;
     const dmq = c.dmq_balancer_param;
-    if (dmq !== undefined && layer.opType !== 'MatMul' && layer.opType !== 'Gemm') {
-      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": dmq_balancer_param is implemented for MatMul/Gemm layers (scales migrate into their weight rows); this layer is ${layer.opType}`);
+    if (dmq !== undefined && (!layer.weight || !['MatMul', 'Gemm', 'Conv', 'ConvTranspose'].includes(layer.opType))) {
+      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": dmq_balancer_param applies to Linear (MatMul/Gemm), Conv2d, Conv3d and ConvTranspose2d layers with a constant weight (scales migrate into it per input channel); this layer is ${layer.opType}`);
     }
     const w = c.weight_quant_params;
-    if (w?.wts_algo === 'ada_quantize' && !['Conv', 'MatMul', 'Gemm'].includes(layer.opType)) {
-      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": ada_quantize is implemented for Conv, MatMul and Gemm layers; this layer is ${layer.opType}`);
+    const adaUnsupported = w?.wts_algo === 'ada_quantize' ? layerForwardUnsupported(float.graph, layer) : undefined;
+    if (adaUnsupported) {
+      throw new QuantbookError('UNSUPPORTED', `${configFile}: layer "${layer.name}": ada_quantize is implemented for ${LAYER_FORWARD_SUPPORTED} layers; this layer is ${adaUnsupported} (use arq_quantize for it)`);
     }
     // AdaRound and balanced layers get their weights in calibrate()
     const deferred = w?.wts_algo === 'ada_quantize' || dmq !== undefined;

@@ -13,7 +13,7 @@
  *    mean ± sigma·std within the observed range; 0 → min-max); 1: min-max; 2: histogram.
  *  - w_signed/a_signed: an INT8 (true) or UINT8 (false) grid; w_sym/a_sym: zero point at the
  *    grid middle (0 or 128) or fitted to the range. Weights per output channel.
- *  - keep_acc: admm [on, iterations] (alternating least-squares weight scales), easy_quant
+ *  - keep_acc: admm [on, iterations] (ADMM on the integer weights for the layer output error), easy_quant
  *    [on, rounds] (activation/weight scale search for output cosine), round_opt (AdaRound).
  *  - amp_num: after quantizing, the amp_num most sensitive layers (sensitivity analysis,
  *    "all but this layer" output SQNR) go back to float.

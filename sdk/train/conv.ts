@@ -112,10 +112,14 @@ function trainableConv(x: tf.Tensor4D, filter: tf.Tensor4D, strides: [number, nu
 
 /** ONNX Conv on NCHW input with weight [Cout, Cin/group, kH, kW]. */
 export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, bias: tf.Tensor | undefined, a: Conv2dAttributes): tf.Tensor4D {
+  const strides = a.strides;
   const cin = x.shape[1];
   const [cout, cinPerGroup] = w.shape;
   if (cinPerGroup * a.group !== cin) throw new QuantbookError('INVALID_MODEL', `Conv: input has ${cin} channels but the weight expects ${cinPerGroup} × group ${a.group}`);
   const xs = padSpatial(toNhwc(x), a.pads);
+  // tfjs takes strides > 1 or dilations > 1, not both: then stride 1, subsampled after
+  const both = a.strides.some((v) => v > 1) && a.dilations.some((v) => v > 1);
+  if (both) a = { ...a, strides: [1, 1] };
   let y: tf.Tensor4D;
   if (a.group === 1) {
     y = trainableConv(xs, w.transpose([2, 3, 1, 0]) as tf.Tensor4D, a.strides, a.dilations, false);
@@ -129,6 +133,7 @@ export function conv2d(x: tf.Tensor4D, w: tf.Tensor4D, bias: tf.Tensor | undefin
     const wg = tf.split(w, a.group, 0);
     y = tf.concat(xg.map((xi, i) => trainableConv(xi as tf.Tensor4D, wg[i].transpose([2, 3, 1, 0]) as tf.Tensor4D, a.strides, a.dilations, false)), 3) as tf.Tensor4D;
   }
+  if (both) y = tf.stridedSlice(y, [0, 0, 0, 0], y.shape, [1, strides[0], strides[1], 1]) as tf.Tensor4D;
   if (bias) y = y.add(bias);
   return toNchw(y);
 }
@@ -166,4 +171,86 @@ export function pool2d(kind: 'max' | 'avg', x: tf.Tensor4D, a: PoolAttributes): 
   const counted = a.countIncludePad ? padSpatial(padSpatial(ones, a.pads, 1), pads.map((p, i) => p - a.pads[i])) : padSpatial(ones, pads);
   const share = tf.avgPool(counted, a.kernel, a.strides, 'valid');
   return toNchw(sum.div(share) as tf.Tensor4D);
+}
+
+/** A Conv/ConvTranspose node's explicit attributes for any number of spatial dims (auto_pad refused). */
+export function convNdAttributes(node: NodeProto, spatial: number): { strides: number[]; dilations: number[]; pads: number[]; group: number; outputPadding: number[] } {
+  if (((attributeValue(node, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET') {
+    throw new QuantbookError('UNSUPPORTED', `${node.op_type} "${node.name}": explicit pads are needed here, not auto_pad`);
+  }
+  const ones = Array<number>(spatial).fill(1);
+  return {
+    strides: (attributeValue(node, 'strides') as number[] | undefined) ?? ones,
+    dilations: (attributeValue(node, 'dilations') as number[] | undefined) ?? ones,
+    pads: (attributeValue(node, 'pads') as number[] | undefined) ?? Array<number>(2 * spatial).fill(0),
+    group: (attributeValue(node, 'group') as number | undefined) ?? 1,
+    outputPadding: (attributeValue(node, 'output_padding') as number[] | undefined) ?? Array<number>(spatial).fill(0),
+  };
+}
+
+/** ONNX Conv1d ([N, C, L], weight [Cout, Cin/g, k]) as a Conv2d of height 1 (trainable). */
+export function conv1d(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | undefined, a: ReturnType<typeof convNdAttributes>): tf.Tensor {
+  const y = conv2d(x.expandDims(2) as tf.Tensor4D, w.expandDims(2) as tf.Tensor4D, undefined, {
+    strides: [1, a.strides[0]], dilations: [1, a.dilations[0]], pads: [0, a.pads[0], 0, a.pads[1]], group: a.group,
+  });
+  const out = y.squeeze([2]);
+  return bias ? out.add(bias.reshape([1, -1, 1])) : out;
+}
+
+/**
+ * ONNX Conv3d ([N, C, D, H, W], weight [Cout, Cin/g, kd, kh, kw]) as a sum over kd of Conv2d on
+ * depth slabs folded into the batch (trainable through conv2d's gradients).
+ */
+export function conv3d(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | undefined, a: ReturnType<typeof convNdAttributes>): tf.Tensor {
+  const [n, c, d0] = x.shape;
+  const [cout, , kd] = w.shape;
+  const [sd, sh, sw] = a.strides;
+  const [dd, dh, dw] = a.dilations;
+  const [pd0, ph0, pw0, pd1, ph1, pw1] = a.pads;
+  const xp = pd0 || pd1 ? tf.pad(x, [[0, 0], [0, 0], [pd0, pd1], [0, 0], [0, 0]]) : x;
+  const depth = d0 + pd0 + pd1;
+  const outD = Math.floor((depth - (dd * (kd - 1) + 1)) / sd) + 1;
+  let y: tf.Tensor | undefined;
+  for (let k = 0; k < kd; k++) {
+    // depth indices k·dd + o·sd, o < outD
+    const slab = tf.stridedSlice(xp, [0, 0, k * dd, 0, 0], [n, c, k * dd + (outD - 1) * sd + 1, xp.shape[3]!, xp.shape[4]!], [1, 1, sd, 1, 1]);
+    const flat = slab.transpose([0, 2, 1, 3, 4]).reshape([n * outD, c, xp.shape[3]!, xp.shape[4]!]) as tf.Tensor4D;
+    const wk = w.slice([0, 0, k, 0, 0], [-1, -1, 1, -1, -1]).squeeze([2]) as tf.Tensor4D;
+    const part = conv2d(flat, wk, undefined, { strides: [sh, sw], dilations: [dh, dw], pads: [ph0, pw0, ph1, pw1], group: a.group });
+    y = y ? y.add(part) : part;
+  }
+  const [, , ho, wo] = y!.shape;
+  const out = y!.reshape([n, outD, cout, ho, wo]).transpose([0, 2, 1, 3, 4]);
+  return bias ? out.add(bias.reshape([1, -1, 1, 1, 1])) : out;
+}
+
+/**
+ * ONNX ConvTranspose2d ([N, Cin, H, W], weight [Cin, Cout/g, kh, kw]) as a Conv2d on the input with
+ * stride−1 zeros inserted, padded by dil·(k−1) − pad, with the kernel flipped and its channel axes
+ * swapped per group (trainable through conv2d's gradients). output_shape is not supported.
+ */
+export function convTranspose2d(x: tf.Tensor4D, w: tf.Tensor4D, bias: tf.Tensor | undefined, a: ReturnType<typeof convNdAttributes>): tf.Tensor4D {
+  const [n, cin, h, wd] = x.shape;
+  const [, coutPerGroup, kh, kw] = w.shape;
+  const [sh, sw] = a.strides;
+  const [dh, dw] = a.dilations;
+  const g = a.group;
+  // zero insertion: [N, C, H, 1, W, 1] padded to [N, C, H, sh, W, sw], then trimmed to (H−1)·sh + 1
+  const up = tf.pad(x.reshape([n, cin, h, 1, wd, 1]), [[0, 0], [0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1]])
+    .reshape([n, cin, h * sh, wd * sw]).slice([0, 0, 0, 0], [n, cin, (h - 1) * sh + 1, (wd - 1) * sw + 1]);
+  const [pt, pl, pb, pr] = a.pads;
+  const [oph, opw] = a.outputPadding;
+  const before = [dh * (kh - 1) - pt, dw * (kw - 1) - pl];
+  const after = [dh * (kh - 1) - pb + oph, dw * (kw - 1) - pr + opw];
+  const padded = tf.pad(up, [[0, 0], [0, 0], [Math.max(0, before[0]), Math.max(0, after[0])], [Math.max(0, before[1]), Math.max(0, after[1])]]);
+  // negative padding (pads larger than the kernel reach) crops instead
+  const cropped = padded.slice([0, 0, Math.max(0, -before[0]), Math.max(0, -before[1])], [n, cin, padded.shape[2]! - Math.max(0, -before[0]) - Math.max(0, -after[0]), padded.shape[3]! - Math.max(0, -before[1]) - Math.max(0, -after[1])]) as tf.Tensor4D;
+  // weight per group [Cin/g, Cout/g, kh, kw] → [Cout/g, Cin/g, kh, kw], flipped; groups stacked on the output axis
+  const flipped = tf.reverse(w, [2, 3]);
+  const perGroup = cin / g;
+  const parts = Array.from({ length: g }, (_, i) => flipped.slice([i * perGroup, 0, 0, 0], [perGroup, -1, -1, -1]).transpose([1, 0, 2, 3]));
+  const wc = (g === 1 ? parts[0] : tf.concat(parts, 0)) as tf.Tensor4D;
+  const y = conv2d(cropped, wc, undefined, { strides: [1, 1], dilations: [dh, dw], pads: [0, 0, 0, 0], group: g });
+  void coutPerGroup;
+  return (bias ? y.add(bias.reshape([1, -1, 1, 1])) : y) as tf.Tensor4D;
 }

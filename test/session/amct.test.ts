@@ -213,7 +213,8 @@ override_layer_configs {
     assert.throws(() => quantizeModel(bad({ 'conv_99.typo': { quant_enable: true } }), MODELS.det), /"conv_99.typo" is not a quantizable layer of the model/);
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { activation_quant_params: { act_algo: 'kl' } } }), MODELS.det), /activation_quant_params.act_algo: got "kl"; expected one of "ifmr", "hfmg"/);
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { activation_quant_params: { act_algo: 'hfmg', num_of_bins: 1000 } } }), MODELS.det), /num_of_bins: got 1000; expected one of 1024, 2048, 4096, 8192/);
-    assert.throws(() => quantizeModel(bad({ [layers[0]]: { dmq_balancer_param: 0.5 } }), MODELS.det), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /dmq_balancer_param is implemented for MatMul\/Gemm layers/.test(e.message));
+    const pool = layers.find((n) => n.includes('GlobalAveragePool'))!;
+    assert.throws(() => quantizeModel(bad({ [pool]: { dmq_balancer_param: 0.5 } }), MODELS.det), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /dmq_balancer_param applies to Linear \(MatMul\/Gemm\), Conv2d, Conv3d and ConvTranspose2d layers .*this layer is GlobalAveragePool/.test(e.message));
     assert.throws(() => quantizeModel(bad({ [layers[0]]: { dmq_balancer_param: 0.9 } }), MODELS.det), /dmq_balancer_param: got 0.9; expected a number in \[0.2, 0.8\]/);
     assert.throws(() => createQuantConfig(path.join(dir, 'x.json'), MODELS.det, null, { skipLayers: ['nope'] }), /skip_layers: "nope" is not a quantizable layer/);
     const q = quantizeModel(bad({ batch_num: 3 }), MODELS.det);

@@ -87,22 +87,32 @@ describe('msModelSlim QuantConfig and Calibrator', () => {
     assert.deepEqual([plain.r.admm.length, plain.r.easyQuant.length, plain.r.rounding.length], [0, 0, 0]);
     assert.ok(plain.db < BOUND, `plain PTQ already passes: ${plain.db}`);
     assert.ok(all.db >= BOUND, `keep_acc does not recover: ${all.db}`);
-    // admm: lower weight MSE on every layer, and those scales (not min/max) are in the model
+    // admm: lower layer output error than round-to-nearest on every layer, and those integers (not nearest's) are in the model
     assert.equal(admm.r.admm.length, 3);
-    for (const a of admm.r.admm) assert.ok(a.mseAfter < a.mseBefore, JSON.stringify(a));
+    for (const a of admm.r.admm) assert.ok(a.admmError < a.nearestError && a.flipped > 0, JSON.stringify(a));
     for (const l of admm.r.layers) {
       const base = plain.r.layers.find((p) => p.name === l.name)!;
-      assert.ok(Array.from(l.weight!.scale).some((v, i) => v !== base.weight!.scale[i]), `${l.name}: admm left the min/max weight scales`);
+      assert.ok(Array.from(l.weight!.int8).some((v, i) => v !== base.weight!.int8[i]), `${l.name}: admm left the round-to-nearest integers`);
     }
     assert.ok(admm.db > plain.db, `admm ${admm.db} vs plain ${plain.db}`);
     // easy_quant: output cosine up on every layer, a clear SQNR gain
     assert.equal(easy.r.easyQuant.length, 3);
     for (const e of easy.r.easyQuant) assert.ok(e.cosineAfter > e.cosineBefore, JSON.stringify(e));
     assert.ok(easy.db > plain.db + 1, `easy_quant ${easy.db} vs plain ${plain.db}`);
-    // round_opt (AdaRound) on top of both: lower output MSE than nearest on every layer, a further gain
+    // round_opt (AdaRound) on top of both: per layer the lower output error of ADA's and ADMM's integers is kept
+    // (never above nearest), ADA wins somewhere, and the logits gain further
     assert.equal(noRound.r.rounding.length, 0);
     assert.equal(all.r.rounding.length, 3);
-    for (const row of all.r.rounding) assert.ok(row.kept === 'ada' && row.adaMse < row.nearestMse, JSON.stringify(row));
+    console.log(`      round_opt vs admm (output error on the samples): ${all.r.rounding.map((row) => `${row.layer} nearest ${row.nearestMse.toExponential(2)}, ada ${row.adaMse.toExponential(2)}, admm ${all.r.admm.find((a) => a.layer === row.layer)!.admmError.toExponential(2)}`).join('; ')}`);
+    const admmOf = (layer: string) => all.r.admm.find((a) => a.layer === layer)!.admmError;
+    for (const row of all.r.rounding) assert.ok(Math.min(row.kept === 'ada' ? row.adaMse : Infinity, admmOf(row.layer)) <= row.nearestMse, JSON.stringify(row));
+    assert.ok(all.r.rounding.some((row) => row.kept === 'ada' && row.adaMse < admmOf(row.layer)), 'AdaRound beat ADMM on no layer');
+    // where ADMM won, the model holds ADMM's integers (those of the run without round_opt); where ADA won, others
+    const ints = (r: typeof all.r, layer: string) => Array.from(r.layers.find((l) => l.name === layer)!.weight!.int8);
+    for (const row of all.r.rounding) {
+      const adaWon = row.kept === 'ada' && row.adaMse < admmOf(row.layer);
+      assert.equal(JSON.stringify(ints(all.r, row.layer)) === JSON.stringify(ints(noRound.r, row.layer)), !adaWon, row.layer);
+    }
     assert.ok(all.db > noRound.db + 0.2, `with round_opt ${all.db} vs without ${noRound.db}`);
   });
 
