@@ -69,3 +69,9 @@ export { crossLayerEqualize, clePairs, ClePair } from './algorithms/cle';
 export { layerSensitivity, rankLayers, sensitivityTable, Sensitivity, SensitivityRow, SensitivityOptions } from './algorithms/sensitivity';
 export { layerForward, sampleLayerInputs } from './algorithms/layer-io';
 export { QuantConfig, QuantConfigOptions, KeepAcc, Calibrator, virtualInputs } from './session/quant-config';
+export {
+  makeVariants, MakeVariantsOptions, MakeVariantsResult, VariantReport, VariantDtype, VARIANT_DTYPES, VARIANT_FILES, BUILT_DTYPES,
+} from './variants/variants';
+export { convertToFloat16, Float16Options, Float16Result, FLOAT32_OPS } from './variants/fp16';
+export { quantizeDynamicWeights, DynamicWeightOptions, DynamicWeightResult, WeightType } from './variants/q8';
+export { measureAccuracy, variantInputs, VariantAccuracy } from './variants/accuracy';

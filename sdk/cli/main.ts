@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `quantbook` command: quantize, calibrate, compare, report, inspect, start.
+ * The `quantbook` command: quantize, calibrate, compare, report, variants, inspect, start.
  * Exit codes: 0 done; 1 failed while running (ONNX Runtime, I/O); 2 bad input (usage, missing
  * file, bad config key or value — the message names what is allowed); 3 not supported here
  * (e.g. device 'npu' without CANN, a processor this version does not run).
@@ -10,9 +10,11 @@ import { COMMANDS, COMMAND_USAGE } from './commands';
 import { loadModel } from '../onnx/model';
 import { runStart } from './start';
 import { formatSummary, summarize } from './inspect';
+import { VARIANTS_USAGE, variantsCommand } from './variants';
 
 const USAGE = `usage: quantbook <command>
 ${COMMAND_USAGE}
+${VARIANTS_USAGE}
   inspect <model.onnx> [--json]   layers, operators, quantizable ops, shapes
   start [out/]                    quantize the shipped PP-OCRv4 rec model, evaluate it, write out/`;
 
@@ -31,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
     case 'start':
       await runStart(rest.find((a) => !a.startsWith('--')) ?? 'out');
       return 0;
+    case 'variants':
+      return variantsCommand(rest);
     case 'quantize': case 'calibrate': case 'compare': case 'report':
       return COMMANDS[command](rest);
     case undefined: case '--help': case '-h':
