@@ -17,6 +17,8 @@ import { mnistSplit } from '../sdk/eval/mnist';
 import { excessAmplificationDb, worstFirst } from '../sdk/quantize/attribution';
 import { CORPUS } from '../test/corpus';
 import { CALIBRATION_SEEDS, HELD_SEEDS, outputSqnr } from '../test/corpus/quantize-corpus';
+import { gptFeeds } from '../test/corpus/sequence';
+import { VARIANT_FILES, makeVariants } from '../sdk/variants/variants';
 import { chooseCodeCounter, codeCounterChoice } from '../sdk/kernels/code-counts';
 import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
 
@@ -480,6 +482,42 @@ async function noiseRows(): Promise<string> {
     ['model', 'layers', 'median own SQNR dB', 'output SQNR dB', 'excess amplification dB'], rows);
 }
 
+/**
+ * dtype variants (issue 28) of the corpus GPT-2 decoder with KV cache and of the MNIST
+ * transformer: size, output SQNR against fp32 and latency (variant ÷ fp32, alternating rounds)
+ * of each file on ORT CPU; the decoder is timed on an 8-token prefill over a 5-token cache.
+ */
+async function variantRows(): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-bench-variants-'));
+  const rows: Array<Array<string | number>> = [];
+  try {
+    const gpt = CORPUS.find((e) => e.name === 'gpt2-kv-cache-op14')!;
+    const { train, test } = mnistSplit();
+    const mnistFeeds = (set: typeof train, start: number) => ({ x: new ort.Tensor('float32', set.images.slice(start * 784, (start + 64) * 784), [64, 28, 28]) });
+    const models: Array<[string, string, Feeds[], Feeds[]]> = [
+      ['GPT-2 decoder (corpus)', await gpt.write(dir), [gpt.feeds(1), gpt.feeds(2)], [gptFeeds([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]], 5, 7)]],
+      ['MNIST transformer', path.join(DATA_DIR, 'transformer', 'mnist-transformer.onnx'), [mnistFeeds(train, 0), mnistFeeds(train, 64)], [mnistFeeds(test, 0)]],
+    ];
+    for (const [label, file, data, timing] of models) {
+      const out = path.join(dir, label.replace(/\W+/g, '-'));
+      const r = await makeVariants(file, { outDir: out, data });
+      const fp32 = fs.readFileSync(path.join(out, VARIANT_FILES.fp32));
+      for (const v of r.variants) {
+        let speed = '—';
+        if (v.dtype !== 'fp32') {
+          const [a, b] = await pairedLatency(fp32, fs.readFileSync(path.join(out, v.file)), timing);
+          speed = `${(b / a).toFixed(2)}`;
+        }
+        rows.push([label, v.dtype, v.file, `${(v.bytes / 1024).toFixed(0)} KiB`, v.sizeRatio.toFixed(3), Number.isFinite(v.sqnrDb) ? v.sqnrDb.toFixed(1) : '—', speed]);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return table('dtype variants (Transformers.js files) on ORT CPU: size, output SQNR vs fp32, latency ÷ fp32 (alternating rounds; < 1 is faster)',
+    ['model', 'dtype', 'file', 'size', '× fp32 size', 'SQNR dB', 'latency ÷ fp32'], rows);
+}
+
 async function main(): Promise<void> {
   const backend = await initBackend();
   const header = [
@@ -491,7 +529,7 @@ async function main(): Promise<void> {
   console.log(header);
   // `npm run bench -- calibration memory` prints only those sections
   const sections: Array<[string, () => Promise<string> | string]> = [
-    ['w8a8', w8a8Rows], ['error', errorRows], ['corpus', corpusRows], ['noise', noiseRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
+    ['w8a8', w8a8Rows], ['error', errorRows], ['corpus', corpusRows], ['noise', noiseRows], ['variants', variantRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
     ['kernels', kernelRows], ['calibration', calibrationRows], ['memory', memoryRows],
   ];
   const wanted = process.argv.slice(2);

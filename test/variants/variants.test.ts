@@ -13,7 +13,7 @@ import { writeNpy } from '../../sdk/calibration/data';
 import { DataType } from '../../sdk/onnx/dtype';
 import { makeAttribute } from '../../sdk/onnx/graph';
 import { Model, loadModel } from '../../sdk/onnx/model';
-import { newGraph, newModel, newNode, newValueInfo } from '../../sdk/onnx/proto';
+import { encodeModel, newGraph, newModel, newNode, newValueInfo } from '../../sdk/onnx/proto';
 import { makeTensor } from '../../sdk/onnx/tensor';
 import { OutputErrorAccumulator } from '../../sdk/eval/metrics';
 import { cpuFloat16Fallbacks, inferElemTypes } from '../../sdk/variants/elem-types';
@@ -27,7 +27,9 @@ import { Feeds } from '../corpus/types';
 import { MODELS, tempDir } from '../helpers';
 import { TRANSFORMER, mnist, mnistBatch } from '../transformer-fixtures';
 
-const FLOORS: Record<string, number> = { fp16: 40, q8: 20, int8: 20, uint8: 20 };
+const FLOORS: Record<string, number> = { fp16: 40, q8: 20, int8: 20, uint8: 20, q4: 12, q4f16: 12, bnb4: 12 };
+/** size bounds against fp32 (bnb4 keeps embeddings float: ORT has no NF4 Gather) */
+const SIZE: Record<string, number> = { fp16: 0.56, q8: 0.4, int8: 0.4, uint8: 0.4, q4: 0.3, q4f16: 0.3, bnb4: 0.56 };
 const EIGHT_BIT = ['q8', 'int8', 'uint8'];
 
 async function session(file: string): Promise<ort.InferenceSession> {
@@ -64,11 +66,28 @@ async function checkVariants(label: string, r: MakeVariantsResult, feeds: Feeds)
         await s.release();
       }
       assert.ok(v.sqnrDb >= FLOORS[v.dtype], `${label} ${v.dtype}: reported SQNR ${v.sqnrDb.toFixed(2)} dB < ${FLOORS[v.dtype]}`);
-      assert.ok(v.sizeRatio < (v.dtype === 'fp16' ? 0.56 : 0.4), `${label} ${v.dtype}: ${v.sizeRatio.toFixed(3)} of fp32's size`);
+      assert.ok(v.sizeRatio < SIZE[v.dtype], `${label} ${v.dtype}: ${v.sizeRatio.toFixed(3)} of fp32's size`);
     }
   } finally {
     await fp32.release();
   }
+}
+
+/** Conv → Relu → Conv: nothing for the MatMul-only 4-bit variants. */
+function convModel(): Model {
+  const w = (name: string, dims: number[], seed: number) => makeTensor(name, DataType.FLOAT, dims, Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(seed * 7.1 + i * 1.3) * 0.3));
+  const graph = newGraph({
+    name: 'conv-only',
+    node: [
+      newNode({ op_type: 'Conv', name: 'c1', input: ['x', 'w1'], output: ['h'], attribute: [makeAttribute('pads', [1, 1, 1, 1])] }),
+      newNode({ op_type: 'Relu', name: 'r', input: ['h'], output: ['hr'] }),
+      newNode({ op_type: 'Conv', name: 'c2', input: ['hr', 'w2'], output: ['y'] }),
+    ],
+    input: [newValueInfo({ name: 'x', type: { tensor_type: { elem_type: DataType.FLOAT, shape: { dim: [{ dim_value: 1 }, { dim_value: 3 }, { dim_value: 8 }, { dim_value: 8 }] } } } })],
+    output: [newValueInfo({ name: 'y', type: { tensor_type: { elem_type: DataType.FLOAT } } })],
+    initializer: [w('w1', [8, 3, 3, 3], 1), w('w2', [4, 8, 1, 1], 2)],
+  });
+  return loadModel(encodeModel(newModel({ ir_version: 8, opset_import: [{ domain: '', version: 17 }], graph })));
 }
 
 function initializerTypes(file: string, opType: string, input = 1): number[] {
@@ -87,9 +106,10 @@ describe('dtype variants (Transformers.js files)', function () {
       r = await makeVariants(TRANSFORMER, { outDir: path.join(dir, 'mnist'), data: [feeds(), mnistBatch(mnist().test, 64, 64)] });
     });
 
-    it('writes model.onnx, model_fp16.onnx, model_quantized.onnx, model_int8.onnx, model_uint8.onnx; each runs and clears its SQNR floor', async () => {
-      assert.deepEqual(fs.readdirSync(r.outDir).sort(), ['model.onnx', 'model_fp16.onnx', 'model_int8.onnx', 'model_quantized.onnx', 'model_uint8.onnx', CONFIG_FILE, REPORT_FILE].sort());
-      assert.deepEqual(r.variants.map((v) => v.dtype), ['fp32', 'fp16', 'q8', 'int8', 'uint8']);
+    it('writes model.onnx and the fp16, q8, int8, uint8, q4, q4f16 and bnb4 files; each runs and clears its SQNR floor', async () => {
+      assert.deepEqual(fs.readdirSync(r.outDir).sort(), ['model.onnx', 'model_fp16.onnx', 'model_int8.onnx', 'model_quantized.onnx', 'model_uint8.onnx', 'model_q4.onnx', 'model_q4f16.onnx', 'model_bnb4.onnx', CONFIG_FILE, REPORT_FILE].sort());
+      assert.deepEqual(r.variants.map((v) => v.dtype), ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4']);
+      assert.deepEqual(r.skipped, []);
       await checkVariants('mnist', r, feeds());
     });
 
@@ -125,8 +145,8 @@ describe('dtype variants (Transformers.js files)', function () {
 
     it('quantize_config.json records per variant the op types, weight type, per-channel, reduce-range and block size', () => {
       const config = JSON.parse(fs.readFileSync(path.join(r.outDir, CONFIG_FILE), 'utf8'));
-      assert.deepEqual(config.modes, ['fp16', 'q8', 'int8', 'uint8']);
-      assert.deepEqual(Object.keys(config.variants), ['fp32', 'fp16', 'q8', 'int8', 'uint8']);
+      assert.deepEqual(config.modes, ['fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4']);
+      assert.deepEqual(Object.keys(config.variants), ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4']);
       for (const d of EIGHT_BIT) {
         const v = config.variants[d];
         assert.equal(v.file, VARIANT_FILES[d as 'q8']);
@@ -145,7 +165,7 @@ describe('dtype variants (Transformers.js files)', function () {
       assert.equal(config.variants.fp16.kept_float32.Softmax, 1);
       assert.ok(config.variants.fp16.kept_float32_reasons['no float16 kernel in ONNX Runtime CPU'] > 0);
       const report = JSON.parse(fs.readFileSync(path.join(r.outDir, REPORT_FILE), 'utf8'));
-      assert.deepEqual(report.variants.map((v: { dtype: string }) => v.dtype), ['fp32', 'fp16', 'q8', 'int8', 'uint8']);
+      assert.deepEqual(report.variants.map((v: { dtype: string }) => v.dtype), ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4']);
       assert.equal(report.inputs, '2 given batches');
     });
 
@@ -277,6 +297,8 @@ describe('dtype variants (Transformers.js files)', function () {
       const file = await entry.write(dir);
       const r = await makeVariants(file, { outDir: path.join(dir, 'gpt2'), data: [entry.feeds(1), entry.feeds(2)] });
       await checkVariants('gpt2', r, entry.feeds(3));
+      const q4 = r.variants.find((v) => v.dtype === 'q4')!;
+      assert.ok(q4.sizeRatio <= 0.2, `q4 is ${q4.sizeRatio.toFixed(3)} of the decoder's fp32 size`);
       // step 1 on a random cache, step 2 on the cache step 1 returned: each variant on its own cache
       const decode = async (f: string) => {
         const s = await session(f);
@@ -304,13 +326,33 @@ describe('dtype variants (Transformers.js files)', function () {
     });
   });
 
-  describe('refusals', () => {
-    it('q4, q4f16 and bnb4 are refused as not built yet, and nothing is written', async () => {
-      for (const d of ['q4', 'q4f16', 'bnb4'] as const) {
-        const out = path.join(dir, `refused-${d}`);
-        await assert.rejects(makeVariants(TRANSFORMER, { outDir: out, dtypes: ['fp16', d] }), new RegExp(`"${d}" \\(${VARIANT_FILES[d].replace('.', '\\.')}\\) is not built yet`));
-        assert.ok(!fs.existsSync(out));
-      }
+  describe('4-bit variants', () => {
+    it('q4 (MatMulNBits, block 32), q4f16 (the same with float16 activations and scales) and bnb4 (MatMulBnb4 NF4, block 64) are what the files hold and the config says', () => {
+      const out = path.join(dir, 'mnist');
+      const config = JSON.parse(fs.readFileSync(path.join(out, CONFIG_FILE), 'utf8'));
+      const ops = (f: string) => new Set(loadModel(path.join(out, f)).graph.proto.node.map((n) => n.op_type));
+      assert.ok(ops(VARIANT_FILES.q4).has('MatMulNBits') && ops(VARIANT_FILES.q4f16).has('MatMulNBits') && ops(VARIANT_FILES.bnb4).has('MatMulBnb4'));
+      assert.equal(config.variants.q4.block_size, 32);
+      assert.equal(config.variants.q4.weight_type, 'int4');
+      assert.equal(config.variants.bnb4.block_size, 64);
+      assert.equal(config.variants.bnb4.weight_type, 'nf4');
+      assert.deepEqual(config.variants.q4.scale_types, ['float32']);
+      // q4f16 stores every scale in float16 (a MatMulNBits that ORT runs in float32 reads it through a Cast)
+      const q4f16 = loadModel(path.join(out, VARIANT_FILES.q4f16)).graph;
+      const stored = (t: string): number | undefined => q4f16.initializer(t)?.data_type ?? (q4f16.producer(t)?.op_type === 'Cast' ? stored(q4f16.producer(t)!.input[0]) : undefined);
+      const scales = q4f16.proto.node.filter((n) => n.op_type === 'MatMulNBits').map((n) => stored(n.input[2]));
+      assert.ok(scales.length > 0 && scales.every((t) => t === DataType.FLOAT16), `q4f16 scales ${scales}`);
+    });
+
+    it('a model without constant-weight MatMuls: the default set skips q4/q4f16/bnb4 naming why; asked by name, q4 is refused and nothing is written', async () => {
+      const convOnly = convModel();
+      const r = await makeVariants(convOnly, { outDir: path.join(dir, 'cls-default') });
+      assert.deepEqual(r.skipped.map((x) => x.dtype), ['q4', 'q4f16', 'bnb4']);
+      for (const x of r.skipped) assert.match(x.reason, /no MatMul with a constant 2-D/);
+      assert.ok(!fs.existsSync(path.join(dir, 'cls-default', VARIANT_FILES.q4)));
+      const named = path.join(dir, 'cls-q4');
+      await assert.rejects(makeVariants(convOnly, { outDir: named, dtypes: ['fp16', 'q4'] }), /no MatMul with a constant 2-D/);
+      assert.ok(!fs.existsSync(named));
       await assert.rejects(makeVariants(TRANSFORMER, { outDir: path.join(dir, 'x'), dtypes: ['fp8' as 'fp16'] }), /dtypes.*fp8.*one of fp32, fp16/);
     });
   });
@@ -343,10 +385,12 @@ describe('dtype variants (Transformers.js files)', function () {
       assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, CONFIG_FILE), 'utf8')).modes, ['fp16', 'q8', 'uint8']);
     });
 
-    it('exit 3 for a dtype not built yet, 2 for an unknown one or a missing --out', () => {
-      const q4 = run([TRANSFORMER, '--out', path.join(dir, 'cli-q4'), '--dtypes', 'q4']);
+    it('exit 3 for a dtype the model has nothing for, 2 for an unknown one or a missing --out', () => {
+      const conv = path.join(dir, 'conv-only.onnx');
+      fs.writeFileSync(conv, convModel().toBytes());
+      const q4 = run([conv, '--out', path.join(dir, 'cli-q4'), '--dtypes', 'q4']);
       assert.equal(q4.status, 3);
-      assert.match(q4.stderr, /"q4" \(model_q4\.onnx\) is not built yet/);
+      assert.match(q4.stderr, /no MatMul with a constant 2-D/);
       const bad = run([TRANSFORMER, '--out', path.join(dir, 'cli-bad'), '--dtypes', 'fp16,int4']);
       assert.equal(bad.status, 2);
       assert.match(bad.stderr, /--dtypes: got "fp16,int4"/);
