@@ -163,6 +163,16 @@ function addTensor(g: Graph, name: string, type: DataType, dims: number[], data:
   return name;
 }
 
+/** The packed inputs of a weight, made once however many nodes read it (tied weights share them). */
+function packedOnce(cache: Map<string, string[]>, weight: string, make: (weight: string) => string[]): string[] {
+  let inputs = cache.get(weight);
+  if (!inputs) {
+    inputs = make(weight);
+    cache.set(weight, inputs);
+  }
+  return inputs;
+}
+
 /**
  * q4 (q4f16 on a float16 model): MatMuls with constant 2-D float weights → com.microsoft.MatMulNBits,
  * embedding Gathers → com.microsoft.GatherBlockQuantized. Returns a new model.
@@ -180,17 +190,14 @@ export function quantizeMatMulNBits(model: Model, opts: { blockSize?: number; sy
   return rewrite(model, { op: 'MatMulNBits', blockSize, symmetric, ...(level !== undefined ? { accuracyLevel: level } : {}) },
     (g, n, w, fresh, cache) => {
       const scaleType = w.type as ScaleType;
-      let inputs = cache.get(n.input[1]);
-      if (!inputs) {
+      const inputs = packedOnce(cache, n.input[1], (b) => {
         const p = packMatMulNBits(w.values, w.k, w.n, blockSize, symmetric, scaleType);
-        const b = n.input[1];
-        inputs = [
+        return [
           addTensor(g, fresh(`${b}_Q4`), DataType.UINT8, [w.n, p.q.blocks, blockSize / 2], p.b),
           addTensor(g, fresh(`${b}_scales`), scaleType, [w.n * p.q.blocks], p.scales),
           ...(p.zeroPoints ? [addTensor(g, fresh(`${b}_zero_points`), DataType.UINT8, [p.zeroPoints.length], p.zeroPoints)] : []),
         ];
-        cache.set(n.input[1], inputs);
-      }
+      });
       const attribute = [makeAttribute('K', w.k), makeAttribute('N', w.n), makeAttribute('bits', 4), makeAttribute('block_size', blockSize)];
       if (level !== undefined) attribute.push(makeAttribute('accuracy_level', level));
       return { as: 'MatMulNBits', node: newNode({ op_type: 'MatMulNBits', domain: MS_DOMAIN, name: fresh(`${label(n)}_Q4`), input: [n.input[0], ...inputs], output: n.output, attribute }) };
@@ -200,17 +207,14 @@ export function quantizeMatMulNBits(model: Model, opts: { blockSize?: number; sy
       if (axis !== 0 && axis !== -2) return `it gathers along axis ${axis}; GatherBlockQuantized with uint8 data gathers rows (axis 0) only`;
       if (w.n % 2) return `the table width ${w.n} is odd; GatherBlockQuantized packs two 4-bit values per byte along it`;
       const scaleType = w.type as ScaleType;
-      let inputs = cache.get(n.input[0]);
-      if (!inputs) {
+      const inputs = packedOnce(cache, n.input[0], (t) => {
         const p = packGatherBlock(w.values, w.k, w.n, blockSize, symmetric, scaleType);
-        const t = n.input[0];
-        inputs = [
+        return [
           addTensor(g, fresh(`${t}_Q4`), DataType.UINT8, [w.k, w.n / 2], p.data),
           addTensor(g, fresh(`${t}_scales`), scaleType, [w.k, p.q.blocks], p.scales),
           ...(p.zeroPoints ? [addTensor(g, fresh(`${t}_zero_points`), DataType.UINT8, [w.k, Math.ceil(p.q.blocks / 2)], p.zeroPoints)] : []),
         ];
-        cache.set(n.input[0], inputs);
-      }
+      });
       const [data, scales, ...zp] = inputs;
       const attribute = [makeAttribute('bits', 4), makeAttribute('block_size', blockSize), makeAttribute('gather_axis', 0), makeAttribute('quantize_axis', 1)];
       return { as: 'GatherBlockQuantized', node: newNode({ op_type: 'GatherBlockQuantized', domain: MS_DOMAIN, name: fresh(`${label(n)}_Q4`), input: [data, n.input[1], scales, ...zp], output: n.output, attribute }) };
@@ -230,16 +234,13 @@ export function quantizeBnb4(model: Model, opts: { blockSize?: number; quantType
   return rewrite(model, { op: 'MatMulBnb4', blockSize, quantType },
     (g, n, w, fresh, cache) => {
       const scaleType = w.type as ScaleType;
-      let inputs = cache.get(n.input[1]);
-      if (!inputs) {
+      const inputs = packedOnce(cache, n.input[1], (b) => {
         const p = packBnb4(w.values, w.k, w.n, blockSize, quantType, scaleType);
-        const b = n.input[1];
-        inputs = [
+        return [
           addTensor(g, fresh(`${b}_BNB4`), DataType.UINT8, [p.b.length], p.b),
           addTensor(g, fresh(`${b}_absmax`), scaleType, [p.absmax.length], p.absmaxStored),
         ];
-        cache.set(n.input[1], inputs);
-      }
+      });
       const attribute = [makeAttribute('K', w.k), makeAttribute('N', w.n), makeAttribute('block_size', blockSize), makeAttribute('quant_type', BNB4_QUANT_TYPE[quantType])];
       return { as: 'MatMulBnb4', node: newNode({ op_type: 'MatMulBnb4', domain: MS_DOMAIN, name: fresh(`${label(n)}_BNB4`), input: [n.input[0], ...inputs], output: n.output, attribute }) };
     },

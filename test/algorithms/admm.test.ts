@@ -12,6 +12,17 @@ function gauss(seed: number): () => number {
 }
 
 /** The integers' dequantized weight: s_c·(v − z_c), float64. */
+/** Independent reckoning: mean over rows of Σ_c ((XW)_rc − (XŴ)_rc)², in float64 loops. */
+function matmulOutputError(x: Float32Array, w: Float32Array, wq: Float64Array, rows: number, k: number, n: number): number {
+  let e = 0;
+  for (let r0 = 0; r0 < rows; r0++) for (let c = 0; c < n; c++) {
+    let d = 0;
+    for (let j = 0; j < k; j++) d += x[r0 * k + j] * (w[j * n + c] - wq[j * n + c]);
+    e += d * d;
+  }
+  return e / rows;
+}
+
 function dequant(values: Int32Array, scale: Float32Array, zero: Int32Array, channelOf: (i: number) => number): Float64Array {
   return Float64Array.from(values, (v, i) => Math.fround(scale[channelOf(i)]) * (v - (zero[channelOf(i)] ?? 0)));
 }
@@ -27,16 +38,7 @@ describe('ADMM weight quantization (keep_acc admm): V/G/U iterations on the laye
     const q = weightQParams(w, [k, n], { numBits: 4, channelAxis: 1 });
     const iterations = 200;
     const r = admmWeights({ forward: (a, b) => tf.matMul(a, b), weight: { data: w, dims: [k, n], axis: 1 }, group: 1, input: { data: x, dims: [rows, k] } }, q, iterations);
-    // independent: mean over rows of Σ_c ((XW)_rc − (XŴ)_rc)², in float64 loops
-    const outputError = (wq: Float64Array) => {
-      let e = 0;
-      for (let r0 = 0; r0 < rows; r0++) for (let c = 0; c < n; c++) {
-        let d = 0;
-        for (let j = 0; j < k; j++) d += x[r0 * k + j] * (w[j * n + c] - wq[j * n + c]);
-        e += d * d;
-      }
-      return e / rows;
-    };
+    const outputError = (wq: Float64Array) => matmulOutputError(x, w, wq, rows, k, n);
     const nearest = Int32Array.from(w, (v, i) => Math.max(q.qmin, Math.min(q.qmax, Math.round(v / q.scale[i % n]))));
     const eNearest = outputError(dequant(nearest, q.scale, q.zeroPoint, (i) => i % n));
     const eAdmm = outputError(dequant(r.values, q.scale, q.zeroPoint, (i) => i % n));
@@ -66,15 +68,7 @@ describe('ADMM weight quantization (keep_acc admm): V/G/U iterations on the laye
     const w = Float32Array.from({ length: k * n }, rnd);
     const q = weightQParams(w, [k, n], { numBits: 4, channelAxis: 1 });
     const r = admmWeights({ forward: (a, b) => tf.matMul(a, b), weight: { data: w, dims: [k, n], axis: 1 }, group: 1, input: { data: x, dims: [rows, k] } }, q, 60);
-    const outputError = (wq: Float64Array) => {
-      let e = 0;
-      for (let r0 = 0; r0 < rows; r0++) for (let c = 0; c < n; c++) {
-        let d = 0;
-        for (let j = 0; j < k; j++) d += x[r0 * k + j] * (w[j * n + c] - wq[j * n + c]);
-        e += d * d;
-      }
-      return e / rows;
-    };
+    const outputError = (wq: Float64Array) => matmulOutputError(x, w, wq, rows, k, n);
     const eNearest = outputError(dequant(Int32Array.from(w, (v, i) => Math.max(q.qmin, Math.min(q.qmax, Math.round(v / q.scale[i % n])))), q.scale, q.zeroPoint, (i) => i % n));
     const eAdmm = outputError(dequant(r.values, q.scale, q.zeroPoint, (i) => i % n));
     console.log(`      K = 400: output error nearest ${eNearest.toExponential(3)} → ADMM ${eAdmm.toExponential(3)}`);
