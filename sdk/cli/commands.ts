@@ -83,10 +83,11 @@ function sessionConfig(args: ParsedArgs, file: ConfigFile | undefined, calibData
   }
   const method = args.values.get('method') ?? 'minmax';
   const disable = list(args.values.get('disable'));
+  // the CLI spells the third method 'mixed' for both; msModelSlim's dynamic processors spell it 'mix'
   const processor = args.flags.has('dynamic')
-    ? { w8a8_dynamic: { cfg: { act_method: method === 'histogram' ? 'histogram' : 'minmax' }, disable_names: disable } }
+    ? { w8a8_dynamic: { cfg: { act_method: method === 'mixed' ? 'mix' : method }, disable_names: disable } }
     : { w8a8: { cfg: { act_method: method, op_set: args.values.get('op-set') ?? 'amct' }, disable_names: disable } };
-  if (!args.flags.has('dynamic') && !(ACT_METHODS as readonly string[]).includes(method)) throw new QuantbookError('INVALID_ARGUMENT', `--method: got "${method}"; expected one of ${ACT_METHODS.join(', ')}`);
+  if (!(ACT_METHODS as readonly string[]).includes(method)) throw new QuantbookError('INVALID_ARGUMENT', `--method: got "${method}"; expected one of ${ACT_METHODS.join(', ')}`);
   if (args.values.has('op-set') && !(OP_SETS as readonly string[]).includes(args.values.get('op-set')!)) throw new QuantbookError('INVALID_ARGUMENT', `--op-set: got "${args.values.get('op-set')}"; expected one of ${OP_SETS.join(', ')}`);
   const device = args.values.get('device') ?? 'cpu';
   if (!(DEVICES as readonly string[]).includes(device)) throw new QuantbookError('INVALID_ARGUMENT', `--device: got "${device}"; expected one of ${DEVICES.join(', ')}`);

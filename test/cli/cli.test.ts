@@ -160,6 +160,15 @@ describe('quantbook command', function () {
     assert.match(dangling.stderr, /reads "nowhere", which no node, input or initializer/);
   });
 
+  it('--dynamic --method reaches the dynamic processor (mixed → mix), which warns that it has no effect without fa3; an unknown method exits 2', () => {
+    const mixed = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(dir, 'dyn-mixed'), '--dynamic', '--method', 'mixed', '--quiet']);
+    assert.equal(mixed.code, 0, mixed.stderr);
+    assert.match(mixed.stderr, /act_method 'mix' has no effect without fa3/);
+    const bogus = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(dir, 'dyn-bogus'), '--dynamic', '--method', 'kl']);
+    assert.equal(bogus.code, 2);
+    assert.match(bogus.stderr, /--method: got "kl"; expected one of minmax, histogram, mixed/);
+  });
+
   it('bad input: exit code 2 with what is allowed; unsupported device: exit code 3', () => {
     const unknown = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--methd', 'minmax']);
     assert.equal(unknown.code, 2);
