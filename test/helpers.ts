@@ -78,7 +78,16 @@ export function hasOnnxChecker(): boolean {
 
 /** Runs onnx.checker.check_model on a file (full_check also runs shape inference). Throws on rejection. */
 export function onnxCheck(file: string): void {
-  execFileSync(SYSTEM_PYTHON, ['-c', 'import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True)', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // check_model(path, full_check=True) in onnx 1.12 writes the shape-inferred model back over
+  // the file it checks; infer shapes into a temporary file instead, so a check never edits the model under test
+  const script = [
+    'import onnx, os, sys, tempfile',
+    'onnx.checker.check_model(sys.argv[1])',
+    'fd, out = tempfile.mkstemp(suffix=".onnx", dir=os.path.dirname(os.path.abspath(sys.argv[1]))); os.close(fd)',
+    'try: onnx.shape_inference.infer_shapes_path(sys.argv[1], out, check_type=True, strict_mode=True)',
+    'finally: os.remove(out)',
+  ].join('\n');
+  execFileSync(SYSTEM_PYTHON, ['-c', script, file], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** In CI the checker must be there; on a developer machine without it the test is skipped. */
