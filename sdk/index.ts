@@ -16,6 +16,7 @@ export { roundHalfEven, quantizeLinear, dequantizeLinear, fakeQuantize } from '.
 export * from './observers';
 export { StatRow, statsTable, rowsFromTable, writeStats, readStats, writeTable } from './stats/calibration-stats';
 export { calibrate, CalibrateOptions, CalibrationResult, CalibrationTarget, CalibrationProgress, CalibrationTiming, COLLECT_MODES, CollectMode, defaultTargets, dataHashOf, DATA_HASH } from './calibration/calibrator';
+export { calibrateByBlocks, blockOutputs, BlockCalibrationOptions } from './calibration/by-blocks';
 export { BatchSummary, FINE_BINS } from './calibration/batch-summary';
 export { batchesFrom, collectBatches, readNpy, isBatchFile, NON_BATCH_FILE, CalibrationSource } from './calibration/data';
 export { upgradeOpset } from './onnx/opset-upgrade';

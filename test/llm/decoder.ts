@@ -437,3 +437,20 @@ export function generateDecoder(dir: string, options: DecoderOptions): DecoderRe
     modelPath: path.join(dir, modelName), dataFiles: files, weights, params: decoderParamCount(shape, tied), dataBytes, outlierChannels: outliers, shape,
   };
 }
+
+/**
+ * Prefill feeds for `rows` of token ids (all rows the same length, no padding): mask of ones,
+ * positions 0…n−1, an empty cache. What calibration and the bench feed the decoder.
+ */
+export function prefillFeeds(shape: ShapeName | DecoderShape, rows: number[][]): Record<string, import('onnxruntime-node').Tensor> {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
+  const s = resolveShape(shape);
+  const n = rows[0].length;
+  const i64 = (v: number[][]) => new ort.Tensor('int64', BigInt64Array.from(v.flat().map(BigInt)), [v.length, v[0].length]);
+  const f: Record<string, import('onnxruntime-node').Tensor> = {
+    input_ids: i64(rows), attention_mask: i64(rows.map(() => Array(n).fill(1))), position_ids: i64(rows.map(() => Array.from({ length: n }, (_, i) => i))),
+  };
+  for (let i = 0; i < s.layers; i++) for (const kv of ['key', 'value']) f[`past_key_values.${i}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [rows.length, s.kvHeads, 0, s.hidden / s.heads]);
+  return f;
+}
