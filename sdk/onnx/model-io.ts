@@ -116,6 +116,12 @@ export function serializeModel(m: ModelProto): Uint8Array {
  * Saves `m` to `modelPath`. With external data, the initializers go to one data file and
  * the model holds references; the model object in memory is not changed.
  */
+/** An externally stored tensor with its bytes read in. */
+function inlineTensor(t: TensorProto, baseDir: string | undefined): TensorProto {
+  const { external_data: _ref, data_location: _loc, ...rest } = t;
+  return newTensor({ ...rest, raw_data: readExternalBytes(t, baseDir) });
+}
+
 export function writeModelProto(m: ModelProto, modelPath: string, options: SaveOptions = {}, sourceBaseDir?: string): SaveResult {
   if (typeof modelPath !== 'string' || modelPath.length === 0) {
     throw new QuantbookError('INVALID_ARGUMENT', `path: got ${JSON.stringify(modelPath)}; expected the path of the .onnx file to write`);
@@ -141,9 +147,16 @@ export function writeModelProto(m: ModelProto, modelPath: string, options: SaveO
 
   // Plan the data file: offsets aligned to 64 bytes, each tensor read lazily when written.
   const moved = new Map<TensorProto, { offset: number; length: number }>();
+  // a small tensor still held by reference (a model loaded without its external data) is written
+  // inline, as it would be had it been loaded: the files depend on the tensors, not on how they were read
+  const inlined = new Set<TensorProto>();
   let offset = 0;
   for (const t of tensors) {
     const size = tensorByteSize(t);
+    if (ext && isExternal(t) && size < threshold) {
+      inlined.add(t);
+      continue;
+    }
     if (!(isExternal(t) || (ext && size >= threshold && t.raw_data))) continue;
     offset = Math.ceil(offset / 64) * 64;
     moved.set(t, { offset, length: size });
@@ -162,7 +175,7 @@ export function writeModelProto(m: ModelProto, modelPath: string, options: SaveO
       ],
     });
   };
-  const out: ModelProto = { ...m, graph: mapInitializers(m.graph!, (t) => (moved.has(t) ? replacement(t) : t)) } as ModelProto;
+  const out: ModelProto = { ...m, graph: mapInitializers(m.graph!, (t) => (moved.has(t) ? replacement(t) : inlined.has(t) ? inlineTensor(t, sourceBaseDir) : t)) } as ModelProto;
   const modelBytes = encodeModel(out);
 
   const dataFile: PendingFile = {
