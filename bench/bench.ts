@@ -18,6 +18,7 @@ import { excessAmplificationDb, worstFirst } from '../sdk/quantize/attribution';
 import { CORPUS } from '../test/corpus';
 import { CALIBRATION_SEEDS, HELD_SEEDS, outputSqnr } from '../test/corpus/quantize-corpus';
 import { gptFeeds } from '../test/corpus/sequence';
+import { prefillFeeds } from '../test/llm/decoder';
 import { VARIANT_FILES, makeVariants } from '../sdk/variants/variants';
 import { chooseCodeCounter, codeCounterChoice } from '../sdk/kernels/code-counts';
 import { DATA_DIR, clsSet, detPages, folderLabels, recBatches } from '../sdk/eval/ocr-data';
@@ -518,6 +519,46 @@ async function variantRows(): Promise<string> {
     ['model', 'dtype', 'file', 'size', '× fp32 size', 'SQNR dB', 'latency ÷ fp32'], rows);
 }
 
+/**
+ * Models larger than memory (issue 26): the TinyLlama-shaped decoder (1.1B parameters, 4.4 GB of
+ * fp32 weights in external data) is generated, then quantized W8A8_DYNAMIC in a child process
+ * that loads it without its data (each weight read when the quantizer reaches it): peak RSS of
+ * each step ÷ the fp32 weights, wall time; then the logit SQNR and prefill latency of int8 vs
+ * fp32 on ORT CPU (16-token prompt, batch 1). Goal: quantization peak RSS ≤ 0.25 × fp32 size.
+ */
+async function llmRows(): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-bench-llm-'));
+  const rows: Array<Array<string | number>> = [];
+  try {
+    const gen = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, '..', 'test', 'llm', 'make-decoder.js'), '--shape', 'tinyllama', '--out', dir, '--quiet'], { encoding: 'utf8', maxBuffer: 1 << 20 }).trim().split('\n').pop()!);
+    const fp32 = gen.dataBytes as number;
+    rows.push(['generate (streamed to external data)', `${gen.seconds.toFixed(0)} s`, `${(gen.peakRssBytes / 2 ** 20).toFixed(0)} MiB`, (gen.peakRssBytes / fp32).toFixed(3)]);
+    const out = path.join(dir, 'int8');
+    const q = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'llm-quantize.js'), path.join(dir, 'model.onnx'), out], { encoding: 'utf8', maxBuffer: 1 << 20 }).trim().split('\n').pop()!);
+    rows.push([`W8A8_DYNAMIC, weights read per tensor (${q.layers} layers)`, `${q.seconds.toFixed(0)} s`, `${(q.peakRss / 2 ** 20).toFixed(0)} MiB`, (q.peakRss / fp32).toFixed(3)]);
+    const ids = Array.from({ length: 16 }, (_, i) => (i * 7919) % 32000);
+    const feeds = prefillFeeds('tinyllama', [ids]);
+    const time = async (file: string) => {
+      const s = await ort.InferenceSession.create(file, { logSeverityLevel: 3 });
+      const first = await s.run(feeds);
+      const t: number[] = [];
+      for (let i = 0; i < 3; i++) t.push(await timeMs(() => s.run(feeds)));
+      const logits = Float32Array.from(first.logits.data as Float32Array);
+      await s.release();
+      return { logits, ms: median(t) };
+    };
+    const a = await time(path.join(dir, 'model.onnx'));
+    const b = await time(path.join(out, 'model.onnx'));
+    const acc = new metrics.OutputErrorAccumulator();
+    acc.add(a.logits, b.logits);
+    rows.push(['logits, 16-token prefill: int8 vs fp32', `${a.ms.toFixed(0)} → ${b.ms.toFixed(0)} ms`, `SQNR ${acc.result().sqnrDb.toFixed(1)} dB`, '—']);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return table('TinyLlama-shaped decoder (1.1B parameters, 4.4 GB fp32 in external data): each step in its own process, peak RSS ÷ fp32 weights (goal ≤ 0.25 while quantizing)',
+    ['step', 'wall time', 'peak RSS', '÷ fp32 size'], rows);
+}
+
 async function main(): Promise<void> {
   const backend = await initBackend();
   const header = [
@@ -529,7 +570,7 @@ async function main(): Promise<void> {
   console.log(header);
   // `npm run bench -- calibration memory` prints only those sections
   const sections: Array<[string, () => Promise<string> | string]> = [
-    ['w8a8', w8a8Rows], ['error', errorRows], ['corpus', corpusRows], ['noise', noiseRows], ['variants', variantRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
+    ['w8a8', w8a8Rows], ['error', errorRows], ['corpus', corpusRows], ['noise', noiseRows], ['variants', variantRows], ['llm', llmRows], ['outliers', outlierRows], ['qat', qatRows], ['recovery', recoveryRows],
     ['kernels', kernelRows], ['calibration', calibrationRows], ['memory', memoryRows],
   ];
   const wanted = process.argv.slice(2);
