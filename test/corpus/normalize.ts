@@ -172,36 +172,30 @@ export function withOutputs(model: ModelProto, names: string[], type: DataType =
 }
 
 /**
- * Runs `model` (bytes) on each feed and accumulates per-channel statistics of `names`. One
- * thread and no graph optimisations, so the numbers do not depend on the thread count or on
- * which fusions an ONNX Runtime version applies (they still depend on the CPU's kernels).
+ * Runs `model` (bytes) on each feed and hands `visit` the outputs `names`. One thread and no
+ * graph optimisations, so the numbers do not depend on the thread count or on which fusions an
+ * ONNX Runtime version applies (they still depend on the CPU's kernels).
  */
-export async function batchStats(model: Uint8Array, names: string[], batches: Feeds[]): Promise<Map<string, ChannelStats>> {
+async function forEachBatch(model: Uint8Array, names: string[], batches: Feeds[], visit: (out: Record<string, ort.Tensor>) => void): Promise<void> {
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'disabled', logSeverityLevel: 3 });
-  const stats = new Map(names.map((n) => [n, new ChannelStats()]));
   try {
-    for (const feeds of batches) {
-      const out = await session.run(feeds, names);
-      for (const n of names) stats.get(n)!.add(out[n]);
-    }
+    for (const feeds of batches) visit(await session.run(feeds, names));
   } finally {
     await session.release();
   }
+}
+
+/** Per-channel statistics of `names` accumulated over the batches. */
+export async function batchStats(model: Uint8Array, names: string[], batches: Feeds[]): Promise<Map<string, ChannelStats>> {
+  const stats = new Map(names.map((n) => [n, new ChannelStats()]));
+  await forEachBatch(model, names, batches, (out) => { for (const n of names) stats.get(n)!.add(out[n]); });
   return stats;
 }
 
-/** Runs `model` on each feed and returns `names` concatenated over the batches (axis 0). */
+/** `names` concatenated over the batches (axis 0). */
 async function batchTensors(model: Uint8Array, names: string[], batches: Feeds[]): Promise<Map<string, { data: Float32Array; dims: number[] }>> {
-  const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'disabled', logSeverityLevel: 3 });
   const parts = new Map<string, ort.Tensor[]>(names.map((n) => [n, []]));
-  try {
-    for (const feeds of batches) {
-      const out = await session.run(feeds, names);
-      for (const n of names) parts.get(n)!.push(out[n]);
-    }
-  } finally {
-    await session.release();
-  }
+  await forEachBatch(model, names, batches, (out) => { for (const n of names) parts.get(n)!.push(out[n]); });
   const joined = new Map<string, { data: Float32Array; dims: number[] }>();
   for (const [n, ts] of parts) {
     const dims = ts[0].dims.map(Number);
