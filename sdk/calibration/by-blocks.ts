@@ -159,3 +159,19 @@ export function blockOutputs(model: Model, blockOf: (nodeName: string) => number
     return outs[0];
   });
 }
+
+/**
+ * Calibration of a model held by reference (loaded without its external data because it is
+ * larger than memory): block by block where its node names give decoder blocks (blockOutputs),
+ * so one block's weights are read at a time; otherwise the whole model in one session.
+ */
+export async function calibrateHeldModel(model: Model, data: CalibrationSource, options: CalibrateOptions = {}): Promise<CalibrationResult> {
+  let boundaries: string[] = [];
+  try {
+    boundaries = blockOutputs(model);
+  } catch {
+    // no block structure (or an ambiguous one): one session over the whole model
+  }
+  const inMainGraph = (options.tensors ?? []).every((t) => model.graph.hasTensor(t));
+  return boundaries.length > 1 && inMainGraph ? calibrateByBlocks(model, data, { ...options, boundaries }) : calibrate(model, data, options);
+}

@@ -29,12 +29,13 @@
 import * as path from 'path';
 import { QuantbookError } from '../errors';
 import { Model } from '../onnx/model';
-import { readTensor } from '../onnx/tensor';
+import { isExternal, readTensor, tensorDims } from '../onnx/tensor';
+import { TensorProto } from '../onnx/proto';
 import { forEachChannel } from '../kernels/quant';
 import { LayerRecord } from '../quantize/qdq';
 import type { QParams } from '../observers/qparams';
 import { writeAll, writeFilesAtomically } from '../util/atomic-write';
-import { StoredTensor, safetensorsDtype, writeSafetensorsSet } from './safetensors';
+import { StoredTensor, deferredTensor, safetensorsDtype, writeSafetensorsSet } from './safetensors';
 
 export type MsModelSlimQuantType = 'W8A8' | 'W8A8_DYNAMIC';
 /** deq_scale as float32 (bf16 deployments) or int64 holding the float32 bits in its low half (fp16 deployments). */
@@ -89,6 +90,32 @@ function channelSums(w: NonNullable<LayerRecord['weight']>, int8: Int8Array): In
   return sums;
 }
 
+/**
+ * A weight's int8 tensor for the safetensors file. A record whose integers were spilled (a model
+ * held by reference, quantize/qdq.ts) gives a tensor that reads them when written, so the export
+ * never holds every weight at once.
+ */
+function weightTensor(w: NonNullable<LayerRecord['weight']>, signedInt8: Int8Array): StoredTensor {
+  if (!Object.getOwnPropertyDescriptor(w, 'int8')?.get) return { dtype: 'I8', shape: w.dims, data: signedInt8 };
+  return deferredTensor('I8', w.dims, () => signedWeight(w).int8);
+}
+
+/** An initializer for the safetensors file: read when written if the model holds it by reference. */
+function initializerTensor(init: TensorProto, baseDir: string | undefined): StoredTensor {
+  const typed = (t: ReturnType<typeof readTensor>) => {
+    const dtype = safetensorsDtype(t.type);
+    if (!dtype || typeof t.data[0] === 'string') throw new QuantbookError('UNSUPPORTED', `msModelSlim export: initializer "${init.name}" has an element type safetensors cannot hold`);
+    return { dtype, data: t.data as StoredTensor['data'] };
+  };
+  if (!isExternal(init)) {
+    const t = readTensor(init, baseDir);
+    return { ...typed(t), shape: t.dims };
+  }
+  const dtype = safetensorsDtype(init.data_type ?? 0);
+  if (!dtype) throw new QuantbookError('UNSUPPORTED', `msModelSlim export: initializer "${init.name}" has an element type safetensors cannot hold`);
+  return deferredTensor(dtype, tensorDims(init), () => typed(readTensor(init, baseDir)).data);
+}
+
 function f32(shape: number[], values: ArrayLike<number>): StoredTensor {
   return { dtype: 'F32', shape, data: Float32Array.from(values) };
 }
@@ -131,7 +158,7 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
     const signed = w && signedWeight(w);
     if (w && signed) {
       replaced.add(w.tensor);
-      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: signed.int8 }, quantType);
+      put(`${p}.weight`, weightTensor(w, signed.int8), quantType);
     }
     if (quantType === 'W8A8_DYNAMIC') {
       if (w && signed) {
@@ -176,7 +203,7 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
       if (!same) throw new QuantbookError('UNSUPPORTED', `msModelSlim export: layer "${rec.name}" has different int8 weights on the static and the dynamic side; one <p>.weight cannot hold both`);
     } else {
       replaced.add(w.tensor);
-      put(`${p}.weight`, { dtype: 'I8', shape: w.dims, data: signed.int8 }, 'W8A8_DYNAMIC');
+      put(`${p}.weight`, weightTensor(w, signed.int8), 'W8A8_DYNAMIC');
     }
     put(`${p}.weight_scale`, f32([w.scale.length], w.scale), 'W8A8_DYNAMIC');
     put(`${p}.weight_offset`, f32([w.scale.length], signed.offset), 'W8A8_DYNAMIC');
@@ -195,10 +222,7 @@ export function msModelSlimWeights(quantType: MsModelSlimQuantType, float: Model
   const baseDir = float.baseDir;
   for (const init of float.graph.proto.initializer) {
     if (replaced.has(init.name!)) continue;
-    const t = readTensor(init, baseDir);
-    const dtype = safetensorsDtype(t.type);
-    if (!dtype || typeof t.data[0] === 'string') throw new QuantbookError('UNSUPPORTED', `msModelSlim export: initializer "${init.name}" has an element type safetensors cannot hold`);
-    put(init.name!, { dtype, shape: t.dims, data: t.data as StoredTensor['data'] }, 'FLOAT');
+    put(init.name!, initializerTensor(init, baseDir), 'FLOAT');
   }
   return { quantType, tensors, description, prefixes };
 }

@@ -38,7 +38,25 @@ export type SafetensorsDtype = keyof typeof SAFETENSORS_DTYPES;
 export interface StoredTensor {
   dtype: SafetensorsDtype;
   shape: number[];
+  /** the values; a getter for a deferred tensor (read when asked: see deferredTensor) */
   data: TensorArray;
+}
+
+/**
+ * A tensor whose values are read only when written (or asked for), each time: a set of them can
+ * describe a model larger than memory, and writing it holds one tensor at a time.
+ */
+export function deferredTensor(dtype: SafetensorsDtype, shape: number[], read: () => TensorArray): StoredTensor {
+  return Object.defineProperty({ dtype, shape } as StoredTensor, 'data', { enumerable: true, get: read });
+}
+
+function isDeferred(t: StoredTensor): boolean {
+  return !!Object.getOwnPropertyDescriptor(t, 'data')?.get;
+}
+
+/** Bytes the tensor takes in the file, from its dtype and shape (a deferred tensor is not read for it). */
+function storedBytes(t: StoredTensor): number {
+  return elementCount(t.shape) * (SAFETENSORS_DTYPES[t.dtype]?.bytes ?? 0); // an unknown dtype is named by checkTensor
 }
 
 const FROM_ONNX: Partial<Record<DataType, SafetensorsDtype>> = {
@@ -53,17 +71,18 @@ export function safetensorsDtype(type: DataType): SafetensorsDtype | undefined {
   return FROM_ONNX[type];
 }
 
-function bytesOf(t: StoredTensor): Uint8Array {
-  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-}
-
 function checkTensor(name: string, t: StoredTensor): void {
   const info = SAFETENSORS_DTYPES[t.dtype];
   if (!info) throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": dtype ${String(t.dtype)} is not one of ${Object.keys(SAFETENSORS_DTYPES).join(', ')}`);
   if (!Array.isArray(t.shape) || t.shape.some((d) => !Number.isInteger(d) || d < 0)) throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": shape ${JSON.stringify(t.shape)} must be a list of non-negative integers`);
-  if (t.data.byteLength !== elementCount(t.shape) * info.bytes) {
-    throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": ${t.data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (needs ${elementCount(t.shape) * info.bytes})`);
+  if (!isDeferred(t)) checkData(name, t, t.data); // a deferred tensor is checked when it is read
+}
+
+function checkData(name: string, t: StoredTensor, data: TensorArray): Uint8Array {
+  if (data.byteLength !== storedBytes(t)) {
+    throw new QuantbookError('INVALID_ARGUMENT', `safetensors tensor "${name}": ${data.byteLength} bytes of data for shape [${t.shape}] of ${t.dtype} (needs ${storedBytes(t)})`);
   }
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /** The header bytes (length prefix included) for tensors in the given order. */
@@ -78,8 +97,8 @@ function encodeHeader(tensors: Array<[string, StoredTensor]>, metadata?: Record<
   for (const [name, t] of tensors) {
     if (name === '__metadata__') throw new QuantbookError('INVALID_ARGUMENT', 'safetensors: "__metadata__" is reserved and cannot name a tensor');
     checkTensor(name, t);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + storedBytes(t)] };
+    offset += storedBytes(t);
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const padded = Math.ceil(json.length / 8) * 8;
@@ -95,7 +114,7 @@ function pendingFile(file: string, tensors: Array<[string, StoredTensor]>, metad
     path: file,
     write: (fd) => {
       writeAll(fd, header);
-      for (const [, t] of tensors) writeAll(fd, bytesOf(t));
+      for (const [name, t] of tensors) writeAll(fd, checkData(name, t, t.data));
     },
   };
 }
@@ -122,7 +141,7 @@ export interface ShardedWrite {
  */
 export function writeSafetensorsSet(dir: string, fileName: string, tensors: TensorSet, options: { partBytes?: number; metadata?: Record<string, string> } = {}): ShardedWrite {
   const list = [...tensors];
-  const total = list.reduce((n, [, t]) => n + t.data.byteLength, 0);
+  const total = list.reduce((n, [, t]) => n + storedBytes(t), 0);
   const { partBytes } = options;
   if (partBytes !== undefined && !(partBytes > 0)) throw new QuantbookError('INVALID_ARGUMENT', `part size: got ${partBytes}; expected a positive number of bytes`);
   if (partBytes === undefined || total <= partBytes) {
@@ -138,7 +157,7 @@ export function writeSafetensorsSet(dir: string, fileName: string, tensors: Tens
       size = 0;
     }
     shards[shards.length - 1].push(entry);
-    size += entry[1].data.byteLength;
+    size += storedBytes(entry[1]);
   }
   const stem = fileName.replace(/\.safetensors$/i, '');
   const n = String(shards.length).padStart(5, '0');

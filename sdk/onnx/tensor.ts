@@ -11,6 +11,7 @@ import { QuantbookError } from '../errors';
 import { checkedIndex, confinedPath } from '../util/untrusted';
 import { DataType, TensorArray, isSubByte, typeInfo, typeName, toFloat32 } from './dtype';
 import { TensorProto, has, int64ToBigInt, int64ToNumber, newTensor } from './proto';
+import { readSpilled } from './spill';
 
 if (os.endianness() !== 'LE') {
   throw new Error('quantbook reads ONNX raw_data as little-endian views and needs a little-endian host');
@@ -61,6 +62,9 @@ export function externalLocation(t: TensorProto, baseDir: string): { file: strin
 
 /** Reads the bytes of an external tensor from disk (a regular file inside the model's folder only). */
 export function readExternalBytes(t: TensorProto, baseDir: string | undefined): Uint8Array {
+  // a tensor the quantizer made from a model held by reference (spill.ts)
+  const spilled = readSpilled(t);
+  if (spilled) return spilled;
   if (baseDir === undefined) {
     throw new QuantbookError('INVALID_ARGUMENT', `tensor "${t.name}" stores its data in an external file; load the model from its path, or pass {baseDir} naming the folder that holds the data file`);
   }
@@ -137,10 +141,11 @@ export function readTensor(t: TensorProto, baseDir?: string): TensorData {
       if (raw.byteLength !== need) {
         throw new QuantbookError('INVALID_MODEL', `tensor "${name}" (${typeName(type)} [${dims}]) needs ${need} bytes of data, has ${raw.byteLength}`);
       }
-      // raw_data can sit at any offset inside the decoded buffer: copy to an aligned one.
-      const copy = new Uint8Array(raw.byteLength);
-      copy.set(raw);
-      data = new (Storage as unknown as { new (b: ArrayBuffer, o: number, n: number): TensorArray })(copy.buffer, 0, slots);
+      // raw_data can sit at any offset inside the decoded buffer (and is the proto's own): copy to
+      // an aligned one; bytes just read from an external file are ours already when aligned
+      const owned = isExternal(t) && raw.byteOffset % (info.bits / 8 || 1) === 0;
+      const aligned = owned ? raw : Uint8Array.from(raw);
+      data = new (Storage as unknown as { new (b: ArrayBuffer, o: number, n: number): TensorArray })(aligned.buffer as ArrayBuffer, aligned.byteOffset, slots);
     }
   } else {
     data = fromTypedField(t, type, slots, count);

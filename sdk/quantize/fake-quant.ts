@@ -11,15 +11,17 @@ import { NodeProto, newNode } from '../onnx/proto';
 import { dequantizeLinear } from '../kernels/quant';
 import { removeUnusedConstants } from './fold-batchnorm';
 import { scopes } from '../onnx/scopes';
+import { TensorSpill } from '../onnx/spill';
 
-export function toFakeQuant(qdq: Model): Model {
+/** `spill`: where the dequantized weights go as they are made (a model held by reference; see spill.ts). */
+export function toFakeQuant(qdq: Model, spill?: TensorSpill): Model {
   const model = qdq.clone();
   // bodies first: a body's Q/DQ are its own nodes, and the main graph's pass then sees the finished bodies
-  for (const s of scopes(model).reverse()) fakeQuantGraph(s.graph);
+  for (const s of scopes(model).reverse()) fakeQuantGraph(s.graph, spill);
   return model;
 }
 
-function fakeQuantGraph(g: Graph): void {
+function fakeQuantGraph(g: Graph, spill: TensorSpill | undefined): void {
   g.invalidate(); // its bodies may have changed since its index was built
   for (const dq of [...g.nodes]) {
     if (dq.op_type !== 'DequantizeLinear') continue;
@@ -34,6 +36,7 @@ function fakeQuantGraph(g: Graph): void {
     const axis = (attributeValue(dq, 'axis') as number | undefined) ?? 1;
     const f = dequantizeLinear(Int32Array.from(value.data as ArrayLike<number>), Float32Array.from(scale), zp, value.dims, scale.length > 1 ? axis : 1);
     g.replaceNodeWithConstant(dq, { type: DataType.FLOAT, dims: value.dims, data: f });
+    if (spill) g.proto.initializer.push(spill.put(g.proto.initializer.pop()!));
   }
   for (const q of [...g.nodes]) {
     if (q.op_type !== 'QuantizeLinear' || !g.isConstant(q.input[1])) continue;

@@ -14,6 +14,7 @@ import { makeTensor } from '../onnx/tensor';
 import { definingGraph, scopes } from '../onnx/scopes';
 import { removeUnusedConstants } from './fold-batchnorm';
 import { toFakeQuant } from './fake-quant';
+import { TensorSpill } from '../onnx/spill';
 import { globToRegExp } from './layers';
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -142,9 +143,22 @@ export function settleRecurrentSkips(skipped: Array<{ name: string; opType: stri
  * then the LSTMs of both are rewritten (int8 in `qdq`, dequantized weights in the fake-quant
  * model) and `selection.skipped` says what became of each recurrent layer.
  */
-export function finishWithLstms(qdq: Model, selection: { skipped: Array<{ name: string; opType: string; reason: string; scope?: string }> }, disable: string[] = []): { fakeQuant: Model; lstm: QuantizedLstm[] } {
-  const fakeQuant = toFakeQuant(qdq);
+export function finishWithLstms(qdq: Model, selection: { skipped: Array<{ name: string; opType: string; reason: string; scope?: string }> }, disable: string[] = [], spill?: TensorSpill): { fakeQuant: Model; lstm: QuantizedLstm[] } {
+  if (spill && !hasLstm(qdq)) {
+    // a model held by reference: the fake-quant model is made when first asked for (its weights
+    // spilled as they are dequantized), not beside the QDQ model that most callers only save
+    const outcome = quantizeLstms(qdq, disable);
+    selection.skipped = settleRecurrentSkips(selection.skipped, outcome);
+    const snapshot = qdq.clone(); // cheap: its weights are references; later edits of qdq do not reach it
+    let made: Model | undefined;
+    return Object.defineProperty({ lstm: outcome.quantized } as { fakeQuant: Model; lstm: QuantizedLstm[] }, 'fakeQuant', { enumerable: true, get: () => (made ??= toFakeQuant(snapshot, spill)) });
+  }
+  const fakeQuant = toFakeQuant(qdq, spill);
   const outcome = quantizeLstms(qdq, disable, fakeQuant);
   selection.skipped = settleRecurrentSkips(selection.skipped, outcome);
   return { fakeQuant, lstm: outcome.quantized };
+}
+
+function hasLstm(model: Model): boolean {
+  return scopes(model).some((s) => s.graph.nodes.some((n) => n.op_type === 'LSTM'));
 }

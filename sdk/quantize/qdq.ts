@@ -7,7 +7,9 @@
 import { QuantbookError, invalidArgument } from '../errors';
 import { DataType } from '../onnx/dtype';
 import { Graph, NameSource, makeAttribute, renameReads } from '../onnx/graph';
-import { makeTensor } from '../onnx/tensor';
+import { isExternal, makeTensor, readTensor } from '../onnx/tensor';
+import { TensorProto } from '../onnx/proto';
+import { TensorSpill } from '../onnx/spill';
 import { NodeProto } from '../onnx/proto';
 import { Model } from '../onnx/model';
 import { newNode } from '../onnx/proto';
@@ -81,21 +83,31 @@ export function insertQdq(g: Graph, tensor: string, q: QParams): string {
  * (`axis` given) writes 1-D scale/zero point; per-tensor writes scalars (what opsets 10–12 allow).
  * The caller invalidates.
  */
-function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Uint8Array | Int32Array, scale: Float32Array, axis: number | undefined, zeroPoint?: Int32Array): string {
+function dequantizedConstant(g: Graph, names: NameSource, base: string, type: DataType, dims: number[], data: Int8Array | Uint8Array | Int32Array, scale: Float32Array, axis: number | undefined, zeroPoint?: Int32Array, spill?: TensorSpill): { output: string; values: TensorProto } {
   const values = names.fresh(`${base}_quantized`);
   const s = names.fresh(`${base}_scale`);
   const z = names.fresh(`${base}_zero_point`);
   const n = axis === undefined ? 1 : scale.length;
   const qdims = axis === undefined ? [] : [n];
   const zp = zeroPoint ? zeroPoint.slice(0, n) : new Int32Array(n);
+  const stored = makeTensor(values, type, dims, data);
+  const kept = spill ? spill.put(stored) : stored;
   g.proto.initializer.push(
-    makeTensor(values, type, dims, data),
+    kept,
     makeTensor(s, DataType.FLOAT, qdims, scale.slice(0, n)),
     makeTensor(z, type, qdims, type === DataType.INT8 ? Int8Array.from(zp) : type === DataType.UINT8 ? Uint8Array.from(zp) : zp),
   );
   const out = names.fresh(`${base}_dequantized`);
   g.proto.node.unshift(newNode({ op_type: 'DequantizeLinear', name: names.fresh(`${base}_DequantizeLinear`), input: [values, s, z], output: [out], attribute: axis === undefined ? [] : [makeAttribute('axis', axis)] }));
-  return out;
+  return { output: out, values: kept };
+}
+
+/**
+ * A spilled weight's record reads its integers back when asked instead of holding them. (Made
+ * here, not inside applyQdq: a closure there would keep that scope's arrays alive.)
+ */
+function readBackWhenAsked(weight: NonNullable<LayerRecord['weight']>, spilled: TensorProto): void {
+  Object.defineProperty(weight, 'int8', { enumerable: true, get: () => readTensor(spilled).data as Int8Array | Uint8Array });
 }
 
 /** One value per channel: `v` itself when it already has one per channel, else its single value repeated. */
@@ -142,6 +154,12 @@ export interface QdqOptions {
   weightValues?: Map<string, Int32Array>;
   /** weight scales chosen by an algorithm (ADMM, EasyQuant) instead of min/max, by layer name (one per channel, or one) */
   weightScales?: Map<string, Float32Array>;
+  /**
+   * Where the integer weights go as they are made (a model held by reference, larger than
+   * memory): the QDQ model refers to them, and each record's `weight.int8` reads them back when
+   * asked, so neither holds them all at once.
+   */
+  spill?: TensorSpill;
 }
 
 /**
@@ -203,13 +221,14 @@ export function applyQdq(model: Model, layers: QuantLayer[], options: QdqOptions
       if (raised.length) rec.raisedScales = raised;
       rec.weight = { tensor: key(layer.weight), dims: w.dims, axis, int8, scale, ...(zeroPoint.some(Boolean) ? { zeroPoint } : {}) };
       const wType = spec.signed ? DataType.INT8 : DataType.UINT8;
-      const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, wType, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint);
-      layer.node.input[layer.node.input.indexOf(layer.weight)] = wOut;
+      const wOut = dequantizedConstant(g, names, `${layer.name}.weight`, wType, w.dims, int8, scale, perTensor ? undefined : axis, zeroPoint, options.spill);
+      if (isExternal(wOut.values)) readBackWhenAsked(rec.weight, wOut.values);
+      layer.node.input[layer.node.input.indexOf(layer.weight)] = wOut.output;
       if (bias && rec.input) {
         const bScale = Float32Array.from(scale, (s) => Math.fround(s * rec.input!.scale));
         const int32 = quantizeBias(bias, bScale);
         rec.bias = { tensor: key(layer.bias!), int32, scale: bScale };
-        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [bias.length], int32, bScale, perTensor ? undefined : 0);
+        layer.node.input[2] = dequantizedConstant(g, names, `${layer.name}.bias`, DataType.INT32, [bias.length], int32, bScale, perTensor ? undefined : 0).output;
       }
     }
     return rec;

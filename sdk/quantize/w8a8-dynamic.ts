@@ -18,6 +18,7 @@ import { definingGraph, scopes } from '../onnx/scopes';
 import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { prepareFloat } from './w8a8';
 import { QuantizedLstm, finishWithLstms } from './lstm';
+import { spillFor } from './spill-for';
 
 export interface W8A8DynamicOptions {
   disableNames?: string[];
@@ -87,6 +88,8 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   const reduceRange = resolveReduceRange(options.reduceRange);
   const float = prepareFloat(model);
   const qdq = float.clone();
+  // a model held by reference (loaded without its external data): weights go to disk as they are quantized
+  const spill = spillFor(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
   // LSTMs are quantized by their own route (lstm.ts): a model of LSTMs alone has layers to quantize
   if (!selection.skipped.some((s) => s.opType === 'LSTM')) requireLayers(selection, qdq);
@@ -94,6 +97,7 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
     activations: new Map(),
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
     quantizeActivations: false,
+    spill,
   });
   const granularity = new Map<string, 'per-token' | 'per-tensor'>();
   for (const l of selection.layers) {
@@ -110,7 +114,8 @@ export function quantizeW8A8Dynamic(model: Model, options: W8A8DynamicOptions = 
   }
   qdq.graph.invalidate();
   for (const s of scopes(qdq)) removeUnusedConstants(s.graph);
-  const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
-  if (!lstm.length) requireLayers(selection, qdq);
-  return { float, qdq, fakeQuant, layers, selection, granularity, reduceRange, lstm };
+  const finished = finishWithLstms(qdq, selection, options.disableNames, spill);
+  if (!finished.lstm.length) requireLayers(selection, qdq);
+  // `fakeQuant` stays a getter: a model held by reference makes its fake-quant copy only when asked
+  return Object.defineProperties({ float, qdq, layers, selection, granularity, reduceRange, lstm: finished.lstm } as W8A8DynamicResult, { fakeQuant: Object.getOwnPropertyDescriptor(finished, 'fakeQuant')! });
 }

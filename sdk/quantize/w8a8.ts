@@ -21,6 +21,8 @@ import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
 import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
 import { QuantizedLstm, finishWithLstms } from './lstm';
+import { spillFor } from './spill-for';
+import { calibrateHeldModel } from '../calibration/by-blocks';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
@@ -93,7 +95,9 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
   const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
-  const calibration = await calibrate(float, calibData, {
+  // a model held by reference (larger than memory): calibrated block by block, weights spilled as they are quantized
+  const spill = spillFor(qdq);
+  const calibration = await (spill ? calibrateHeldModel : calibrate)(float, calibData, {
     tensors,
     observer: actMethod === 'minmax' ? 'minmax' : 'histogram',
     spec,
@@ -133,6 +137,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const layers = applyQdq(qdq, selection.layers, {
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
+    spill,
   });
   if (opSet === 'extended') {
     const done = new Set(layerTensors);
@@ -142,8 +147,9 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     removeUnusedConstants(qdq.graph);
   }
   // LSTMs: int8 weights through com.microsoft.DynamicQuantizeLSTM (no QDQ kernel exists for them)
-  const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
-  return { float, qdq, fakeQuant, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm };
+  const finished = finishWithLstms(qdq, selection, options.disableNames, spill);
+  // `fakeQuant` stays a getter: a model held by reference makes its fake-quant copy only when asked
+  return Object.defineProperties({ float, qdq, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm: finished.lstm } as W8A8Result, { fakeQuant: Object.getOwnPropertyDescriptor(finished, 'fakeQuant')! });
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

@@ -9,6 +9,8 @@ import * as ort from 'onnxruntime-node';
 import { QuantbookError, invalidArgument } from '../errors';
 import { DataType, typeInfo } from '../onnx/dtype';
 import { Model, loadModel } from '../onnx/model';
+import { allInitializers, inlineExternalData } from '../onnx/model-io';
+import { holdsReferences } from '../onnx/spill';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -45,12 +47,15 @@ export class Runner {
 
     let bytes: Uint8Array;
     const extra = expose.filter((n) => !outputNames.includes(n));
-    if (extra.length === 0) {
+    if (extra.length === 0 && !holdsReferences(allInitializers(model.proto.graph!))) {
       bytes = model.toBytes();
     } else {
       // add the exposed tensors as outputs of a copy; the caller's model is left as it was
       const copy = model.clone();
       for (const name of extra) copy.graph.addOutput(name);
+      // ORT gets the model as bytes, with no folder to resolve references against: weights held
+      // by reference are read in here (a block's, when calibration runs block by block)
+      inlineExternalData(copy.proto, model.baseDir);
       bytes = copy.toBytes();
     }
     const sessionOptions: ort.InferenceSession.SessionOptions = {

@@ -54,7 +54,8 @@ export class QuantizationResult {
     readonly baseName: string,
     readonly float: Model,
     readonly qdq: Model,
-    readonly fakeQuant: Model,
+    /** the fake-quant model, or how to make it when first asked (a model held by reference: see quantize/spill-for.ts) */
+    private readonly fakeQuantSource: Model | (() => Model),
     readonly layers: LayerRecord[],
     readonly selection: LayerSelection,
     readonly config: SessionConfig,
@@ -67,6 +68,11 @@ export class QuantizationResult {
     readonly timesteps?: arrow.Table,
     readonly extras: ResultExtras = {},
   ) {}
+
+  /** the same quantization with every Q/DQ computed in float (any runtime runs it) */
+  get fakeQuant(): Model {
+    return typeof this.fakeQuantSource === 'function' ? this.fakeQuantSource() : this.fakeQuantSource;
+  }
 
   /** what the session's save processor wrote, when it had one */
   saved?: SaveReport;
@@ -239,14 +245,14 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     // Data-Free (no calib_data, msModelSlim's default): seeded virtual inputs shaped like the model's
     const dataFree = config.calibData === undefined ? dataFreeInputs(model) : undefined;
     const r = await quantizeW8A8(model, dataFree?.batches ?? config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders });
-    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing, [], undefined, { dataFree: dataFree?.description });
+    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, () => r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing, [], undefined, { dataFree: dataFree?.description });
   } else {
     // fa3: the attention MatMuls read static per-head Q/K/V instead of per-token dynamic inputs
     const sites = map.fa3 ? findAttention(model) : [];
     const attention = sites.flatMap((s) => [s.scores, s.context]);
     const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
     const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites, map.w8a8_dynamic!.cfg.actMethod, executionProviders) : undefined;
-    const fakeQuant = fa3 ? toFakeQuant(r.qdq) : r.fakeQuant;
+    const fakeQuant = fa3 ? toFakeQuant(r.qdq) : () => r.fakeQuant;
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? [], undefined, { fa3QParams: fa3?.qparams });
   }
