@@ -344,6 +344,8 @@ export interface CnnEntry extends CorpusEntry {
   calibrationFeeds(): Feeds[];
   /** element type of the model's input and output (float32, or float16 for the fp16 entry) */
   elementType: 'float32' | 'float16';
+  /** the same network on `scale`× larger images (the bench's realistic sizes; the layers track their shapes; batch as it was) */
+  scaled(scale: number): CnnEntry;
 }
 
 function buildPlain(spec: Spec): { model: ModelProto; points: NormPoint[] } {
@@ -436,6 +438,7 @@ function entry(spec: Spec): CnnEntry {
     },
     normalizedTensors: () => buildPlain(spec).points.map(normalizedTensor),
     calibrationFeeds: () => calibration(spec, !!spec.fp16),
+    scaled: (scale: number) => entry({ ...spec, name: `${spec.name}@${h * scale}px`, input: [n, c, h * scale, w * scale] }),
   };
 }
 
