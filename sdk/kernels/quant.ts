@@ -4,8 +4,13 @@
  * with float32 arithmetic (the division and the product are rounded to float32).
  */
 
+/** 1.5·2^52: v + this has no fraction bits left, so the addition itself rounds v, half to even (IEEE's default). */
+const ROUNDING_MAGIC = 6755399441055744;
+
 /** Round half to even, as the ONNX spec (and IEEE's default) rounds. */
 export function roundHalfEven(v: number): number {
+  // fast path (the quantizer calls this per weight): the FPU's own rounding; ±0 keep their sign
+  if (v !== 0 && v > -(2 ** 51) && v < 2 ** 51) return v + ROUNDING_MAGIC - ROUNDING_MAGIC;
   const f = Math.floor(v);
   const d = v - f;
   if (d > 0.5) return f + 1;
@@ -27,6 +32,12 @@ export function quantizeLinear(
   shape: readonly number[] = [x.length], axis = 1,
 ): Int32Array {
   const out = new Int32Array(x.length);
+  if (isLastAxis(scale.length, shape, axis)) {
+    // channels along the last axis (a MatMul weight [K, N]): one call per row, not per element
+    const n = scale.length;
+    for (let row = 0; row < x.length; row += n) for (let c = 0; c < n; c++) out[row + c] = quantizeValue(x[row + c], scale[c], zeroPoint[c], r);
+    return out;
+  }
   forEachChannel(x.length, scale.length, shape, axis, (start, end, stride, c) => {
     const s = scale[c];
     const z = zeroPoint[c];
@@ -35,11 +46,21 @@ export function quantizeLinear(
   return out;
 }
 
+/** Per-channel parameters along the last axis of `shape` (each channel's elements are one apart in every row). */
+export function isLastAxis(channels: number, shape: readonly number[], axis: number): boolean {
+  return channels > 1 && axis === shape.length - 1 && shape[axis] === channels;
+}
+
 export function dequantizeLinear(
   q: ArrayLike<number>, scale: Float32Array, zeroPoint: Int32Array,
   shape: readonly number[] = [q.length], axis = 1,
 ): Float32Array {
   const out = new Float32Array(q.length);
+  if (isLastAxis(scale.length, shape, axis)) {
+    const n = scale.length;
+    for (let row = 0; row < q.length; row += n) for (let c = 0; c < n; c++) out[row + c] = Math.fround((q[row + c] - zeroPoint[c]) * scale[c]);
+    return out;
+  }
   forEachChannel(q.length, scale.length, shape, axis, (start, end, stride, c) => {
     const s = scale[c];
     const z = zeroPoint[c];

@@ -4,7 +4,7 @@
  * backend. `chooseReductions()` times both on this machine and keeps the faster per kernel.
  */
 import * as tf from '@tensorflow/tfjs';
-import { forEachChannel, roundHalfEven } from './quant';
+import { forEachChannel, isLastAxis, roundHalfEven } from './quant';
 
 export interface MinMax { min: number; max: number }
 export interface ChannelMinMax { min: Float64Array; max: Float64Array }
@@ -33,6 +33,17 @@ export const loopReductions: Reductions = {
     const channels = shape[axis];
     const min = new Float64Array(channels).fill(Infinity);
     const max = new Float64Array(channels).fill(-Infinity);
+    if (isLastAxis(channels, shape, axis)) {
+      // a MatMul weight [K, N]: rows in order, every channel once per row
+      for (let row = 0; row < x.length; row += channels) {
+        for (let c = 0; c < channels; c++) {
+          const v = x[row + c];
+          if (v < min[c]) min[c] = v;
+          if (v > max[c]) max[c] = v;
+        }
+      }
+      return { min, max };
+    }
     forEachChannel(x.length, channels, shape, axis, (start, end, _s, c) => {
       let lo = min[c];
       let hi = max[c];
