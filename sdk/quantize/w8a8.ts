@@ -18,19 +18,25 @@ import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, g
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
-import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
+import { LayerSelection, QuantLayer, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
 import { QuantizedLstm, finishWithLstms } from './lstm';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
 
-export const OP_SETS = ['amct', 'extended'] as const;
+export const OP_SETS = ['amct', 'extended', 'msmodelslim'] as const;
 export type OpSet = (typeof OP_SETS)[number];
 
 export interface W8A8Options {
   actMethod?: ActMethod;
-  /** 'amct' (default): the AMCT layers; 'extended': also the elementwise glue between them (faster on ORT CPU, less accurate) */
+  /**
+   * 'amct' (default): the AMCT layers, each output that reaches another quantized layer
+   * requantized (ORT's integer chains); 'extended': also the elementwise glue between them (faster
+   * on ORT CPU, less accurate); 'msmodelslim': as msModelSlim's W8A8 deploys an LLM, only layers
+   * with a constant weight (its nn.Linear; an activation × activation MatMul such as attention's
+   * q·kᵀ and probs·V stays float), and their outputs not requantized (deq_scale back to float)
+   */
   opSet?: OpSet;
   disableNames?: string[];
   /** activation spec overrides (default uint8 asymmetric) */
@@ -88,8 +94,11 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const qdq = float.clone();
   if (opSet === 'extended') divisionsToMultiplications(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
+  if (opSet === 'msmodelslim') keepWeightlessLayersFloat(selection);
   requireLayers(selection, qdq);
-  let layerTensors = activationTensors(qdq, selection.layers);
+  // msmodelslim: each layer's input only; otherwise also the outputs that reach another quantized layer
+  const tensorsOf = (layers: QuantLayer[]) => (opSet === 'msmodelslim' ? [...new Set(layers.flatMap((l) => l.activations.map((t) => layerTensorKey(l, t))))] : activationTensors(qdq, layers));
+  let layerTensors = tensorsOf(selection.layers);
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
   const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
@@ -105,7 +114,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   });
   keepUnreachedLayersFloat(selection, calibration);
   requireLayers(selection, qdq);
-  layerTensors = activationTensors(qdq, selection.layers);
+  layerTensors = tensorsOf(selection.layers);
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();
   for (const t of tensors) {
@@ -133,6 +142,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const layers = applyQdq(qdq, selection.layers, {
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
+    ...(opSet === 'msmodelslim' ? { tensors: layerTensors } : {}),
   });
   if (opSet === 'extended') {
     const done = new Set(layerTensors);
@@ -144,6 +154,15 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   // LSTMs: int8 weights through com.microsoft.DynamicQuantizeLSTM (no QDQ kernel exists for them)
   const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
   return { float, qdq, fakeQuant, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm };
+}
+
+/** opSet 'msmodelslim': layers without a constant weight (activation × activation MatMuls) stay float, listed with the reason. */
+function keepWeightlessLayersFloat(selection: LayerSelection): void {
+  selection.layers = selection.layers.filter((l) => {
+    if (l.weight) return true;
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: "op set 'msmodelslim': no constant weight (msModelSlim's W8A8 quantizes its Linear layers only)", scope: l.scope?.path });
+    return false;
+  });
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

@@ -3,14 +3,17 @@
  * API, logit SQNR against fp32 on held prompts (drawn apart from the calibration prompts).
  *
  * Measured (4-block tiny decoder, seed 3, 4 calibration batches of 2×16 tokens, 8 held batches):
- * W8A8 11.2 dB, m6 + W8A8 14.1 dB. Issue 26 asks for ≥ 6 dB; that is not reached, and the
- * measurements say why (see the pending test): error that no smoothing can move sets a ceiling
- * about 6 dB above W8A8.
+ * - op set 'msmodelslim' (what msModelSlim's W8A8 quantizes: the Linear layers, inputs static per
+ *   tensor, outputs back to float): W8A8 11.5 dB, m6 + W8A8 18.9 dB (+7.4);
+ * - op set 'amct' (the default: also the attention MatMuls q·kᵀ and probs·V, activation ×
+ *   activation, and every layer output requantized per tensor): W8A8 11.2, m6 + W8A8 14.1 (+3.0).
+ *   Those errors are out of smoothing's reach: the attention MatMuls alone cost 18.8 dB, and with
+ *   q/k/v (m6) 17.1 dB, a ceiling of +5.9 dB before any other layer is quantized.
  */
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as ort from 'onnxruntime-node';
-import { session } from '../../sdk';
+import { Runner, loadModel, session } from '../../sdk';
 import { seededRandom, tempDir } from '../helpers';
 import { SHAPES, generateDecoder, prefillFeeds } from './decoder';
 
@@ -29,31 +32,52 @@ describe('m6 + W8A8 on the outlier decoder (issue 26)', function () {
   const held = prompts(77, 8);
   const logitSqnr = async (r: Awaited<ReturnType<ReturnType<typeof session>['run']>>) => (await r.compare(held, { attribution: false })).find((c) => c.opType === 'output' && c.tensor === 'logits')!.sqnrDb;
 
-  it('smooths every linear layer\'s input, never worse than no smoothing on the search objective, and gains ≥ 2 dB logit SQNR on held prompts', async () => {
+  it('op set msmodelslim (Linear layers, outputs not requantized, as msModelSlim deploys W8A8): m6 + W8A8 beats W8A8 by ≥ 6 dB logit SQNR on held prompts', async () => {
+    const plain = await session(modelPath, { calibData: calib }).w8a8({ opSet: 'msmodelslim' }).run();
+    const smoothed = await session(modelPath, { calibData: calib }).withM6().w8a8({ opSet: 'msmodelslim' }).run();
+    const [a, b] = [await logitSqnr(plain), await logitSqnr(smoothed)];
+    console.log(`      logit SQNR on held prompts, op set msmodelslim: W8A8 ${a.toFixed(2)} dB, m6 + W8A8 ${b.toFixed(2)} dB (+${(b - a).toFixed(2)} dB)`);
+    // the Linear layers only: 7 per block and the LM head; the attention MatMuls stay float
+    assert.equal(smoothed.layers.length, 7 * SHAPE.layers + 1);
+    assert.ok(smoothed.layers.every((l) => l.weight && l.input && !l.output), 'inputs and weights quantized, outputs float');
+    assert.deepEqual(smoothed.selection.skipped.filter((s) => /self_attn\/MatMul/.test(s.name)).length, 2 * SHAPE.layers);
+    assert.ok(b - a >= 6, `logit SQNR ${a.toFixed(2)} → ${b.toFixed(2)} dB`);
+  });
+
+  it('smooths every Llama pair, folds 1/s into the RMSNorm weights, keeps the fp32 function (logits and cache), never ends worse than no smoothing on the search objective', async () => {
     const plain = await session(modelPath, { calibData: calib }).w8a8('minmax').run();
     const smoothed = await session(modelPath, { calibData: calib }).withM6().w8a8('minmax').run();
     const [a, b] = [await logitSqnr(plain), await logitSqnr(smoothed)];
-    console.log(`      logit SQNR on held prompts: W8A8 ${a.toFixed(2)} dB, m6 + W8A8 ${b.toFixed(2)} dB (${(b - a).toFixed(2)} dB)`);
+    console.log(`      logit SQNR on held prompts, op set amct: W8A8 ${a.toFixed(2)} dB, m6 + W8A8 ${b.toFixed(2)} dB (+${(b - a).toFixed(2)} dB)`);
     // the pairs msModelSlim smooths in a Llama block: input_layernorm → q/k/v, (v →) o_proj,
     // post_attention_layernorm → gate/up, up → down; and the final norm → lm_head
     const readers = smoothed.smoothing.map((g) => g.layers.map((l) => l.split('/').slice(-2, -1)[0]).join(','));
-    for (let i = 0; i < SHAPE.layers; i++) for (const group of ['q_proj,k_proj,v_proj', 'o_proj', 'gate_proj,up_proj', 'down_proj']) {
-      assert.ok(smoothed.smoothing.some((g, j) => readers[j] === group && g.layers[0].startsWith(`/model/layers.${i}/`)), `layer ${i}: ${group} not smoothed`);
+    const absorbed = (i: number | undefined, group: string) => smoothed.smoothing.find((g, j) => readers[j] === group && (i === undefined || g.layers[0].startsWith(`/model/layers.${i}/`)))?.absorbedBy;
+    for (let i = 0; i < SHAPE.layers; i++) {
+      assert.deepEqual(absorbed(i, 'q_proj,k_proj,v_proj'), { kind: 'Scale', node: `/model/layers.${i}/input_layernorm/Mul` });
+      assert.deepEqual(absorbed(i, 'gate_proj,up_proj'), { kind: 'Scale', node: `/model/layers.${i}/post_attention_layernorm/Mul` });
+      assert.equal(absorbed(i, 'o_proj')?.kind, 'Mul');
+      assert.equal(absorbed(i, 'down_proj')?.kind, 'Mul');
+    }
+    assert.deepEqual(absorbed(undefined, 'lm_head'), { kind: 'Scale', node: '/model/norm/Mul' });
+    // the norm weights hold γ/s (msModelSlim's export carries them so), the fp32 function is kept
+    const q = smoothed.smoothing.find((g) => g.layers[0] === '/model/layers.0/self_attn/q_proj/MatMul')!;
+    const gamma = loadModel(modelPath).graph.constantValue('model.layers.0.input_layernorm.weight')!.data as Float32Array;
+    const folded = smoothed.float.graph.constantValue('model.layers.0.input_layernorm.weight')!.data as Float32Array;
+    for (let j = 0; j < gamma.length; j++) assert.ok(Math.abs(folded[j] - gamma[j] / q.scales[j]) <= 1e-6 * Math.abs(gamma[j] / q.scales[j]));
+    const [before, after] = [await Runner.create(loadModel(modelPath)), await Runner.create(smoothed.float)];
+    const [x, y] = [(await before.run(held[0])).outputs, (await after.run(held[0])).outputs];
+    await before.dispose();
+    await after.dispose();
+    for (const name of Object.keys(x)) {
+      const [u, v] = [x[name].data as Float32Array, y[name].data as Float32Array];
+      let d = 0;
+      let m = 0;
+      for (let i = 0; i < u.length; i++) [d, m] = [Math.max(d, Math.abs(u[i] - v[i])), Math.max(m, Math.abs(u[i]))];
+      assert.ok(d <= 1e-4 * m, `${name}: ${d / m}`);
     }
     // α = β = 0 (s = 1) is a candidate: no group ends worse than unsmoothed on the search sample
     for (const g of smoothed.smoothing) assert.ok(g.errorAfter <= g.errorBefore, `${g.input}: ${g.errorBefore} → ${g.errorAfter}`);
     assert.ok(b - a >= 2, `logit SQNR ${a.toFixed(2)} → ${b.toFixed(2)} dB`);
   });
-
-  // Why not ≥ 6 dB (measured on these prompts; each row quantizes only the layers named, the rest fp32):
-  //   attention MatMuls (q·kᵀ, probs·V: activation × activation, nothing to smooth) alone: 18.8 dB;
-  //   q/k/v alone: W8A8 13.4, m6 19.4 dB, and none of 12 fixed (α, β) tried on 0…1 does better;
-  //   both together with m6: 17.1 dB, i.e. 5.9 dB above W8A8 (11.2) before o/gate/up/down add any error.
-  //   down_proj reads silu(gate)·up, whose large values come per token, not per channel: held
-  //   tokens exceed the 128-token calibration range (27–28 dB on calibration rows, 24 dB held,
-  //   unsmoothed); smoothing moves channels, not tokens. W8A8_DYNAMIC 18.6, m6 + dynamic 24.4 dB.
-  //   Scoring the α/β search on held-out folds (4-fold, scales and range from the other folds)
-  //   chose better α/β per layer on held rows but not for the logits (14.1 → 13.5 dB) and cost the
-  //   MNIST transformer 0.35 dB, so the search is unchanged.
-  it('m6 + W8A8 beats W8A8 by ≥ 6 dB logit SQNR (issue 26: not reached, 3.0 dB; a ceiling of ≈ 5.9 dB from the attention MatMuls and q/k/v)');
 });
