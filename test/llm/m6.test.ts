@@ -27,7 +27,8 @@ function prompts(seed: number, batches: number): Array<Record<string, ort.Tensor
 describe('m6 + W8A8 on the outlier decoder (issue 26)', function () {
   const dir = tempDir('quantbook-m6-decoder-');
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const { modelPath } = generateDecoder(dir, { shape: SHAPE, seed: 3 });
+  let modelPath = '';
+  before(() => ({ modelPath } = generateDecoder(dir, { shape: SHAPE, seed: 3 })));
   const calib = prompts(5, 4);
   const held = prompts(77, 8);
   const logitSqnr = async (r: Awaited<ReturnType<ReturnType<typeof session>['run']>>) => (await r.compare(held, { attribution: false })).find((c) => c.opType === 'output' && c.tensor === 'logits')!.sqnrDb;
