@@ -4,8 +4,10 @@
  *   X·W = (X·diag(1/s)) · (diag(s)·W)
  * so dividing X's channel j by s_j and multiplying W's row j by s_j keeps the function while
  * moving X's outlier channels into the weights, which quantize per output channel and absorb them.
- * 1/s is folded into the LayerNormalization that produces X when it has no other readers;
- * otherwise an explicit Mul(X, 1/s) is inserted in front of those layers only.
+ * When the smoothed layers are X's only readers, 1/s is folded into the norm that produces X, as
+ * msModelSlim folds it: a LayerNormalization's scale and bias, or the constant factor of a Mul
+ * (an RMSNorm written out, x / rms(x) · γ: γ/s). Otherwise an explicit Mul(X, 1/s) is inserted in
+ * front of those layers only.
  *
  * Scales per method (X and W statistics per input channel j), all of the form
  * s_j = stat(X_j)^α / max|W_j|^β:
@@ -60,8 +62,11 @@ export interface SmoothOptions {
 export interface SmoothGroup {
   input: string;
   layers: string[];
-  /** where 1/s went: the LayerNormalization folded into, or the Mul inserted */
-  absorbedBy: { kind: 'LayerNormalization' | 'Mul'; node: string };
+  /**
+   * where 1/s went: the LayerNormalization folded into; the Mul whose constant factor took it
+   * ('Scale', e.g. an RMSNorm's weight); or the Mul inserted ('Mul')
+   */
+  absorbedBy: { kind: 'LayerNormalization' | 'Scale' | 'Mul'; node: string };
   alpha: number;
   beta?: number;
   /** output error of the group's int8 layers on the sample, before and after (sum of squares) */
@@ -473,6 +478,13 @@ function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float3
     }
     return { kind: 'LayerNormalization', node: producer!.name ?? '' };
   }
+  if (!shift && producer && readers.every((r) => c.nodes.includes(r)) && !g.outputNames.includes(c.input)) {
+    const folded = foldIntoProducer(model, producer, s);
+    if (folded) {
+      g.invalidate();
+      return folded;
+    }
+  }
   const names = g.nameSource();
   let source = c.input;
   if (shift) {
@@ -490,4 +502,26 @@ function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float3
   if (!shift) for (const r of readers) if (!c.nodes.includes(r)) renameReads(r, mul.output[0], c.input);
   g.invalidate();
   return { kind: 'Mul', node: mul.name ?? '' };
+}
+
+/**
+ * X ÷ s folded into the constant factor of the Mul that produces X (γ of an RMSNorm written out:
+ * x / rms · γ → x / rms · γ/s), where that factor is per channel of the last axis and nothing else
+ * reads it. Undefined when X is not produced so. (SwiGLU's silu(gate)·up could take 1/s in
+ * up_proj's output columns, exactly, as msModelSlim folds up→down; but W8A8 requantizes up_proj's
+ * output per tensor, and unequal columns cost 0.5–1 dB logit SQNR on the outlier decoder, so the
+ * product gets the inserted Mul.)
+ */
+function foldIntoProducer(model: Model, producer: NodeProto, s: Float32Array): SmoothGroup['absorbedBy'] | undefined {
+  const g = model.graph;
+  if (producer.op_type !== 'Mul' || producer.input.length !== 2) return undefined;
+  const k = s.length;
+  const constant = producer.input.findIndex((t) => g.isConstant(t));
+  if (constant < 0) return undefined;
+  const name = producer.input[constant];
+  const v = g.initializer(name) && g.consumers(name).length === 1 ? g.constantValue(name) : undefined;
+  // a per-channel factor along the last axis only ([K], [1, K], [1, 1, K], …), applied to an activation
+  if (!v || v.type !== DataType.FLOAT || v.dims[v.dims.length - 1] !== k || v.dims.slice(0, -1).some((d) => d !== 1) || g.isConstant(producer.input[1 - constant])) return undefined;
+  g.replaceInitializer(name, { type: DataType.FLOAT, dims: v.dims, data: Float32Array.from(v.data as Float32Array, (x, j) => Math.fround(x / s[j])) });
+  return { kind: 'Scale', node: producer.name ?? '' };
 }

@@ -220,7 +220,7 @@ export const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 };
 
 export const COMMAND_USAGE = `  quantize <model.onnx> --data <folder> --out <folder> [--config session.json | --method minmax|histogram|mixed
-           [--dynamic] [--op-set amct|extended] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
+           [--dynamic] [--op-set amct|extended|msmodelslim] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
   calibrate <model.onnx> --data <folder> --out <stats.arrow> [--observer ${OBSERVER_KINDS.join('|')}] [--per-channel] [--symmetric] [--signed] [--bits N] [--max-batches N] [--histogram-sample N (0: every value)]
   compare <float.onnx> <quantized.onnx> --data <folder> [--max-batches N]
   report <model.onnx> --data <folder> --out <folder> [quantize options]   quantize, compare, write report.html

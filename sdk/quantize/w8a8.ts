@@ -18,7 +18,7 @@ import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, g
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
-import { LayerSelection, layerTensorKey, requireLayers, selectLayers } from './layers';
+import { LayerSelection, QuantLayer, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
 import { QuantizedLstm, finishWithLstms } from './lstm';
 import { spillFor } from './spill-for';
@@ -27,12 +27,18 @@ import { calibrateHeldModel } from '../calibration/by-blocks';
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
 
-export const OP_SETS = ['amct', 'extended'] as const;
+export const OP_SETS = ['amct', 'extended', 'msmodelslim'] as const;
 export type OpSet = (typeof OP_SETS)[number];
 
 export interface W8A8Options {
   actMethod?: ActMethod;
-  /** 'amct' (default): the AMCT layers; 'extended': also the elementwise glue between them (faster on ORT CPU, less accurate) */
+  /**
+   * 'amct' (default): the AMCT layers, each output that reaches another quantized layer
+   * requantized (ORT's integer chains); 'extended': also the elementwise glue between them (faster
+   * on ORT CPU, less accurate); 'msmodelslim': as msModelSlim's W8A8 deploys an LLM, only layers
+   * with a constant weight (its nn.Linear; an activation × activation MatMul such as attention's
+   * q·kᵀ and probs·V stays float), and their outputs not requantized (deq_scale back to float)
+   */
   opSet?: OpSet;
   disableNames?: string[];
   /** activation spec overrides (default uint8 asymmetric) */
@@ -90,8 +96,11 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const qdq = float.clone();
   if (opSet === 'extended') divisionsToMultiplications(qdq);
   const selection = selectLayers(qdq, options.disableNames ?? [], { subgraphs: true });
+  if (opSet === 'msmodelslim') keepWeightlessLayersFloat(selection);
   requireLayers(selection, qdq);
-  let layerTensors = activationTensors(qdq, selection.layers);
+  // msmodelslim: each layer's input only; otherwise also the outputs that reach another quantized layer
+  const tensorsOf = (layers: QuantLayer[]) => (opSet === 'msmodelslim' ? [...new Set(layers.flatMap((l) => l.activations.map((t) => layerTensorKey(l, t))))] : activationTensors(qdq, layers));
+  let layerTensors = tensorsOf(selection.layers);
   const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
   const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
@@ -109,7 +118,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   });
   keepUnreachedLayersFloat(selection, calibration);
   requireLayers(selection, qdq);
-  layerTensors = activationTensors(qdq, selection.layers);
+  layerTensors = tensorsOf(selection.layers);
   const activations = new Map<string, QParams>();
   const methods = new Map<string, 'minmax' | 'histogram'>();
   for (const t of tensors) {
@@ -138,6 +147,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
     activations,
     weightSpec: { perChannel: options.weightPerChannel ?? true, numBits: weightBits(reduceRange) },
     spill,
+    ...(opSet === 'msmodelslim' ? { tensors: layerTensors } : {}),
   });
   if (opSet === 'extended') {
     const done = new Set(layerTensors);
@@ -150,6 +160,15 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const finished = finishWithLstms(qdq, selection, options.disableNames, spill);
   // `fakeQuant` stays a getter: a model held by reference makes its fake-quant copy only when asked
   return Object.defineProperties({ float, qdq, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm: finished.lstm } as W8A8Result, { fakeQuant: Object.getOwnPropertyDescriptor(finished, 'fakeQuant')! });
+}
+
+/** opSet 'msmodelslim': layers without a constant weight (activation × activation MatMuls) stay float, listed with the reason. */
+function keepWeightlessLayersFloat(selection: LayerSelection): void {
+  selection.layers = selection.layers.filter((l) => {
+    if (l.weight) return true;
+    selection.skipped.push({ name: l.name, opType: l.opType, reason: "op set 'msmodelslim': no constant weight (msModelSlim's W8A8 quantizes its Linear layers only)", scope: l.scope?.path });
+    return false;
+  });
 }
 
 /** How many values an observer has seen (0: its tensor was never computed in calibration). */

@@ -22,7 +22,7 @@ export const SAVE_TYPES = ['safe_tensor', 'onnx', 'fake_quant_onnx', 'stats'] as
 export type SaveType = (typeof SAVE_TYPES)[number];
 export const DEQ_SCALE_FORMATS = ['float32', 'int64'] as const;
 
-/** `opSet` is a quantbook extension (not in msModelSlim): 'amct' layers only, or 'extended' with the glue ops. */
+/** `opSet` is a quantbook extension (not in msModelSlim): 'amct' layers only, 'extended' with the glue ops, or 'msmodelslim' (constant-weight layers only, outputs not requantized, as msModelSlim deploys W8A8). */
 export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod; opSet: OpSet }; disableNames: string[] }
 export interface W8A8DynamicProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[] }
 /**

@@ -322,7 +322,7 @@ export class QuantSession {
   constructor(private readonly source: Model | string | Uint8Array, private readonly options: SessionOptions = {}) {}
 
   /**
-   * Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default) or 'extended'.
+   * Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default), 'extended' or 'msmodelslim'.
    * Without calibData (Data-Free) it calibrates on seeded virtual inputs (dataFreeInputs).
    */
   w8a8(method: ActMethod | { actMethod?: ActMethod; opSet?: OpSet; disableNames?: string[] } = 'minmax'): this {
