@@ -34,12 +34,15 @@
  * as W8A8 quantizes); see searchSample for why a sample suffices.
  */
 import { QuantbookError, invalidArgument } from '../errors';
-import { CalibrationSource, batchesFrom } from '../calibration/data';
+import { CalibrationSource } from '../calibration/data';
 import { DataType } from '../onnx/dtype';
 import { Model } from '../onnx/model';
 import type { NodeProto } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
-import { Runner } from '../runtime/runner';
+import { Graph } from '../onnx/graph';
+import { TensorSpill } from '../onnx/spill';
+import { forEachExposed } from '../calibration/by-blocks';
+import { spillFor } from '../quantize/spill-for';
 import { CandidateErrors } from './smooth-search';
 import { seededRandom } from '../util/seeded-random';
 
@@ -81,35 +84,47 @@ export interface SmoothGroup {
 interface Candidate {
   input: string;
   nodes: NodeProto[];
-  /** each layer's weight as [K, N] row-major (Gemm transB transposed), K = channels of X */
-  weights: Float32Array[];
+  /** each layer's weight as [K, N] row-major (Gemm transB transposed), K = channels of X; read when asked (a model held by reference reads one group at a time) */
+  readWeights(): Float32Array[];
   n: number[];
 }
 
 /** Activations that feed MatMul/Gemm layers with constant 2-D weights (the smoothable edges). */
 export function smoothCandidates(model: Model, skip: string[] = []): Candidate[] {
   const g = model.graph;
-  const byInput = new Map<string, Candidate>();
+  const byInput = new Map<string, { input: string; nodes: NodeProto[]; k: number; readers: Array<() => Float32Array>; n: number[] }>();
   for (const node of g.nodes) {
     if (node.op_type !== 'MatMul' && node.op_type !== 'Gemm') continue;
     if (skip.includes(node.name ?? '')) continue;
     const [x, w] = node.input;
     if (!x || g.isConstant(x) || !w || !g.isConstant(w)) continue;
-    const wt = g.constantValue(w)!;
-    if (wt.type !== DataType.FLOAT || wt.dims.length !== 2) continue;
+    // type and shape only: the values are read when the group is smoothed
+    const wt = g.valueType(w);
+    if (wt?.elemType !== DataType.FLOAT || wt.shape?.length !== 2 || !wt.shape.every((d) => typeof d === 'number')) continue;
     if (node.op_type === 'Gemm' && (attributeValue(node, 'transA') === 1)) continue;
-    const [k, n] = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1 ? [wt.dims[1], wt.dims[0]] : wt.dims;
-    const data = wt.data as Float32Array;
-    const kn = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1 ? transpose(data, n, k) : data;
-    const c = byInput.get(x) ?? { input: x, nodes: [], weights: [], n: [] };
-    if (c.weights.length && c.weights[0].length / c.n[0] !== k) continue;
+    const transB = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1;
+    const [k, n] = (transB ? [wt.shape[1], wt.shape[0]] : wt.shape) as number[];
+    const c = byInput.get(x) ?? { input: x, nodes: [], k, readers: [], n: [] };
+    if (c.k !== k) continue;
     c.nodes.push(node);
-    c.weights.push(kn);
+    c.readers.push(() => {
+      const data = g.constantValue(w)!.data as Float32Array;
+      return transB ? transpose(data, n, k) : data;
+    });
     c.n.push(n);
     byInput.set(x, c);
   }
   // a weight read by two layers cannot take two different row scalings
-  return [...byInput.values()].filter((c) => c.nodes.every((n) => g.consumers(n.input[1]).length === 1));
+  return [...byInput.values()]
+    .filter((c) => c.nodes.every((n) => g.consumers(n.input[1]).length === 1))
+    .map(({ input, nodes, readers, n }) => ({ input, nodes, n, readWeights: () => readers.map((r) => r()) }));
+}
+
+/** Moves an initializer's bytes to the spill (a held model's rewritten weight), keeping its name. */
+function spillInitializer(g: Graph, name: string, spill: TensorSpill): void {
+  const i = g.proto.initializer.findIndex((t) => t.name === name);
+  if (i >= 0) g.proto.initializer[i] = spill.put(g.proto.initializer[i]);
+  g.invalidate();
 }
 
 function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
@@ -119,15 +134,14 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
 }
 
 /** Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample. */
-async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number, executionProviders: SmoothOptions['executionProviders']) {
-  const runner = await Runner.create(model, { expose: tensors, executionProviders });
+async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number, executionProviders: SmoothOptions['executionProviders'], byBlocks: boolean) {
   const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }>();
   const samplers = new Map<string, () => number>();
-  try {
-    for await (const feeds of batchesFrom(data, runner.inputNames)) {
-      const out = await runner.run(feeds);
-      for (const t of tensors) {
-        const v = out.exposed[t];
+  // a model held by reference runs block by block (one block's weights at a time); each tensor
+  // still sees the batches in order, so the statistics and the row sample are the same
+  await forEachExposed(model, data, tensors, { executionProviders, byBlocks }, (exposed) => {
+      for (const t of Object.keys(exposed)) {
+        const v = exposed[t];
         if (v.type !== 'float32') throw new QuantbookError('INVALID_ARGUMENT', `smoothing: activation "${t}" holds ${v.type}; only float32 can be smoothed`);
         const x = v.data as Float32Array;
         const k = v.dims[v.dims.length - 1];
@@ -154,10 +168,7 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         s.rows += rows;
         stats.set(t, s);
       }
-    }
-  } finally {
-    await runner.dispose();
-  }
+  });
   return stats;
 }
 
@@ -287,9 +298,13 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
   const candidates = smoothCandidates(model, options.skip);
   if (!candidates.length) return [];
   const sampleRows = options.sampleRows ?? 512;
-  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows, options.executionProviders);
+  // a model held by reference (larger than memory): statistics block by block, each group's
+  // weights read when it is smoothed and its scaled weights spilled (onnx/spill.ts)
+  const spill = spillFor(model);
+  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows, options.executionProviders, !!spill);
   const groups: SmoothGroup[] = [];
   for (const c of candidates) {
+    const weights = c.readWeights();
     const st = stats.get(c.input)!;
     const k = st.lo.length;
     const rows = st.sample.length;
@@ -302,11 +317,11 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     const xMax = shift ? Float64Array.from(st.lo, (lo, j) => (st.hi[j] - lo) / 2) : absMax;
     const xStat = options.method === 'm3' ? st.sumAbs.map((v) => v / Math.max(1, st.rows)) : xMax;
     const wMax = new Float64Array(k);
-    c.weights.forEach((w, li) => {
+    weights.forEach((w, li) => {
       const n = c.n[li];
       for (let j = 0; j < k; j++) for (let col = 0; col < n; col++) wMax[j] = Math.max(wMax[j], Math.abs(w[j * n + col]));
     });
-    const search = searchSample(sample, rows, k, c.weights, c.n);
+    const search = searchSample(sample, rows, k, weights, c.n);
     // candidates are scored in ONNX Runtime, a batch per run (smooth-search.ts)
     const joined = joinColumns(search, k);
     const scorer = await CandidateErrors.create(search.x, search.rows, k, joined.w, joined.n, options.executionProviders);
@@ -331,8 +346,8 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
     } finally {
       await scorer.dispose();
     }
-    if (shift) addShiftToBias(model, c, shift);
-    const absorbedBy = applyScales(model, c, s, shift);
+    if (shift) addShiftToBias(model, c, weights, shift);
+    const absorbedBy = applyScales(model, c, s, shift, spill);
     groups.push({
       input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
       errorBefore, errorAfter, scales: s,
@@ -423,11 +438,11 @@ function refineChannels(start: Float32Array, channels: number[], error: (s: Floa
 }
 
 /** m2: each layer's output gains z·W (its bias grows by it), so reading X − z instead of X changes nothing. */
-function addShiftToBias(model: Model, c: Candidate, z: Float32Array): void {
+function addShiftToBias(model: Model, c: Candidate, weights: Float32Array[], z: Float32Array): void {
   const g = model.graph;
   const names = g.nameSource();
   c.nodes.forEach((node, li) => {
-    const w = c.weights[li];
+    const w = weights[li];
     const n = c.n[li];
     const k = z.length;
     const delta = new Float32Array(n);
@@ -451,7 +466,7 @@ function addShiftToBias(model: Model, c: Candidate, z: Float32Array): void {
 }
 
 /** W rows × s; X ÷ s (and − shift, for m2) folded into its LayerNormalization, or inserted as Add/Mul. */
-function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array): SmoothGroup['absorbedBy'] {
+function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array, spill?: TensorSpill): SmoothGroup['absorbedBy'] {
   const g = model.graph;
   for (const node of c.nodes) {
     const w = g.constantValue(node.input[1])!;
@@ -460,6 +475,7 @@ function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float3
     const [rows, cols] = w.dims;
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j] = Math.fround(data[i * cols + j] * s[transB ? j : i]);
     g.replaceInitializer(node.input[1], { type: DataType.FLOAT, dims: w.dims, data });
+    if (spill) spillInitializer(g, node.input[1], spill);
   }
   const producer = g.producer(c.input);
   const readers = g.consumers(c.input);

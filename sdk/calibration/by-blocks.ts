@@ -166,12 +166,71 @@ export function blockOutputs(model: Model, blockOf: (nodeName: string) => number
  * so one block's weights are read at a time; otherwise the whole model in one session.
  */
 export async function calibrateHeldModel(model: Model, data: CalibrationSource, options: CalibrateOptions = {}): Promise<CalibrationResult> {
-  let boundaries: string[] = [];
-  try {
-    boundaries = blockOutputs(model);
-  } catch {
-    // no block structure (or an ambiguous one): one session over the whole model
-  }
+  const boundaries = blockBoundaries(model); // none: one session over the whole model
   const inMainGraph = (options.tensors ?? []).every((t) => model.graph.hasTensor(t));
   return boundaries.length > 1 && inMainGraph ? calibrateByBlocks(model, data, { ...options, boundaries }) : calibrate(model, data, options);
+}
+
+/** A decoder's block outputs, or none when its node names give no blocks (or ambiguous ones). */
+function blockBoundaries(model: Model): string[] {
+  try {
+    return blockOutputs(model);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Runs `model` on every batch of `data` and hands `visit` the values of `tensors` (main-graph
+ * tensors, each batch in order). With `byBlocks` and a model whose node names give decoder
+ * blocks, it runs stage by stage as calibrateByBlocks does (one block's weights per session;
+ * `visit` then sees each stage's tensors, batch after batch); otherwise one session.
+ */
+export async function forEachExposed(
+  model: Model, data: CalibrationSource, tensors: string[],
+  options: { executionProviders?: CalibrateOptions['executionProviders']; byBlocks?: boolean },
+  visit: (exposed: Record<string, ort.Tensor>) => void,
+): Promise<void> {
+  const g = model.graph;
+  const boundaries = options.byBlocks ? blockBoundaries(model) : [];
+  if (boundaries.length <= 1 || !tensors.every((t) => g.hasTensor(t))) {
+    const runner = await Runner.create(model, { expose: tensors, executionProviders: options.executionProviders });
+    try {
+      for (const feeds of await collectBatches(data, g.inputNames)) visit((await runner.run(feeds)).exposed);
+    } finally {
+      await runner.dispose();
+    }
+    return;
+  }
+  const stages = stagesOf(model, boundaries);
+  const batches = await collectBatches(data, g.inputNames);
+  const cached: Array<Map<string, ort.Tensor>> = batches.map((b) => new Map(Object.entries(b)));
+  const seen = new Set<string>();
+  for (let s = 0; s < stages.length; s++) {
+    const stage = stages[s];
+    if (!stage.nodes.length) continue;
+    // a tensor is visited in the stage that computes it, or (a graph input) in the first that reads it
+    const own = tensors.filter((t) => !seen.has(t) && (stage.nodes.some((n) => n.output.includes(t)) || stage.reads.includes(t)));
+    own.forEach((t) => seen.add(t));
+    const keeps = s < stages.length - 1 ? stage.keeps : [];
+    const computed = own.filter((t) => !stage.reads.includes(t));
+    const feedsOf = (b: number): Feeds => Object.fromEntries(stage.reads.map((t) => [t, cached[b].get(t)!]));
+    if (computed.length || keeps.length) {
+      const runner = await Runner.create(stageModel(model, stage, feedsOf(0)), { expose: [...new Set([...computed, ...keeps])], executionProviders: options.executionProviders });
+      try {
+        for (let b = 0; b < batches.length; b++) {
+          const feeds = feedsOf(b);
+          const out = await runner.run(feeds);
+          for (const t of keeps) cached[b].set(t, out.exposed[t]);
+          if (own.length) visit(Object.fromEntries(own.map((t) => [t, stage.reads.includes(t) ? feeds[t] : out.exposed[t]])));
+        }
+      } finally {
+        await runner.dispose();
+      }
+    } else if (own.length) {
+      for (let b = 0; b < batches.length; b++) visit(Object.fromEntries(own.map((t) => [t, cached[b].get(t)!])));
+    }
+    const later = new Set(stages.slice(s + 1).flatMap((st) => st.reads));
+    for (const c of cached) for (const t of [...c.keys()]) if (!later.has(t)) c.delete(t);
+  }
 }

@@ -103,6 +103,26 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     assert.ok(acc.result().sqnrDb > 50, `the two int8 models agree: ${acc.result().sqnrDb.toFixed(1)} dB`);
   });
 
+  it('m6 + W8A8 of a model held by reference: statistics block by block, smoothed weights spilled, the same msModelSlim files as the in-memory session', async () => {
+    const shape = { ...SHAPES.tiny, layers: 2 };
+    const { modelPath } = generateDecoder(path.join(dir, 'm6-model'), { shape, seed: 9 });
+    let seed = 11;
+    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
+    const calibData = [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token))));
+    const save = { saveType: ['safe_tensor'] as Array<'safe_tensor'> };
+    const lazy = await session(loadModel(modelPath, { loadExternalData: false }), { calibData }).withM6().w8a8({ opSet: 'msmodelslim' }).run();
+    const whole = await session(loadModel(modelPath), { calibData }).withM6().w8a8({ opSet: 'msmodelslim' }).run();
+    assert.ok(lazy.smoothing.length >= 4 * shape.layers, `${lazy.smoothing.length} groups smoothed`);
+    assert.deepEqual(lazy.smoothing.map((g) => [g.input, g.alpha, g.beta]), whole.smoothing.map((g) => [g.input, g.alpha, g.beta]));
+    assert.ok(largestHeld(lazy.float.proto) < SPILL_THRESHOLD, 'the smoothed float weights are spilled');
+    assert.ok(largestHeld(lazy.qdq.proto) < SPILL_THRESHOLD, 'the int8 weights are spilled');
+    lazy.save(path.join(dir, 'm6-lazy'), save);
+    whole.save(path.join(dir, 'm6-whole'), save);
+    const files = fs.readdirSync(path.join(dir, 'm6-whole')).filter((f) => f.startsWith('quant_model_'));
+    assert.equal(files.length, 2);
+    for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'm6-lazy', f)).equals(fs.readFileSync(path.join(dir, 'm6-whole', f))), `${f} differs`);
+  });
+
   it('a spill reference is honoured only for this process\'s own spill: one read from a file is refused by name', () => {
     const { modelPath } = generateDecoder(path.join(dir, 'forged'), { shape: { ...SHAPES.tiny, layers: 1 }, seed: 7 });
     const m = loadModel(modelPath, { loadExternalData: false });
