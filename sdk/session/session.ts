@@ -21,6 +21,7 @@ import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
 import { quantizeW8A8Timestep, timestepStatsTable } from '../quantize/w8a8-timestep';
+import { spillFor } from '../quantize/spill-for';
 import { toFakeQuant } from '../quantize/fake-quant';
 import { LayerRecord } from '../quantize/qdq';
 import { LayerSelection, selectLayers } from '../quantize/layers';
@@ -71,8 +72,10 @@ export class QuantizationResult {
 
   /** the same quantization with every Q/DQ computed in float (any runtime runs it) */
   get fakeQuant(): Model {
-    return typeof this.fakeQuantSource === 'function' ? this.fakeQuantSource() : this.fakeQuantSource;
+    return (this.madeFakeQuant ??= typeof this.fakeQuantSource === 'function' ? this.fakeQuantSource() : this.fakeQuantSource);
   }
+
+  private madeFakeQuant?: Model;
 
   /** what the session's save processor wrote, when it had one */
   saved?: SaveReport;
@@ -252,7 +255,8 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
     const attention = sites.flatMap((s) => [s.scores, s.context]);
     const r = quantizeW8A8Dynamic(model, { disableNames: [...map.w8a8_dynamic!.disableNames, ...attention] });
     const fa3 = map.fa3 ? await applyFa3(r.float, r.qdq, config.calibData!, sites, map.w8a8_dynamic!.cfg.actMethod, executionProviders) : undefined;
-    const fakeQuant = fa3 ? toFakeQuant(r.qdq) : () => r.fakeQuant;
+    // made when asked; a model held by reference spills its dequantized weights
+    const fakeQuant = fa3 ? () => toFakeQuant(r.qdq, spillFor(r.qdq)) : () => r.fakeQuant;
     const selection = { ...r.selection, skipped: r.selection.skipped.map((s) => (attention.includes(s.name) && !map.w8a8_dynamic!.disableNames.includes(s.name) ? { ...s, reason: 'fa3: reads per-head int8 Q/K/V' } : s)) };
     result = new QuantizationResult('w8a8_dynamic', baseName, r.float, r.qdq, fakeQuant, r.layers, selection, config, fa3?.calibration, smoothing, fa3?.sites ?? [], undefined, { fa3QParams: fa3?.qparams });
   }

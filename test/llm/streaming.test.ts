@@ -123,6 +123,23 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'm6-lazy', f)).equals(fs.readFileSync(path.join(dir, 'm6-whole', f))), `${f} differs`);
   });
 
+  it('fa3 + W8A8_DYNAMIC of a model held by reference: per-head Q/K/V calibrated block by block, the same msModelSlim files as the in-memory session', async () => {
+    const shape = { ...SHAPES.tiny, layers: 2 };
+    const { modelPath } = generateDecoder(path.join(dir, 'fa3-model'), { shape, seed: 12 });
+    let seed = 13;
+    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
+    const calibData = [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token))));
+    const lazy = await session(loadModel(modelPath, { loadExternalData: false }), { calibData }).fa3().w8a8Dynamic().run();
+    const whole = await session(loadModel(modelPath), { calibData }).fa3().w8a8Dynamic().run();
+    assert.equal(lazy.attention.length, shape.layers);
+    assert.ok(largestHeld(lazy.qdq.proto) < SPILL_THRESHOLD, 'the int8 weights are spilled');
+    assert.ok(largestHeld(lazy.fakeQuant.proto) < SPILL_THRESHOLD, 'the fake-quant weights are spilled');
+    for (const [name, r] of [['fa3-lazy', lazy], ['fa3-whole', whole]] as const) r.save(path.join(dir, name), { saveType: ['safe_tensor'] });
+    const files = fs.readdirSync(path.join(dir, 'fa3-whole')).filter((f) => f.startsWith('quant_model_'));
+    assert.ok(JSON.parse(fs.readFileSync(path.join(dir, 'fa3-whole', files.find((f) => f.endsWith('.json'))!), 'utf8')).fa_quant_type, 'fa3 tensors described');
+    for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'fa3-lazy', f)).equals(fs.readFileSync(path.join(dir, 'fa3-whole', f))), `${f} differs`);
+  });
+
   it('a spill reference is honoured only for this process\'s own spill: one read from a file is refused by name', () => {
     const { modelPath } = generateDecoder(path.join(dir, 'forged'), { shape: { ...SHAPES.tiny, layers: 1 }, seed: 7 });
     const m = loadModel(modelPath, { loadExternalData: false });
