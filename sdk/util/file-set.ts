@@ -134,8 +134,17 @@ export function restoreInterruptedSet(file: string): boolean {
   return restorePrevious(dir);
 }
 
+/** SHA-256 of a file read in 16 MiB chunks (a model's data file can pass Node's 2 GiB buffer limit). */
 function sha256(file: string): string {
-  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const hash = createHash('sha256');
+  const chunk = Buffer.alloc(16 * 2 ** 20);
+  const fd = fs.openSync(file, 'r');
+  try {
+    for (let got: number; (got = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0;) hash.update(chunk.subarray(0, got));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
 }
 
 /** The manifest of `set` in `dir`, if one was published there. */

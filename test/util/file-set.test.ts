@@ -83,6 +83,22 @@ describe('publishing a set of files at once', () => {
     assert.deepEqual(verifyFileSet(dir, 'model').problems, ['w.bin differs from the manifest']);
   });
 
+  it('a file past Node\'s 2 GiB buffer limit (a 7B model\'s data file) is hashed in chunks: its manifest entry is coreutils\' sha256sum', () => {
+    const dir = path.join(root, 'large');
+    const bytes = 2 ** 31 + 7;
+    // sparse: no disk space; `head -c 2147483655 /dev/zero | sha256sum` gave the digest
+    publishFileSet(dir, 'model', (stage) => {
+      const file = path.join(stage, 'model.onnx.data');
+      fs.writeFileSync(file, '');
+      fs.truncateSync(file, bytes);
+    });
+    const entry = readManifest(dir, 'model')!.files.find((f) => f.name === 'model.onnx.data')!;
+    assert.equal(entry.bytes, bytes);
+    assert.equal(entry.sha256, '4faf054bcce4f3f1718586ceb36106e28a780ea261ba3c7fc1c8519d048f9b2f');
+    assert.ok(verifyFileSet(dir, 'model').ok);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it('a writer that throws leaves the earlier set as it was, and no staging folder', () => {
     const dir = path.join(root, 'throws');
     publishFileSet(dir, 'model', (stage) => fs.writeFileSync(path.join(stage, 'a.bin'), 'old'));
