@@ -14,8 +14,8 @@
  *
  * H comes from one pass over the calibration data in ONNX Runtime: the float model gains, per
  * layer, an "identity" convolution that copies each input patch into channels (im2col with the
- * layer's own pads, strides, dilations and groups), a MatMul with its transpose and a ReduceSum
- * over the batch; its outputs are only the [G, K, K] Gram matrices, summed here in float64. No
+ * layer's own pads, strides, dilations and groups) and a MatMul of the patches with their
+ * transpose; its outputs are only the [G, K, K] Gram matrices, summed here in float64. No
  * activation is kept between batches, so the cost is close to a calibration pass.
  */
 import { QuantbookError } from '../errors';
@@ -24,7 +24,6 @@ import { Graph, attributeValue, makeAttribute } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { NodeProto, newNode, newValueInfo } from '../onnx/proto';
 import { makeTensor } from '../onnx/tensor';
-import { reduceAxesAreInput } from '../onnx/opset-rules';
 import { Runner } from '../runtime/runner';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { QParams } from '../observers/qparams';
@@ -91,9 +90,6 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
     return name;
   };
   const ints = (base: string, v: number[]) => init(base, DataType.INT64, [v.length], BigInt64Array.from(v.map(BigInt)));
-  const sumOverBatch = (x: string, out: string): NodeProto => (reduceAxesAreInput('ReduceSum', opset)
-    ? newNode({ op_type: 'ReduceSum', name: out, input: [x, ints('axis0', [0])], output: [out], attribute: [makeAttribute('keepdims', 0)] })
-    : newNode({ op_type: 'ReduceSum', name: out, input: [x], output: [out], attribute: [makeAttribute('axes', [0]), makeAttribute('keepdims', 0)] }));
   for (const layer of layers) {
     if (gptqUnsupported(model.graph, layer)) continue;
     const n = layer.node;
@@ -117,15 +113,18 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
       const filters = init(`${base}_im2col`, DataType.FLOAT, [groups * k, cg, ...kernel], eye);
       const patches = fresh('patches');
       const shaped = fresh('patches_by_group');
+      const byColumn = fresh('patches_by_column');
+      const rows = fresh('patches_rows');
       const transposed = fresh('patches_t');
-      const gram = fresh('gram');
       const attrs = n.attribute.filter((a) => a.name !== 'kernel_shape');
+      // [N, G·K, spatial…] → [G, K, N·P] (the batch folded into the rows), then one [G, K, K] product
       add([
         newNode({ op_type: 'Conv', name: patches, input: [x, filters], output: [patches], attribute: [...attrs, makeAttribute('kernel_shape', kernel)] }),
         newNode({ op_type: 'Reshape', name: shaped, input: [patches, ints(`${base}_shape`, [0, groups, k, -1])], output: [shaped] }),
-        newNode({ op_type: 'Transpose', name: transposed, input: [shaped], output: [transposed], attribute: [makeAttribute('perm', [0, 1, 3, 2])] }),
-        newNode({ op_type: 'MatMul', name: gram, input: [shaped, transposed], output: [gram] }),
-        sumOverBatch(gram, output),
+        newNode({ op_type: 'Transpose', name: byColumn, input: [shaped], output: [byColumn], attribute: [makeAttribute('perm', [1, 2, 0, 3])] }),
+        newNode({ op_type: 'Reshape', name: rows, input: [byColumn, ints(`${base}_rows`, [groups, k, -1])], output: [rows] }),
+        newNode({ op_type: 'Transpose', name: transposed, input: [rows], output: [transposed], attribute: [makeAttribute('perm', [0, 2, 1])] }),
+        newNode({ op_type: 'MatMul', name: output, input: [rows, transposed], output: [output] }),
       ], x);
       plans.push({ layer, groups, k, output });
     } else {
@@ -182,26 +181,44 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
  */
 export function reverseCholeskyT(a: Float64Array, k: number): Float64Array {
   const v = new Float64Array(k * k);
-  for (let j = k - 1; j >= 0; j--) {
-    const jo = j * k;
-    let d = a[jo + j];
-    for (let t = j + 1; t < k; t++) d -= v[jo + t] * v[jo + t];
-    if (!(d > 0)) throw new QuantbookError('RUNTIME_ERROR', 'GPTQ: the damped Hessian is not positive definite');
-    const djj = Math.sqrt(d);
-    v[jo + j] = djj;
-    for (let i = j - 1; i >= 0; i--) {
+  const partial = new Float64Array(4 * k);
+  // columns in blocks of four, from the last: the sums over the columns already done (t > hi)
+  // read each row once for four columns (the work is memory-bound), the rest inside the block
+  for (let hi = k - 1; hi >= 0; hi -= 4) {
+    const lo = Math.max(0, hi - 3);
+    const j0 = hi * k;
+    const j1 = Math.max(lo, hi - 1) * k;
+    const j2 = Math.max(lo, hi - 2) * k;
+    const j3 = lo * k;
+    for (let i = 0; i <= hi; i++) {
       const io = i * k;
-      // Σ_{t>j} V_it V_jt, four partial sums (the dependency chain of one sum bounds the speed)
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      let t = j + 1;
-      for (; t + 3 < k; t += 4) {
-        s0 += v[io + t] * v[jo + t];
-        s1 += v[io + t + 1] * v[jo + t + 1];
-        s2 += v[io + t + 2] * v[jo + t + 2];
-        s3 += v[io + t + 3] * v[jo + t + 3];
+      for (let t = hi + 1; t < k; t++) {
+        const x = v[io + t];
+        s0 += x * v[j0 + t];
+        s1 += x * v[j1 + t];
+        s2 += x * v[j2 + t];
+        s3 += x * v[j3 + t];
       }
-      for (; t < k; t++) s0 += v[io + t] * v[jo + t];
-      v[io + j] = (a[io + j] - (s0 + s1 + s2 + s3)) / djj;
+      partial[4 * i] = s0;
+      partial[4 * i + 1] = s1;
+      partial[4 * i + 2] = s2;
+      partial[4 * i + 3] = s3;
+    }
+    for (let j = hi; j >= lo; j--) {
+      const jo = j * k;
+      const m = hi - j; // slot of column j in partial
+      let d = a[jo + j] - partial[4 * j + m];
+      for (let t = j + 1; t <= hi; t++) d -= v[jo + t] * v[jo + t];
+      if (!(d > 0)) throw new QuantbookError('RUNTIME_ERROR', 'GPTQ: the damped Hessian is not positive definite');
+      const djj = Math.sqrt(d);
+      v[jo + j] = djj;
+      for (let i = j - 1; i >= 0; i--) {
+        const io = i * k;
+        let s = a[io + j] - partial[4 * i + m];
+        for (let t = j + 1; t <= hi; t++) s -= v[io + t] * v[jo + t];
+        v[io + j] = s / djj;
+      }
     }
   }
   const vt = new Float64Array(k * k);
