@@ -35,6 +35,13 @@ export interface GptqOptions {
   damp?: number;
   /** output channels (weight rows) rounded together, each column of the factor read once per block (default 128) */
   blockSize?: number;
+  /**
+   * Variance of independent noise on each input value, e.g. the layer's input quantization
+   * (step² / 12 for a uniform grid). E‖(X + N)·Δᵀ‖² = Δ·(XᵀX + rows·σ²·I)·Δᵀ: without it GPTQ
+   * moves error into input directions the float data barely excites, where the quantized
+   * activations' noise then finds it. Default 0 (float inputs).
+   */
+  inputNoise?: number;
 }
 
 /** The Gram matrices XᵀX of one layer's inputs: `groups` row-major K×K blocks, summed over every input row (patch) of the calibration data. */
@@ -42,6 +49,8 @@ export interface LayerHessian {
   groups: number;
   k: number;
   h: Float64Array;
+  /** input rows (patches) summed into each block */
+  rows: number;
 }
 
 export interface GptqLayerRow {
@@ -67,7 +76,7 @@ export function gptqUnsupported(g: Graph, layer: QuantLayer): string | undefined
   return layer.opType; // ConvTranspose and the pools
 }
 
-interface HessianPlan { layer: QuantLayer; groups: number; k: number; output: string }
+interface HessianPlan { layer: QuantLayer; groups: number; k: number; output: string; count: string }
 
 /**
  * XᵀX of every layer's float input over `data` (layers gptqUnsupported refuses are left out),
@@ -98,6 +107,7 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
     const base = `${layer.name}`;
     const fresh = (s: string) => names.fresh(`quantbook_gptq_${base}_${s}`);
     const output = fresh('hessian');
+    const count = fresh('rows_shape');
     if (layer.opType === 'Conv') {
       const groups = (attributeValue(n, 'group') as number | undefined) ?? 1;
       const cg = w.dims[1];
@@ -125,8 +135,9 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         newNode({ op_type: 'Reshape', name: rows, input: [byColumn, ints(`${base}_rows`, [groups, k, -1])], output: [rows] }),
         newNode({ op_type: 'Transpose', name: transposed, input: [rows], output: [transposed], attribute: [makeAttribute('perm', [0, 2, 1])] }),
         newNode({ op_type: 'MatMul', name: output, input: [rows, transposed], output: [output] }),
+        newNode({ op_type: 'Shape', name: count, input: [rows], output: [count] }),
       ], x);
-      plans.push({ layer, groups, k, output });
+      plans.push({ layer, groups, k, output, count });
     } else {
       // MatMul: x [..., K] · W [K, N]; Gemm: x [M, K] (or [K, M] with transA)
       const transA = layer.opType === 'Gemm' && attributeValue(n, 'transA') === 1;
@@ -143,17 +154,18 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         newNode({ op_type: 'Transpose', name: rowsT, input: [rows], output: [rowsT], attribute: [makeAttribute('perm', [1, 0])] }),
         newNode({ op_type: 'MatMul', name: gram, input: [rowsT, rows], output: [gram] }),
         newNode({ op_type: 'Unsqueeze', name: output, input: opset >= 13 ? [gram, ints('axis0', [0])] : [gram], output: [output], attribute: opset >= 13 ? [] : [makeAttribute('axes', [0])] }),
+        newNode({ op_type: 'Shape', name: count, input: [rowsT], output: [count] }),
       ], x);
-      plans.push({ layer, groups: 1, k, output });
+      plans.push({ layer, groups: 1, k, output, count });
     }
   }
   const out = new Map<string, LayerHessian>();
   if (!plans.length) return out;
   // each layer's nodes right after its input's producer: ORT frees the patches before the next layer
   g.proto.node = [...(after.get(undefined) ?? []), ...g.proto.node.flatMap((nd) => [nd, ...(after.get(nd) ?? [])])];
-  g.proto.output = plans.map((p) => newValueInfo({ name: p.output }));
+  g.proto.output = plans.flatMap((p) => [newValueInfo({ name: p.output }), newValueInfo({ name: p.count })]);
   g.invalidate();
-  for (const p of plans) out.set(p.layer.name, { groups: p.groups, k: p.k, h: new Float64Array(p.groups * p.k * p.k) });
+  for (const p of plans) out.set(p.layer.name, { groups: p.groups, k: p.k, h: new Float64Array(p.groups * p.k * p.k), rows: 0 });
   const runner = await Runner.create(copy);
   try {
     let batches = 0;
@@ -163,6 +175,9 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         const acc = out.get(p.layer.name)!;
         const v = outputs[p.output].data as Float32Array;
         for (let i = 0; i < v.length; i++) acc.h[i] += v[i];
+        // the rows are the last dimension of [G, K, N·P] patches and of the transposed [K, M] rows
+        const shape = outputs[p.count].data as BigInt64Array;
+        acc.rows += Number(shape[shape.length - 1]);
       }
       batches++;
     }
@@ -244,11 +259,13 @@ export function reverseCholeskyT(a: Float64Array, k: number): Float64Array {
 export function gptqRows(
   w: ArrayLike<number>, rows: number, k: number, h: Float64Array,
   scale: ArrayLike<number>, zeroPoint: ArrayLike<number>, range: { qmin: number; qmax: number },
-  options: GptqOptions = {},
+  options: GptqOptions & { /** the rows H was summed over (scales inputNoise) */ inputRows?: number } = {},
 ): Int32Array {
   const damp = options.damp ?? 0.01;
   const block = Math.max(1, options.blockSize ?? 128);
   const a = Float64Array.from(h);
+  const noise = (options.inputNoise ?? 0) * (options.inputRows ?? 0);
+  if (noise > 0) for (let i = 0; i < k; i++) a[i * k + i] += noise;
   let mean = 0;
   for (let i = 0; i < k; i++) mean += a[i * k + i] / k;
   if (!(mean > 0)) mean = 1;
@@ -345,7 +362,7 @@ export function gptqWeight(
   for (let gi = 0; gi < hessian.groups; gi++) {
     const h = hessian.h.subarray(gi * k * k, (gi + 1) * k * k);
     const r0 = gi * perGroup;
-    const v = gptqRows(original.subarray(r0 * k, (r0 + perGroup) * k), perGroup, k, h, scale.subarray(r0, r0 + perGroup), zero.subarray(r0, r0 + perGroup), q, options);
+    const v = gptqRows(original.subarray(r0 * k, (r0 + perGroup) * k), perGroup, k, h, scale.subarray(r0, r0 + perGroup), zero.subarray(r0, r0 + perGroup), q, { ...options, inputRows: hessian.rows });
     ints.set(v, r0 * k);
   }
   // the layer's output error on its calibration inputs: (w − ŵ) H (w − ŵ)ᵀ, and the signal w H wᵀ

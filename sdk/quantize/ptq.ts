@@ -33,7 +33,7 @@ import { LAYER_FORWARD_SUPPORTED, SampleLimits, layerForward, layerForwardUnsupp
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { narrowToReaders } from './consumer-domain';
 import { finishWithLstms } from './lstm';
-import { QuantLayer, selectLayers } from './layers';
+import { QuantLayer, layerTensorKey, selectLayers } from './layers';
 import { activationTensors, applyQdq } from './qdq';
 import { W8A8Result, prepareFloat } from './w8a8';
 
@@ -176,7 +176,10 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
       const axis = layer.weightAxis!;
       // the grid round-to-nearest uses (applyQdq's quantizeWeight): same scales, same zero points
       const q = weightQParams(data, w.dims, { ...weightSpec, channelAxis: axis });
-      const r = gptqWeight({ data, dims: w.dims, axis }, hessians.get(layer.name)!, q, options.gptq === true ? {} : options.gptq);
+      // the layer's input is quantized too: its rounding noise (step²/12 per value) joins H
+      const input = activations.get(layerTensorKey(layer, layer.activations[0]));
+      const inputNoise = input ? input.scale[0] ** 2 / 12 : 0;
+      const r = gptqWeight({ data, dims: w.dims, axis }, hessians.get(layer.name)!, q, { inputNoise, ...(options.gptq === true ? {} : options.gptq) });
       weightValues.set(layer.name, r.values);
       gptq.push({ layer: layer.name, nearestSqnrDb: r.nearestSqnrDb, gptqSqnrDb: r.gptqSqnrDb, changed: r.changed, weights: data.length });
       options.onProgress?.({ stage: 'gptq', done: i + 1, total: targets.length, layer: layer.name });

@@ -78,10 +78,10 @@ describe('GPTQ', () => {
     const q = { scale: Float32Array.from(scale), zeroPoint: new Int32Array(rows), qmin: -8, qmax: 7, numBits: 4, signed: true };
     const matmul = new Float32Array(k * rows);
     for (let r = 0; r < rows; r++) for (let i = 0; i < k; i++) matmul[i * rows + r] = w[r][i];
-    const viaMatMul = gptqWeight({ data: matmul, dims: [k, rows], axis: 1 }, { groups: 1, k, h }, q).values;
+    const viaMatMul = gptqWeight({ data: matmul, dims: [k, rows], axis: 1 }, { groups: 1, k, h, rows: n }, q).values;
     const back = Array.from({ length: rows * k }, (_, t) => viaMatMul[(t % k) * rows + Math.floor(t / k)]);
     assert.deepEqual(back, want.flat());
-    const grouped = gptqWeight({ data: Float32Array.from([...w.flat(), ...w.flat()]), dims: [2 * rows, k, 1, 1], axis: 0 }, { groups: 2, k, h: Float64Array.from([...h, ...h]) }, { ...q, scale: Float32Array.from([...scale, ...scale]), zeroPoint: new Int32Array(2 * rows) });
+    const grouped = gptqWeight({ data: Float32Array.from([...w.flat(), ...w.flat()]), dims: [2 * rows, k, 1, 1], axis: 0 }, { groups: 2, k, h: Float64Array.from([...h, ...h]), rows: n }, { ...q, scale: Float32Array.from([...scale, ...scale]), zeroPoint: new Int32Array(2 * rows) });
     assert.deepEqual(Array.from(grouped.values), [...want.flat(), ...want.flat()]);
     assert.ok(grouped.gptqSqnrDb > grouped.nearestSqnrDb, `${grouped.gptqSqnrDb} ≤ ${grouped.nearestSqnrDb}`);
   });
