@@ -74,6 +74,8 @@ describe('GPTQ', () => {
       const got = gptqRows(Float64Array.from(w.flat()), rows, k, h, scale, new Int32Array(rows), range, { blockSize });
       assert.deepEqual(Array.from(got), want.flat(), `blockSize ${blockSize}`);
     }
+    // input noise far above the data's own variance makes H ∝ I: no column helps another, nearest rounding
+    assert.deepEqual(Array.from(gptqRows(Float64Array.from(w.flat()), rows, k, h, scale, new Int32Array(rows), range, { inputNoise: 1e6, inputRows: n })), nearest.flat());
     // the same rows as a MatMul weight [K, rows] (output channels along axis 1), and as two groups of a grouped Conv
     const q = { scale: Float32Array.from(scale), zeroPoint: new Int32Array(rows), qmin: -8, qmax: 7, numBits: 4, signed: true };
     const matmul = new Float32Array(k * rows);
@@ -157,7 +159,9 @@ describe('GPTQ', () => {
     for (const l of layers) {
       const w = float.graph.constantValue(l.weight!)!;
       const q = weightQParams(w.data as Float32Array, w.dims, { channelAxis: l.weightAxis });
-      const expected = gptqWeight({ data: w.data as Float32Array, dims: w.dims, axis: l.weightAxis! }, hessians.get(l.name)!, q).values;
+      // in W8A8 the layer's input quantization noise (step² / 12) is part of H
+      const inputNoise = r.activations.get(l.activations[0])!.scale[0] ** 2 / 12;
+      const expected = gptqWeight({ data: w.data as Float32Array, dims: w.dims, axis: l.weightAxis! }, hessians.get(l.name)!, q, { inputNoise }).values;
       const dq = saved.graph.nodes.find((n) => n.op_type === 'DequantizeLinear' && n.input[0].startsWith(`${l.name}.weight`))!;
       const stored = Array.from(saved.graph.constantValue(dq.input[0])!.data as Int8Array);
       assert.deepEqual(stored, Array.from(expected), l.name);
