@@ -76,7 +76,8 @@ export function gptqUnsupported(g: Graph, layer: QuantLayer): string | undefined
   return layer.opType; // ConvTranspose and the pools
 }
 
-interface HessianPlan { layer: QuantLayer; groups: number; k: number; output: string; count: string }
+/** `count`: a shape output whose `rowAxes` multiply to the rows summed in one batch */
+interface HessianPlan { layer: QuantLayer; groups: number; k: number; output: string; count: string; rowAxes: 'last' | number[] }
 
 /**
  * XᵀX of every layer's float input over `data` (layers gptqUnsupported refuses are left out),
@@ -120,6 +121,52 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         const o = gi * k + c * taps + t;
         eye[(o * cg + c) * taps + t] = 1;
       }
+      const strides = (attributeValue(n, 'strides') as number[] | undefined) ?? kernel.map(() => 1);
+      const dilations = (attributeValue(n, 'dilations') as number[] | undefined) ?? kernel.map(() => 1);
+      const pads = (attributeValue(n, 'pads') as number[] | undefined) ?? [0, 0, 0, 0];
+      const autoPad = ((attributeValue(n, 'auto_pad') as string | undefined) ?? 'NOTSET') !== 'NOTSET';
+      if (cg === 1 && kernel.length === 2 && !autoPad && opset >= 13) {
+        // depthwise: each tap is a strided Slice of the padded input ([N, C, taps, P] by Concat), a
+        // copy; an identity Conv with 9 outputs per group and the transposes that fold the batch
+        // into the rows cost ONNX Runtime several times more. Gram per sample, summed over N.
+        let src = x;
+        const nodes: NodeProto[] = [];
+        if (pads.some(Boolean)) {
+          src = fresh('padded');
+          nodes.push(newNode({ op_type: 'Pad', name: src, input: [x, ints(`${base}_pads`, [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])], output: [src] }));
+        }
+        const taps4: string[] = [];
+        const flat = ints(`${base}_tap_shape`, [0, 0, 1, -1]);
+        const axes = ints('axes_hw', [2, 3]);
+        const steps = ints(`${base}_steps`, strides);
+        for (let a = 0; a < kernel[0]; a++) for (let b = 0; b < kernel[1]; b++) {
+          const startH = a * dilations[0];
+          const startW = b * dilations[1];
+          // up to the last start a full window still fits: end = size − (kernel − 1 − tap)·dilation
+          const endH = a === kernel[0] - 1 ? 2 ** 62 : -(kernel[0] - 1 - a) * dilations[0];
+          const endW = b === kernel[1] - 1 ? 2 ** 62 : -(kernel[1] - 1 - b) * dilations[1];
+          const tap = fresh(`tap_${a}_${b}`);
+          const shaped = fresh(`tap_${a}_${b}_flat`);
+          nodes.push(
+            newNode({ op_type: 'Slice', name: tap, input: [src, ints(`${base}_start_${a}_${b}`, [startH, startW]), ints(`${base}_end_${a}_${b}`, [endH, endW]), axes, steps], output: [tap] }),
+            newNode({ op_type: 'Reshape', name: shaped, input: [tap, flat], output: [shaped] }),
+          );
+          taps4.push(shaped);
+        }
+        const stacked = fresh('taps');
+        const transposed = fresh('taps_t');
+        const gram = fresh('gram');
+        nodes.push(
+          newNode({ op_type: 'Concat', name: stacked, input: taps4, output: [stacked], attribute: [makeAttribute('axis', 2)] }),
+          newNode({ op_type: 'Transpose', name: transposed, input: [stacked], output: [transposed], attribute: [makeAttribute('perm', [0, 1, 3, 2])] }),
+          newNode({ op_type: 'MatMul', name: gram, input: [stacked, transposed], output: [gram] }),
+          newNode({ op_type: 'ReduceSum', name: output, input: [gram, ints('axis0', [0])], output: [output], attribute: [makeAttribute('keepdims', 0)] }),
+          newNode({ op_type: 'Shape', name: count, input: [stacked], output: [count] }),
+        );
+        add(nodes, x);
+        plans.push({ layer, groups, k, output, count, rowAxes: [0, 3] });
+        continue;
+      }
       const filters = init(`${base}_im2col`, DataType.FLOAT, [groups * k, cg, ...kernel], eye);
       const patches = fresh('patches');
       const shaped = fresh('patches_by_group');
@@ -137,7 +184,7 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         newNode({ op_type: 'MatMul', name: output, input: [rows, transposed], output: [output] }),
         newNode({ op_type: 'Shape', name: count, input: [rows], output: [count] }),
       ], x);
-      plans.push({ layer, groups, k, output, count });
+      plans.push({ layer, groups, k, output, count, rowAxes: 'last' });
     } else {
       // MatMul: x [..., K] · W [K, N]; Gemm: x [M, K] (or [K, M] with transA)
       const transA = layer.opType === 'Gemm' && attributeValue(n, 'transA') === 1;
@@ -156,7 +203,7 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         newNode({ op_type: 'Unsqueeze', name: output, input: opset >= 13 ? [gram, ints('axis0', [0])] : [gram], output: [output], attribute: opset >= 13 ? [] : [makeAttribute('axes', [0])] }),
         newNode({ op_type: 'Shape', name: count, input: [rowsT], output: [count] }),
       ], x);
-      plans.push({ layer, groups: 1, k, output, count });
+      plans.push({ layer, groups: 1, k, output, count, rowAxes: 'last' });
     }
   }
   const out = new Map<string, LayerHessian>();
@@ -176,8 +223,8 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         const v = outputs[p.output].data as Float32Array;
         for (let i = 0; i < v.length; i++) acc.h[i] += v[i];
         // the rows are the last dimension of [G, K, N·P] patches and of the transposed [K, M] rows
-        const shape = outputs[p.count].data as BigInt64Array;
-        acc.rows += Number(shape[shape.length - 1]);
+        const shape = Array.from(outputs[p.count].data as BigInt64Array, Number);
+        acc.rows += p.rowAxes === 'last' ? shape[shape.length - 1] : p.rowAxes.reduce((m, a) => m * shape[a], 1);
       }
       batches++;
     }

@@ -101,6 +101,7 @@ describe('GPTQ', () => {
       const layers = selectLayers(float).layers.filter((l) => l.weight);
       const hessians = await collectHessians(float, layers, calib);
       const inputs = await sampleLayerInputs(float, layers, held, { samples: 64, crop: 1000 });
+      const calibInputs = await sampleLayerInputs(float, layers, calib, { samples: 1000, crop: 1000 });
       let better = 0;
       const gains: number[] = [];
       const lines: string[] = [];
@@ -121,6 +122,21 @@ describe('GPTQ', () => {
         const channels = w.dims[l.weightAxis!];
         const inner = w.dims.slice(l.weightAxis! + 1).reduce((a, b) => a * b, 1);
         const rtn = Int32Array.from(data, (v, i) => quantizeValue(v, q.scale[Math.floor(i / inner) % channels], 0, q));
+        // H from ORT is XᵀX of exactly the inputs the layer reads: Σ_c w_c H w_cᵀ = ‖f(X, W)‖² on the calibration data
+        const hs = hessians.get(l.name)!;
+        const perGroup = channels / hs.groups;
+        let viaH = 0;
+        for (let c = 0; c < channels; c++) {
+          const row = Array.from({ length: hs.k }, (_, i) => (l.weightAxis === 0 ? data[c * hs.k + i] : data[i * channels + c]));
+          const h0 = Math.floor(c / perGroup) * hs.k * hs.k;
+          for (let i = 0; i < hs.k; i++) for (let j = 0; j < hs.k; j++) viaH += row[i] * hs.h[h0 + i * hs.k + j] * row[j];
+        }
+        const direct = tf.tidy(() => {
+          const c = calibInputs.get(l.name)!;
+          // summed in float64 here (a float32 sum of ~10⁶ squares drifts by ~10⁻³)
+          return (forward(tf.tensor(c.data, c.dims), tf.tensor(data, w.dims)).dataSync() as Float32Array).reduce((m, v) => m + v * v, 0);
+        });
+        assert.ok(Math.abs(viaH - direct) <= 1e-3 * direct, `${label} ${l.name}: Σ wHwᵀ ${viaH} vs ‖f(X, W)‖² ${direct}`);
         const x = inputs.get(l.name)!;
         const [errRtn, errGptq, signal] = tf.tidy(() => {
           const xt = tf.tensor(x.data, x.dims);
