@@ -115,12 +115,6 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
       const kernel = w.dims.slice(2);
       const taps = kernel.reduce((a, b) => a * b, 1);
       const k = cg * taps;
-      // identity filters: output channel g·K + c·taps + t copies input channel g·cg + c at tap t
-      const eye = new Float32Array(groups * k * cg * taps);
-      for (let gi = 0; gi < groups; gi++) for (let c = 0; c < cg; c++) for (let t = 0; t < taps; t++) {
-        const o = gi * k + c * taps + t;
-        eye[(o * cg + c) * taps + t] = 1;
-      }
       const strides = (attributeValue(n, 'strides') as number[] | undefined) ?? kernel.map(() => 1);
       const dilations = (attributeValue(n, 'dilations') as number[] | undefined) ?? kernel.map(() => 1);
       const pads = (attributeValue(n, 'pads') as number[] | undefined) ?? [0, 0, 0, 0];
@@ -166,6 +160,12 @@ export async function collectHessians(model: Model, layers: QuantLayer[], data: 
         add(nodes, x);
         plans.push({ layer, groups, k, output, count, rowAxes: [0, 3] });
         continue;
+      }
+      // identity filters: output channel g·K + c·taps + t copies input channel g·cg + c at tap t
+      const eye = new Float32Array(groups * k * cg * taps);
+      for (let gi = 0; gi < groups; gi++) for (let c = 0; c < cg; c++) for (let t = 0; t < taps; t++) {
+        const o = gi * k + c * taps + t;
+        eye[(o * cg + c) * taps + t] = 1;
       }
       const filters = init(`${base}_im2col`, DataType.FLOAT, [groups * k, cg, ...kernel], eye);
       const patches = fresh('patches');
