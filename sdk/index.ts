@@ -64,6 +64,7 @@ export { ortAccuracy, OrtAccuracyOptions } from './eval/classify';
 export { quantizePtq, PtqOptions, PtqResult, WEIGHT_ROUNDINGS, WeightRounding, WeightRoundingRow } from './quantize/ptq';
 export { adaRound, AdaRoundOptions, AdaRoundResult } from './algorithms/adaround';
 export { admmWeights } from './algorithms/admm';
+export { collectHessians, gptqRows, gptqUnsupported, gptqWeight, reverseCholeskyT, GptqLayerRow, GptqOptions, LayerHessian } from './algorithms/gptq';
 export { easyQuant } from './algorithms/easy-quant';
 export { correctedBias } from './algorithms/bias-correction';
 export { crossLayerEqualize, clePairs, ClePair } from './algorithms/cle';

@@ -4,6 +4,7 @@
  *   float  = BN folded, opset 13 [→ cross-layer equalization] [→ DMQ balancing]
  *   ranges = calibration with any observer (minmax, histogram/HFMG, ifmr, sigma, …)
  *   weights = round-to-nearest | AdaRound, per layer on samples of its float input
+ *             | GPTQ, per layer with the Hessian of its float inputs over every calibration batch
  *            [→ bias correction of the rounding's mean output shift]
  *   [→ sensitivity analysis → fallback of the amp_num most sensitive layers, or until the
  *      task metric is within a bound]
@@ -23,6 +24,7 @@ import { OBSERVER_KINDS, Observer, ObserverKind, ObserverOptions, QParams, Quant
 import { dequantizeLinear, quantizeLinear } from '../kernels/quant';
 import { AdaRoundOptions, adaRound, checkAdaRoundOptions } from '../algorithms/adaround';
 import { admmWeights } from '../algorithms/admm';
+import { GptqLayerRow, GptqOptions, collectHessians, gptqUnsupported, gptqWeight } from '../algorithms/gptq';
 import { correctedBias } from '../algorithms/bias-correction';
 import { easyQuant } from '../algorithms/easy-quant';
 import { ClePair, crossLayerEqualize } from '../algorithms/cle';
@@ -31,7 +33,7 @@ import { LAYER_FORWARD_SUPPORTED, SampleLimits, layerForward, layerForwardUnsupp
 import { Sensitivity, layerSensitivity } from '../algorithms/sensitivity';
 import { narrowToReaders } from './consumer-domain';
 import { finishWithLstms } from './lstm';
-import { QuantLayer, selectLayers } from './layers';
+import { QuantLayer, layerTensorKey, selectLayers } from './layers';
 import { activationTensors, applyQdq } from './qdq';
 import { W8A8Result, prepareFloat } from './w8a8';
 
@@ -56,6 +58,14 @@ export interface PtqOptions {
   /** AdaRound settings and how much of each layer's input it learns from (default 4 samples, 32×32 crops) */
   ada?: AdaRoundOptions & SampleLimits;
   biasCorrection?: boolean;
+  /**
+   * GPTQ weight rounding (algorithms/gptq.ts): on the same per-channel grid as round-to-nearest,
+   * each layer's integers chosen column by column with the rounding error fed into the columns
+   * not yet rounded, weighted by the inverse Hessian of its float inputs over the calibration
+   * batches (one extra pass). Conv (any group), MatMul and Gemm with a 2-D weight; other weighted
+   * layers stay round-to-nearest. Not combined with rounding 'ada', admm or easyQuant.
+   */
+  gptq?: boolean | GptqOptions;
   /** cross-layer equalization before anything else */
   cle?: boolean;
   /** DMQ balancer (AMCT): SmoothQuant migration into MatMul/Gemm weights with strength m in [0.2, 0.8], before calibration */
@@ -71,7 +81,7 @@ export interface PtqOptions {
   sensitivityData?: CalibrationSource;
   /** always run the sensitivity analysis (it runs anyway when falling back) */
   sensitivity?: boolean;
-  onProgress?: (p: CalibrationProgress | { stage: 'ada' | 'sensitivity'; done: number; total: number; layer: string }) => void;
+  onProgress?: (p: CalibrationProgress | { stage: 'ada' | 'gptq' | 'sensitivity'; done: number; total: number; layer: string }) => void;
 }
 
 export interface WeightRoundingRow { layer: string; nearestMse: number; adaMse: number; flipped: number; weights: number; kept: 'ada' | 'nearest' }
@@ -84,6 +94,8 @@ export interface PtqResult extends Omit<W8A8Result, 'methods'> {
   admm: Array<{ layer: string; nearestError: number; admmError: number; flipped: number; primalResidual: number; dualResidual: number }>;
   /** EasyQuant per layer: mean output-channel cosine before and after the scale search */
   easyQuant: Array<{ layer: string; cosineBefore: number; cosineAfter: number }>;
+  /** GPTQ per layer: its own output SQNR on the calibration inputs with round-to-nearest and with GPTQ */
+  gptq: GptqLayerRow[];
   /** bias correction per layer: the largest mean output shift removed */
   biasCorrection: Array<{ layer: string; maxShift: number }>;
   cle: ClePair[];
@@ -100,6 +112,13 @@ function check(o: PtqOptions): void {
   if (o.observer !== undefined && !(OBSERVER_KINDS as readonly string[]).includes(o.observer)) throw invalidArgument('observer', o.observer, `one of ${OBSERVER_KINDS.join(', ')}`);
   if (o.rounding !== undefined && !WEIGHT_ROUNDINGS.includes(o.rounding)) throw invalidArgument('rounding', o.rounding, "'nearest' or 'ada'");
   if (o.ada) checkAdaRoundOptions(o.ada);
+  if (o.gptq) {
+    const other = o.rounding === 'ada' ? "rounding 'ada'" : o.admm ? 'admm' : o.easyQuant ? 'easyQuant' : undefined;
+    if (other) throw invalidArgument('gptq', o.gptq, `false when ${other} chooses the weights (one weight-rounding algorithm at a time)`);
+    const g = o.gptq === true ? {} : o.gptq;
+    if (g.damp !== undefined && !(g.damp > 0)) throw invalidArgument('gptq.damp', g.damp, 'a number > 0');
+    if (g.blockSize !== undefined && !(Number.isInteger(g.blockSize) && g.blockSize >= 1)) throw invalidArgument('gptq.blockSize', g.blockSize, 'an integer ≥ 1');
+  }
   if (o.dmq !== undefined && !(o.dmq >= 0.2 && o.dmq <= 0.8)) throw invalidArgument('dmq (migration strength)', o.dmq, 'a number in [0.2, 0.8]');
   if (o.ampNum !== undefined && (!Number.isInteger(o.ampNum) || o.ampNum < 0)) throw invalidArgument('amp_num', o.ampNum, 'an integer ≥ 0');
   if (o.maxMetricDrop !== undefined && (!(o.maxMetricDrop >= 0) || !o.evaluate)) throw invalidArgument('maxMetricDrop', o.maxMetricDrop, 'a number ≥ 0, together with an evaluate function');
@@ -147,6 +166,25 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   const admm: PtqResult['admm'] = [];
   const easy: PtqResult['easyQuant'] = [];
   const biasCorrection: PtqResult['biasCorrection'] = [];
+  const gptq: GptqLayerRow[] = [];
+  if (options.gptq) {
+    const targets = layers.filter((l) => !gptqUnsupported(float.graph, l));
+    const hessians = await collectHessians(float, targets, batches);
+    for (const [i, layer] of targets.entries()) {
+      const w = float.graph.constantValue(layer.weight!)!;
+      const data = w.data as Float32Array;
+      const axis = layer.weightAxis!;
+      // the grid round-to-nearest uses (applyQdq's quantizeWeight): same scales, same zero points
+      const q = weightQParams(data, w.dims, { ...weightSpec, channelAxis: axis });
+      // the layer's input is quantized too: its rounding noise (step²/12 per value) joins H
+      const input = activations.get(layerTensorKey(layer, layer.activations[0]));
+      const inputNoise = input ? input.scale[0] ** 2 / 12 : 0;
+      const r = gptqWeight({ data, dims: w.dims, axis }, hessians.get(layer.name)!, q, { inputNoise, ...(options.gptq === true ? {} : options.gptq) });
+      weightValues.set(layer.name, r.values);
+      gptq.push({ layer: layer.name, nearestSqnrDb: r.nearestSqnrDb, gptqSqnrDb: r.gptqSqnrDb, changed: r.changed, weights: data.length });
+      options.onProgress?.({ stage: 'gptq', done: i + 1, total: targets.length, layer: layer.name });
+    }
+  }
   const tuned = layers.filter((l) => l.weight && !layerForwardUnsupported(float.graph, l));
   const needSamples = options.rounding === 'ada' || options.biasCorrection || options.easyQuant || options.admm;
   if (needSamples && tuned.length) {
@@ -168,7 +206,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
         easy.push({ layer: layer.name, cosineBefore: r.cosineBefore, cosineAfter: r.cosineAfter });
       }
       if (options.easyQuant) weightScales.set(layer.name, q.scale);
-      let values = Int32Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, w.dims, q.scale.length > 1 ? axis : 1));
+      let values = weightValues.get(layer.name) ?? Int32Array.from(quantizeLinear(data, q.scale, q.zeroPoint, q, w.dims, q.scale.length > 1 ? axis : 1));
       // ADMM on the final scales (after EasyQuant's), integers chosen for the layer's output error
       let admmError = Infinity;
       if (options.admm) {
@@ -229,7 +267,7 @@ export async function quantizePtq(model: Model, calibData: CalibrationSource, op
   }
   const { model: qdq, records } = quantizeSubset(names.filter((n) => !fallback.includes(n)));
   const { fakeQuant, lstm } = finishWithLstms(qdq, selection, options.disableNames);
-  return { float, qdq, fakeQuant, lstm, layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
+  return { float, qdq, fakeQuant, lstm, layers: records, selection, calibration, activations, rounding, admm, easyQuant: easy, gptq, biasCorrection, cle, balanced, sensitivity, fallback, build, reduceRange, narrowed };
 }
 
 /** Replaces (or adds) a Conv/Gemm bias. */
