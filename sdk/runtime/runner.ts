@@ -9,7 +9,10 @@ import * as ort from 'onnxruntime-node';
 import { QuantbookError, invalidArgument } from '../errors';
 import { DataType, typeInfo } from '../onnx/dtype';
 import { Model, loadModel } from '../onnx/model';
-import { allInitializers, inlineExternalData } from '../onnx/model-io';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { allInitializers } from '../onnx/model-io';
 import { holdsReferences } from '../onnx/spill';
 
 export type Feeds = Record<string, ort.Tensor>;
@@ -45,18 +48,13 @@ export class Runner {
     const outputNames = g.outputNames;
     for (const name of expose) g.requireTensor(name, 'exposed tensor');
 
-    let bytes: Uint8Array;
     const extra = expose.filter((n) => !outputNames.includes(n));
-    if (extra.length === 0 && !holdsReferences(allInitializers(model.proto.graph!))) {
-      bytes = model.toBytes();
-    } else {
+    const held = holdsReferences(allInitializers(model.proto.graph!));
+    let runnable = model;
+    if (extra.length || held) {
       // add the exposed tensors as outputs of a copy; the caller's model is left as it was
-      const copy = model.clone();
-      for (const name of extra) copy.graph.addOutput(name);
-      // ORT gets the model as bytes, with no folder to resolve references against: weights held
-      // by reference are read in here (a block's, when calibration runs block by block)
-      inlineExternalData(copy.proto, model.baseDir);
-      bytes = copy.toBytes();
+      runnable = model.clone();
+      for (const name of extra) runnable.graph.addOutput(name);
     }
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       ...options.sessionOptions,
@@ -64,7 +62,7 @@ export class Runner {
     };
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, sessionOptions);
+      session = held ? await sessionFromFile(runnable, sessionOptions) : await ort.InferenceSession.create(runnable.toBytes(), sessionOptions);
     } catch (e) {
       throw new QuantbookError('RUNTIME_ERROR', `ONNX Runtime could not load the model: ${(e as Error).message}`, { cause: e });
     }
@@ -99,6 +97,24 @@ export class Runner {
 
   async dispose(): Promise<void> {
     await this.session.release();
+  }
+}
+
+/**
+ * A session over a model that holds weights by reference (a block of a model larger than
+ * memory). ORT given bytes has no folder to resolve references against, and bytes would hold
+ * every weight three times (the inlined model, its encoding, ORT's copy); so the model is written
+ * with its weights as external data to a temporary folder, one tensor at a time, and ORT reads
+ * that file. The folder is removed once the session holds the weights.
+ */
+async function sessionFromFile(model: Model, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-session-'));
+  try {
+    const file = path.join(dir, 'model.onnx');
+    model.save(file, { externalData: true });
+    return await ort.InferenceSession.create(file, options);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
