@@ -9,7 +9,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { Model, loadModel, metrics, quantizeW8A8, quantizeW8A8Dynamic, session } from '../../sdk';
+import { Model, loadModel, metrics, quantizeW8A8, quantizeW8A8Dynamic, runSession, session } from '../../sdk';
 import { allInitializers } from '../../sdk/onnx/model-io';
 import { ModelProto } from '../../sdk/onnx/proto';
 import { SPILL_THRESHOLD } from '../../sdk/onnx/spill';
@@ -138,6 +138,35 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     const files = fs.readdirSync(path.join(dir, 'fa3-whole')).filter((f) => f.startsWith('quant_model_'));
     assert.ok(JSON.parse(fs.readFileSync(path.join(dir, 'fa3-whole', files.find((f) => f.endsWith('.json'))!), 'utf8')).fa_quant_type, 'fa3 tensors described');
     for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'fa3-lazy', f)).equals(fs.readFileSync(path.join(dir, 'fa3-whole', f))), `${f} differs`);
+  });
+
+  it('a SessionConfig (m6 + W8A8 on the Linear layers, saved in parts) runs on a model held by reference: QDQ ONNX with external data, msModelSlim shards and description', async () => {
+    const shape = { ...SHAPES.tiny, layers: 2 };
+    const { modelPath } = generateDecoder(path.join(dir, 'json-model'), { shape, seed: 14 });
+    let seed = 15;
+    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
+    const out = path.join(dir, 'json-out');
+    // the snake_case SessionConfig a JSON file holds (loadSessionConfig parses the file into this), with feeds as calib_data
+    const config = {
+      processor_cfg_map: {
+        m6: { cfg: {} },
+        w8a8: { cfg: { act_method: 'minmax', op_set: 'msmodelslim' } },
+        save: { output_path: out, save_type: ['onnx', 'safe_tensor'], part_file_size: 0.00005 },
+      },
+      calib_data: [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token)))),
+    };
+    const r = await runSession(loadModel(modelPath, { loadExternalData: false }), config);
+    assert.ok(r.smoothing.length >= 4 * shape.layers);
+    assert.ok(largestHeld(r.qdq.proto) < SPILL_THRESHOLD);
+    const files = fs.readdirSync(out);
+    assert.ok(files.includes('model_w8a8.onnx') && files.includes('model_w8a8.onnx.data'), files.join(', '));
+    assert.ok(files.filter((f) => /^quant_model_weight_w8a8-\d{5}-of-\d{5}\.safetensors$/.test(f)).length >= 2, files.join(', '));
+    const description = JSON.parse(fs.readFileSync(path.join(out, 'quant_model_description_w8a8.json'), 'utf8'));
+    assert.equal(description.model_quant_type, 'W8A8');
+    // the int8 model runs in ORT from its folder
+    const s = await ort.InferenceSession.create(path.join(out, 'model_w8a8.onnx'));
+    const logits = (await s.run(prefillFeeds(shape, [[1, 2, 3, 4]]))).logits;
+    assert.deepEqual(logits.dims, [1, 4, shape.vocab]);
   });
 
   it('a spill reference is honoured only for this process\'s own spill: one read from a file is refused by name', () => {
