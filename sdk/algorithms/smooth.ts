@@ -37,7 +37,7 @@ import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrationSource } from '../calibration/data';
 import { DataType } from '../onnx/dtype';
 import { Model } from '../onnx/model';
-import type { NodeProto } from '../onnx/proto';
+import { NodeProto, newTensor } from '../onnx/proto';
 import { attributeValue, renameReads } from '../onnx/graph';
 import { Graph } from '../onnx/graph';
 import { TensorSpill } from '../onnx/spill';
@@ -120,10 +120,11 @@ export function smoothCandidates(model: Model, skip: string[] = []): Candidate[]
     .map(({ input, nodes, readers, n }) => ({ input, nodes, n, readWeights: () => readers.map((r) => r()) }));
 }
 
-/** Moves an initializer's bytes to the spill (a held model's rewritten weight), keeping its name. */
-function spillInitializer(g: Graph, name: string, spill: TensorSpill): void {
+/** A held model's rewritten weight goes straight to the spill (no in-memory copy of its bytes); the initializer keeps its name. */
+function spillWeight(g: Graph, name: string, dims: number[], data: Float32Array, spill: TensorSpill): void {
   const i = g.proto.initializer.findIndex((t) => t.name === name);
-  if (i >= 0) g.proto.initializer[i] = spill.put(g.proto.initializer[i]);
+  g.proto.initializer[i] = spill.put(newTensor({ name, data_type: DataType.FLOAT, dims, raw_data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }));
+  g.proto.value_info = g.proto.value_info.filter((v) => v.name !== name);
   g.invalidate();
 }
 
@@ -133,9 +134,15 @@ function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   return out;
 }
 
-/** Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample. */
-async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number, executionProviders: SmoothOptions['executionProviders'], byBlocks: boolean) {
-  const stats = new Map<string, { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }>();
+interface ActivationStats { lo: Float64Array; hi: Float64Array; sumAbs: Float64Array; rows: number; sample: Float32Array[] }
+
+/**
+ * Streams the calibration data: per-channel min, max and mean|X| (last axis), and a row sample.
+ * `complete` gets the statistics of each set of tensors once every batch has passed them (each
+ * block's, block by block); they are not kept after it returns.
+ */
+async function activationStats(model: Model, tensors: string[], data: CalibrationSource, sampleRows: number, executionProviders: SmoothOptions['executionProviders'], byBlocks: boolean, complete: (stats: Map<string, ActivationStats>) => Promise<void>): Promise<void> {
+  const stats = new Map<string, ActivationStats>();
   const samplers = new Map<string, () => number>();
   // a model held by reference runs block by block (one block's weights at a time); each tensor
   // still sees the batches in order, so the statistics and the row sample are the same
@@ -168,8 +175,11 @@ async function activationStats(model: Model, tensors: string[], data: Calibratio
         s.rows += rows;
         stats.set(t, s);
       }
+  }, async (visited) => {
+    const done = new Map(visited.filter((t) => stats.has(t)).map((t) => [t, stats.get(t)!]));
+    for (const t of visited) stats.delete(t);
+    await complete(done);
   });
-  return stats;
 }
 
 /** ‖X·W − Q(X/s)·Q(s·W)‖² summed over the group's layers (X: uint8 per tensor, W: int8 per column). */
@@ -301,11 +311,21 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
   // a model held by reference (larger than memory): statistics block by block, each group's
   // weights read when it is smoothed and its scaled weights spilled (onnx/spill.ts)
   const spill = spillFor(model);
-  const stats = await activationStats(model, candidates.map((c) => c.input), data, sampleRows, options.executionProviders, !!spill);
   const groups: SmoothGroup[] = [];
-  for (const c of candidates) {
+  // each group is smoothed as soon as its statistics are complete (block by block for a held
+  // model: one block's row samples at a time). Smoothing leaves the float function as it was, and
+  // later blocks run on activations cached before it, so the statistics are those of one pass
+  await activationStats(model, candidates.map((c) => c.input), data, sampleRows, options.executionProviders, !!spill, async (done) => {
+    for (const c of candidates) {
+      const st = done.get(c.input);
+      if (st) await smoothGroup(c, st);
+    }
+  });
+  g.invalidate();
+  return groups;
+
+  async function smoothGroup(c: Candidate, st: ActivationStats): Promise<void> {
     const weights = c.readWeights();
-    const st = stats.get(c.input)!;
     const k = st.lo.length;
     const rows = st.sample.length;
     const absMax = Float64Array.from(st.lo, (lo, j) => Math.max(-lo, st.hi[j]));
@@ -347,15 +367,13 @@ export async function smoothModel(model: Model, data: CalibrationSource, options
       await scorer.dispose();
     }
     if (shift) addShiftToBias(model, c, weights, shift);
-    const absorbedBy = applyScales(model, c, s, shift, spill);
+    const absorbedBy = applyScales(model, c, s, shift, spill, weights);
     groups.push({
       input: c.input, layers: c.nodes.map((n) => n.name ?? ''), absorbedBy, alpha, ...(options.method === 'm6' ? { beta } : {}),
       errorBefore, errorAfter, scales: s,
       channelMaxBefore: Float32Array.from(absMax), channelMaxAfter: Float32Array.from(xMax, (v, j) => v / s[j]),
     });
   }
-  g.invalidate();
-  return groups;
 }
 
 /** Candidate (α, β) pairs → their errors, in the order given. */
@@ -466,16 +484,18 @@ function addShiftToBias(model: Model, c: Candidate, weights: Float32Array[], z: 
 }
 
 /** W rows × s; X ÷ s (and − shift, for m2) folded into its LayerNormalization, or inserted as Add/Mul. */
-function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array, spill?: TensorSpill): SmoothGroup['absorbedBy'] {
+function applyScales(model: Model, c: Candidate, s: Float32Array, shift?: Float32Array, spill?: TensorSpill, weights?: Float32Array[]): SmoothGroup['absorbedBy'] {
   const g = model.graph;
-  for (const node of c.nodes) {
-    const w = g.constantValue(node.input[1])!;
-    const data = Float32Array.from(w.data as Float32Array);
+  for (const [li, node] of c.nodes.entries()) {
+    const dims = g.valueType(node.input[1])!.shape as number[];
     const transB = node.op_type === 'Gemm' && attributeValue(node, 'transB') === 1;
-    const [rows, cols] = w.dims;
+    // the group's own copy of a [K, N] weight is scaled in place (it is not read again); a
+    // transposed one (Gemm transB) is read anew. Either way a copy: constantValue never shares the model's bytes
+    const data = !transB && weights ? weights[li] : g.constantValue(node.input[1])!.data as Float32Array;
+    const [rows, cols] = dims;
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j] = Math.fround(data[i * cols + j] * s[transB ? j : i]);
-    g.replaceInitializer(node.input[1], { type: DataType.FLOAT, dims: w.dims, data });
-    if (spill) spillInitializer(g, node.input[1], spill);
+    if (spill && g.proto.initializer.some((t) => t.name === node.input[1])) spillWeight(g, node.input[1], dims, data, spill);
+    else g.replaceInitializer(node.input[1], { type: DataType.FLOAT, dims, data });
   }
   const producer = g.producer(c.input);
   const readers = g.consumers(c.input);

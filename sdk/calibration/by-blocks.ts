@@ -190,6 +190,8 @@ export async function forEachExposed(
   model: Model, data: CalibrationSource, tensors: string[],
   options: { executionProviders?: CalibrateOptions['executionProviders']; byBlocks?: boolean },
   visit: (exposed: Record<string, ort.Tensor>) => void,
+  /** called once every batch has passed a set of tensors (each stage's, or all at the end); the model may be edited there: later stages run on activations cached before it */
+  stageDone: (visited: string[]) => Promise<void> = async () => undefined,
 ): Promise<void> {
   const g = model.graph;
   const boundaries = options.byBlocks ? blockBoundaries(model) : [];
@@ -200,6 +202,7 @@ export async function forEachExposed(
     } finally {
       await runner.dispose();
     }
+    await stageDone(tensors);
     return;
   }
   const stages = stagesOf(model, boundaries);
@@ -232,5 +235,6 @@ export async function forEachExposed(
     }
     const later = new Set(stages.slice(s + 1).flatMap((st) => st.reads));
     for (const c of cached) for (const t of [...c.keys()]) if (!later.has(t)) c.delete(t);
+    if (own.length) await stageDone(own);
   }
 }
