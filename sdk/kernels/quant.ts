@@ -27,11 +27,12 @@ export function quantizeValue(x: number, scale: number, zeroPoint: number, r: Qu
 }
 
 /** Per-tensor (scale.length 1) or per-channel along `axis` of `shape`. */
-export function quantizeLinear(
+export function quantizeLinear<T extends Int32Array | Int8Array | Uint8Array = Int32Array>(
   x: Float32Array, scale: Float32Array, zeroPoint: Int32Array, r: QuantRange,
   shape: readonly number[] = [x.length], axis = 1,
-): Int32Array {
-  const out = new Int32Array(x.length);
+  /** where the integers go (default a new Int32Array); an 8-bit array must hold [qmin, qmax] */
+  out: T = new Int32Array(x.length) as T,
+): T {
   if (isLastAxis(scale.length, shape, axis)) {
     // channels along the last axis (a MatMul weight [K, N]): one call per row, not per element
     const n = scale.length;

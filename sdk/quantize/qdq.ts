@@ -130,7 +130,8 @@ export function gridIntegers(values: ArrayLike<number>, signed: boolean): Int8Ar
 export function quantizeWeight(data: Float32Array, dims: number[], axis: number, spec: Partial<QuantSpec> = {}): { int8: Int8Array | Uint8Array; scale: Float32Array; zeroPoint: Int32Array } {
   const q = weightQParams(data, dims, { ...WEIGHT_SPEC, ...spec, channelAxis: axis });
   if (q.numBits > 8) throw invalidArgument('weight numBits', q.numBits, 'at most 8 (weights are stored as int8/uint8)');
-  const int8 = gridIntegers(quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis), q.signed);
+  // straight into the 8-bit array (no Int32Array as large as the float weight)
+  const int8 = quantizeLinear(data, q.scale, q.zeroPoint, q, dims, axis, q.signed ? new Int8Array(data.length) : new Uint8Array(data.length));
   return { int8, scale: perChannel(q.scale, dims[axis]), zeroPoint: perChannel(q.zeroPoint, dims[axis]) };
 }
 
