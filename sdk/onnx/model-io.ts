@@ -95,8 +95,7 @@ export function* allInitializers(g: GraphProto): Generator<TensorProto, void, un
   }
 }
 
-/** Reads every tensor held by reference into the model (in place). */
-export function inlineExternalData(m: ModelProto, baseDir: string | undefined): void {
+function inlineExternalData(m: ModelProto, baseDir: string | undefined): void {
   for (const t of allInitializers(m.graph!)) {
     if (!isExternal(t)) continue;
     t.raw_data = readExternalBytes(t, baseDir);

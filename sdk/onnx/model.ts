@@ -4,7 +4,8 @@
  */
 import { Graph } from './graph';
 import { conformIrVersion } from './ir-version';
-import { LoadOptions, SaveOptions, SaveResult, readModelProto, serializeModel, writeModelProto } from './model-io';
+import { LoadOptions, SaveOptions, SaveResult, allInitializers, readModelProto, serializeModel, writeModelProto } from './model-io';
+import { isExternal } from './tensor';
 import { ModelProto, cloneModel, int64ToNumber } from './proto';
 
 export class Model {
@@ -45,6 +46,12 @@ export class Model {
 
   save(path: string, options?: SaveOptions): SaveResult {
     return writeModelProto(this.proto, path, options, this.baseDir);
+  }
+
+  /** True when some initializer (of the main graph or a body) is held by reference: a model loaded with `loadExternalData: false`. */
+  heldByReference(): boolean {
+    for (const t of allInitializers(this.proto.graph!)) if (isExternal(t)) return true;
+    return false;
   }
 
   /** An independent deep copy. */

@@ -31,8 +31,6 @@ export class TensorSpill {
   readonly id = crypto.randomBytes(12).toString('hex');
   private readonly fd: number;
   private end = 0;
-  /** bytes written so far */
-  get bytes(): number { return this.end; }
 
   constructor(dir: string = os.tmpdir()) {
     const file = path.join(dir, `quantbook-spill-${this.id}`);
@@ -95,10 +93,4 @@ export function readSpilled(t: TensorProto): Uint8Array | undefined {
   if (!spill) throw new QuantbookError('INVALID_MODEL', `tensor "${t.name}" refers to a temporary tensor file (${SPILL_KEY} ${id}) this process does not hold; it was disposed, or the reference came from a file`);
   const entry = (k: string) => Number(t.external_data.find((e) => e.key === k)?.value);
   return spill.read(entry('offset'), entry('length'), t.name ?? '');
-}
-
-/** True when some initializer of the model (or of a body) is held by reference, not in memory. */
-export function holdsReferences(tensors: Iterable<TensorProto>): boolean {
-  for (const t of tensors) if (t.data_location === DATA_LOCATION_EXTERNAL) return true;
-  return false;
 }

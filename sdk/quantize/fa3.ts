@@ -14,8 +14,6 @@ import { DataType } from '../onnx/dtype';
 import { QuantbookError, invalidArgument } from '../errors';
 import { CalibrateOptions, CalibrationResult, calibrate as calibrateInOneSession } from '../calibration/calibrator';
 import { calibrateHeldModel, forEachExposed } from '../calibration/by-blocks';
-import { allInitializers } from '../onnx/model-io';
-import { holdsReferences } from '../onnx/spill';
 import { CalibrationSource, batchesFrom } from '../calibration/data';
 import { Model } from '../onnx/model';
 import type { NodeProto } from '../onnx/proto';
@@ -77,16 +75,14 @@ export function findAttention(model: Model): AttentionSite[] {
   return sites;
 }
 
-function heldByReference(model: Model): boolean {
-  return holdsReferences(allInitializers(model.graph.proto));
-}
-
 /** Ranks of the named tensors, from one run on the first batch. */
 async function tensorRanks(model: Model, tensors: string[], data: CalibrationSource, executionProviders: ExecutionProviders): Promise<Map<string, number>> {
-  if (heldByReference(model)) {
-    // a model larger than memory runs block by block (its node names permitting)
+  if (model.heldByReference()) {
+    // a model larger than memory runs block by block (its node names permitting), on the first batch only
+    const first = await batchesFrom(data, model.graph.inputNames).next();
+    if (first.done) throw new QuantbookError('INVALID_ARGUMENT', 'fa3: the calibration data holds no batches');
     const ranks = new Map<string, number>();
-    await forEachExposed(model, data, tensors, { executionProviders, byBlocks: true }, (exposed) => {
+    await forEachExposed(model, [first.value], tensors, { executionProviders, byBlocks: true }, (exposed) => {
       for (const [t, v] of Object.entries(exposed)) if (!ranks.has(t)) ranks.set(t, v.dims.length);
     });
     return ranks;
@@ -124,7 +120,7 @@ export async function applyFa3(float: Model, quantized: Model, data: Calibration
   const perTensor = tensors.filter((t) => ranks.get(t) !== 4);
   const spec = { signed: true, symmetric: true, narrowRange: false, numBits: 8 };
   const parts: CalibrationResult[] = [];
-  const calibrate = heldByReference(float) ? calibrateHeldModel : calibrateInOneSession;
+  const calibrate = float.heldByReference() ? calibrateHeldModel : calibrateInOneSession;
   if (perHead.length) parts.push(await calibrate(float, data, { tensors: perHead, observer, spec: { ...spec, perChannel: true, channelAxis: 1 }, executionProviders }));
   if (perTensor.length) parts.push(await calibrate(float, data, { tensors: perTensor, observer, spec, executionProviders }));
   const qparams = new Map<string, QParams>();

@@ -4,9 +4,8 @@
  * keeps everything in memory, as before.
  */
 import { Model } from '../onnx/model';
-import { allInitializers } from '../onnx/model-io';
-import { TensorSpill, holdsReferences } from '../onnx/spill';
+import { TensorSpill } from '../onnx/spill';
 
 export function spillFor(model: Model): TensorSpill | undefined {
-  return holdsReferences(allInitializers(model.graph.proto)) ? new TensorSpill() : undefined;
+  return model.heldByReference() ? new TensorSpill() : undefined;
 }

@@ -12,8 +12,6 @@ import { Model, loadModel } from '../onnx/model';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { allInitializers } from '../onnx/model-io';
-import { holdsReferences } from '../onnx/spill';
 
 export type Feeds = Record<string, ort.Tensor>;
 
@@ -49,9 +47,8 @@ export class Runner {
     for (const name of expose) g.requireTensor(name, 'exposed tensor');
 
     const extra = expose.filter((n) => !outputNames.includes(n));
-    const held = holdsReferences(allInitializers(model.proto.graph!));
     let runnable = model;
-    if (extra.length || held) {
+    if (extra.length) {
       // add the exposed tensors as outputs of a copy; the caller's model is left as it was
       runnable = model.clone();
       for (const name of extra) runnable.graph.addOutput(name);
@@ -62,7 +59,7 @@ export class Runner {
     };
     let session: ort.InferenceSession;
     try {
-      session = held ? await sessionFromFile(runnable, sessionOptions) : await ort.InferenceSession.create(runnable.toBytes(), sessionOptions);
+      session = model.heldByReference() ? await sessionFromFile(runnable, sessionOptions) : await ort.InferenceSession.create(runnable.toBytes(), sessionOptions);
     } catch (e) {
       throw new QuantbookError('RUNTIME_ERROR', `ONNX Runtime could not load the model: ${(e as Error).message}`, { cause: e });
     }
