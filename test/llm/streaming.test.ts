@@ -14,7 +14,7 @@ import { allInitializers } from '../../sdk/onnx/model-io';
 import { ModelProto } from '../../sdk/onnx/proto';
 import { SPILL_THRESHOLD } from '../../sdk/onnx/spill';
 import { tempDir } from '../helpers';
-import { SHAPES, generateDecoder, prefillFeeds } from './decoder';
+import { DecoderShape, SHAPES, generateDecoder, prefillFeeds } from './decoder';
 
 describe('quantizing a decoder from its external data (issue 26)', function () {
   const dir = tempDir('quantbook-stream-');
@@ -41,7 +41,7 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
       fs.mkdirSync(path.join(dir, name));
       m.save(path.join(dir, name, 'model.onnx'), { externalData: true });
     }
-    for (const f of ['model.onnx', 'model.onnx.data']) assert.ok(fs.readFileSync(path.join(dir, 'fq-streamed', f)).equals(fs.readFileSync(path.join(dir, 'fq-whole', f))), `fake-quant ${f} differs`);
+    assertSameBytes(path.join(dir, 'fq-streamed'), path.join(dir, 'fq-whole'), ['model.onnx', 'model.onnx.data']);
     for (const [name, r] of [['streamed', streamed], ['whole', whole]] as const) {
       fs.mkdirSync(path.join(dir, name));
       r.qdq.save(path.join(dir, name, 'model.onnx'), { externalData: true });
@@ -49,7 +49,7 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     const files = fs.readdirSync(path.join(dir, 'whole')).sort();
     assert.deepEqual(files, ['model.onnx', 'model.onnx.data']);
     assert.deepEqual(fs.readdirSync(path.join(dir, 'streamed')).sort(), files);
-    for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'streamed', f)).equals(fs.readFileSync(path.join(dir, 'whole', f))), `${f} differs`);
+    assertSameBytes(path.join(dir, 'streamed'), path.join(dir, 'whole'), files);
   });
 
   it('a session on a model held by reference saves the same msModelSlim shards and description as the in-memory session, and the same QDQ weights', async () => {
@@ -64,7 +64,7 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     const shards = fs.readdirSync(wholeOut).filter((f) => f.startsWith('quant_model_')).sort();
     assert.ok(shards.filter((f) => f.endsWith('.safetensors')).length >= 3, `sharded: ${shards.join(', ')}`);
     assert.deepEqual(fs.readdirSync(lazyOut).filter((f) => f.startsWith('quant_model_')).sort(), shards);
-    for (const f of shards) assert.ok(fs.readFileSync(path.join(lazyOut, f)).equals(fs.readFileSync(path.join(wholeOut, f))), `${f} differs`);
+    assertSameBytes(lazyOut, wholeOut, shards);
     // the ONNX file: external data for the model held by reference, inline for the other; the same tensors
     const values = (file: string) => new Map([...allInitializers(loadModel(file).proto.graph!)].map((t) => [t.name!, Buffer.from(t.raw_data ?? [])]));
     const [a, b] = [values(path.join(lazyOut, 'model_w8a8_dynamic.onnx')), values(path.join(wholeOut, 'model_w8a8_dynamic.onnx'))];
@@ -75,9 +75,7 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
   it('static W8A8 of a model held by reference calibrates block by block and quantizes as the in-memory run does', async () => {
     const shape = { ...SHAPES.tiny, layers: 3 };
     const { modelPath } = generateDecoder(path.join(dir, 'static-model'), { shape, seed: 8 });
-    let seed = 5;
-    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
-    const batch = () => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token)));
+    const batch = promptBatches(shape, 5);
     const calib = [batch(), batch()];
     const lazy = await quantizeW8A8(loadModel(modelPath, { loadExternalData: false }), calib);
     const whole = await quantizeW8A8(loadModel(modelPath), calib);
@@ -106,9 +104,8 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
   it('m6 + W8A8 of a model held by reference: statistics block by block, smoothed weights spilled, the same msModelSlim files as the in-memory session', async () => {
     const shape = { ...SHAPES.tiny, layers: 2 };
     const { modelPath } = generateDecoder(path.join(dir, 'm6-model'), { shape, seed: 9 });
-    let seed = 11;
-    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
-    const calibData = [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token))));
+    const batch = promptBatches(shape, 11);
+    const calibData = [batch(), batch()];
     const save = { saveType: ['safe_tensor'] as Array<'safe_tensor'> };
     const lazy = await session(loadModel(modelPath, { loadExternalData: false }), { calibData }).withM6().w8a8({ opSet: 'msmodelslim' }).run();
     const whole = await session(loadModel(modelPath), { calibData }).withM6().w8a8({ opSet: 'msmodelslim' }).run();
@@ -120,15 +117,14 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     whole.save(path.join(dir, 'm6-whole'), save);
     const files = fs.readdirSync(path.join(dir, 'm6-whole')).filter((f) => f.startsWith('quant_model_'));
     assert.equal(files.length, 2);
-    for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'm6-lazy', f)).equals(fs.readFileSync(path.join(dir, 'm6-whole', f))), `${f} differs`);
+    assertSameBytes(path.join(dir, 'm6-lazy'), path.join(dir, 'm6-whole'), files);
   });
 
   it('fa3 + W8A8_DYNAMIC of a model held by reference: per-head Q/K/V calibrated block by block, the same msModelSlim files as the in-memory session', async () => {
     const shape = { ...SHAPES.tiny, layers: 2 };
     const { modelPath } = generateDecoder(path.join(dir, 'fa3-model'), { shape, seed: 12 });
-    let seed = 13;
-    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
-    const calibData = [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token))));
+    const batch = promptBatches(shape, 13);
+    const calibData = [batch(), batch()];
     const lazy = await session(loadModel(modelPath, { loadExternalData: false }), { calibData }).fa3().w8a8Dynamic().run();
     const whole = await session(loadModel(modelPath), { calibData }).fa3().w8a8Dynamic().run();
     assert.equal(lazy.attention.length, shape.layers);
@@ -137,14 +133,13 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
     for (const [name, r] of [['fa3-lazy', lazy], ['fa3-whole', whole]] as const) r.save(path.join(dir, name), { saveType: ['safe_tensor'] });
     const files = fs.readdirSync(path.join(dir, 'fa3-whole')).filter((f) => f.startsWith('quant_model_'));
     assert.ok(JSON.parse(fs.readFileSync(path.join(dir, 'fa3-whole', files.find((f) => f.endsWith('.json'))!), 'utf8')).fa_quant_type, 'fa3 tensors described');
-    for (const f of files) assert.ok(fs.readFileSync(path.join(dir, 'fa3-lazy', f)).equals(fs.readFileSync(path.join(dir, 'fa3-whole', f))), `${f} differs`);
+    assertSameBytes(path.join(dir, 'fa3-lazy'), path.join(dir, 'fa3-whole'), files);
   });
 
   it('a SessionConfig (m6 + W8A8 on the Linear layers, saved in parts) runs on a model held by reference: QDQ ONNX with external data, msModelSlim shards and description', async () => {
     const shape = { ...SHAPES.tiny, layers: 2 };
     const { modelPath } = generateDecoder(path.join(dir, 'json-model'), { shape, seed: 14 });
-    let seed = 15;
-    const token = () => (seed = (seed * 16807) % 2147483647) % shape.vocab;
+    const batch = promptBatches(shape, 15);
     const out = path.join(dir, 'json-out');
     // the snake_case SessionConfig a JSON file holds (loadSessionConfig parses the file into this), with feeds as calib_data
     const config = {
@@ -153,7 +148,7 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
         w8a8: { cfg: { act_method: 'minmax', op_set: 'msmodelslim' } },
         save: { output_path: out, save_type: ['onnx', 'safe_tensor'], part_file_size: 0.00005 },
       },
-      calib_data: [0, 1].map(() => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token)))),
+      calib_data: [batch(), batch()],
     };
     const r = await runSession(loadModel(modelPath, { loadExternalData: false }), config);
     assert.ok(r.smoothing.length >= 4 * shape.layers);
@@ -183,4 +178,16 @@ describe('quantizing a decoder from its external data (issue 26)', function () {
 /** The largest matrix (≥ 2 dims: a weight, not a per-channel scale) a model holds in memory, in bytes; references to files do not count. */
 function largestHeld(proto: ModelProto): number {
   return Math.max(0, ...[...allInitializers(proto.graph!)].filter((t) => t.data_location !== 1 && t.dims.length >= 2).map((t) => t.raw_data?.byteLength ?? 0));
+}
+
+/** A stream of prefill batches (2 rows of 12 tokens each), the same for the same seed. */
+function promptBatches(shape: DecoderShape, seed: number): () => ReturnType<typeof prefillFeeds> {
+  let state = seed;
+  const token = () => (state = (state * 16807) % 2147483647) % shape.vocab;
+  return () => prefillFeeds(shape, [0, 1].map(() => Array.from({ length: 12 }, token)));
+}
+
+/** Each named file is byte for byte the same in both folders. */
+function assertSameBytes(a: string, b: string, files: string[]): void {
+  for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), `${f} differs`);
 }
