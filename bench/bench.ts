@@ -3,6 +3,7 @@
  * (or two memory readings) taken in this one run, printed as markdown.
  */
 import { int8ProductsExact } from '../sdk/runtime/cpu-features';
+import { median, pairedLatencies, timeMs } from '../sdk/runtime/latency';
 import { execFileSync } from 'child_process';
 import * as os from 'os';
 import * as ort from 'onnxruntime-node';
@@ -34,12 +35,6 @@ function imageBatches(dims: number[], count: number): Feeds[] {
     for (let i = 0; i < n; i++) x[i] = Math.sin(i * 0.0007 * (s + 1)) * 0.9;
     return { x: new ort.Tensor('float32', x, dims) };
   });
-}
-
-async function timeMs(fn: () => Promise<unknown>): Promise<number> {
-  const t0 = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
 function table(title: string, header: string[], rows: Array<Array<string | number>>): string {
@@ -136,11 +131,6 @@ function memoryRows(): string {
     ['10 batches MB', '20 batches MB', '200 batches MB', '200 ÷ 10', '200 ÷ 20'], [[b10, b20, b200, b200 / b10, b200 / b20]]);
 }
 
-/** The middle value (the upper middle of an even count). */
-function median(t: readonly number[]): number {
-  return [...t].sort((x, y) => x - y)[t.length >> 1];
-}
-
 async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<number> {
   const s = await ort.InferenceSession.create(bytes);
   await s.run(batches[0]);
@@ -150,23 +140,10 @@ async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<numbe
   return median(times);
 }
 
-/**
- * Median latencies of two models on the same batches, measured in alternating rounds (a fresh
- * session each round: create, two warm-up runs, four timed runs, release), so that a slow
- * stretch of a shared 2-core host weighs on both sides of the ratio alike.
- */
+/** Median latencies of two models on the same batches, in alternating rounds (runtime/latency.ts). */
 async function pairedLatency(a: Uint8Array | string, b: Uint8Array | string, batches: Feeds[]): Promise<[number, number]> {
-  const times: [number[], number[]] = [[], []];
-  for (let round = 0; round < 4; round++) {
-    for (const [k, model] of [a, b].entries()) {
-      // a path when the model keeps its weights in external data (bytes alone cannot reach them)
-      const s = await (typeof model === 'string' ? ort.InferenceSession.create(model, { logSeverityLevel: 3 }) : ort.InferenceSession.create(model, { logSeverityLevel: 3 }));
-      for (let i = 0; i < 2; i++) await s.run(batches[i % batches.length]);
-      for (let i = 0; i < 4; i++) times[k].push(await timeMs(() => s.run(batches[i % batches.length])));
-      await s.release();
-    }
-  }
-  return [median(times[0]), median(times[1])];
+  const [ta, tb] = await pairedLatencies([a, b], batches);
+  return [ta, tb];
 }
 
 async function firstOutputs(bytes: Uint8Array, batches: Feeds[]): Promise<ort.Tensor[]> {
@@ -462,16 +439,20 @@ async function corpusRows(): Promise<string> {
     ['model', 'family', 'layers quantized/kept', 'output SQNR dB (AMCT op set)', 'speed-up AMCT op set', 'speed-up extended op set'], rows);
 }
 
-/** A corpus entry written to `dir`, quantized (W8A8 minmax) with the AMCT and the extended op set, each timed against fp32 in alternating rounds. */
-async function measureOpSets(entry: CorpusEntry, dir: string) {
+/**
+ * A corpus entry written to `dir`, quantized (W8A8 minmax) with the AMCT and the extended op set
+ * (and, with `fallback`, the extended op set with speedFallback), each timed against fp32; all
+ * models are timed in the same alternating rounds.
+ */
+async function measureOpSets(entry: CorpusEntry, dir: string, fallback = false) {
   const file = await entry.write(dir);
   const calib = CALIBRATION_SEEDS.map((seed) => entry.feeds(seed));
   const held = HELD_SEEDS.map((seed) => entry.feeds(seed));
   const amct = await quantizeW8A8(loadModel(file), calib, { actMethod: 'minmax' });
   const extended = await quantizeW8A8(loadModel(file), calib, { actMethod: 'minmax', opSet: 'extended' });
-  const [fa, qa] = await pairedLatency(file, amct.qdq.toBytes(), held);
-  const [fe, qe] = await pairedLatency(file, extended.qdq.toBytes(), held);
-  return { file, held, amct, extended, fp32Ms: fa, amctSpeedup: fa / qa, extendedSpeedup: fe / qe };
+  const fallen = fallback ? await quantizeW8A8(loadModel(file), calib, { actMethod: 'minmax', opSet: 'extended', speedFallback: true }) : undefined;
+  const [f, qa, qe, qf] = await pairedLatencies([file, amct.qdq.toBytes(), extended.qdq.toBytes(), ...(fallen ? [fallen.qdq.toBytes()] : [])], held);
+  return { file, held, amct, extended, fallen, fp32Ms: f, amctSpeedup: f / qa, extendedSpeedup: f / qe, fallbackSpeedup: fallen ? f / qf : NaN };
 }
 
 function medianOrNaN(values: readonly number[]): number {
@@ -487,18 +468,23 @@ async function corpusSpeedRows(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quantbook-bench-corpus-speed-'));
   const rows: Array<Array<string | number>> = [];
   const speedups: number[] = [];
+  const fallbackSpeedups: number[] = [];
   try {
     for (const base of CORPUS) {
       if (base.family !== 'cnn' || !('scaled' in base)) continue;
       const entry = (base as CnnEntry).scaled(4);
       const cells: Array<string | number> = [entry.name];
       try {
-        const m = await measureOpSets(entry, dir);
+        const m = await measureOpSets(entry, dir, true);
         const { sqnrDb } = await outputSqnr(m.file, m.extended.qdq.toBytes(), m.held);
+        const fallen = await outputSqnr(m.file, m.fallen!.qdq.toBytes(), m.held);
+        const report = m.fallen!.speedFallback!;
         speedups.push(m.extendedSpeedup);
-        cells.push(`${m.fp32Ms.toFixed(1)} ms`, sqnrDb.toFixed(1), m.amctSpeedup.toFixed(2), m.extendedSpeedup.toFixed(2));
+        fallbackSpeedups.push(m.fallbackSpeedup);
+        cells.push(`${m.fp32Ms.toFixed(1)} ms`, sqnrDb.toFixed(1), m.amctSpeedup.toFixed(2), m.extendedSpeedup.toFixed(2),
+          `${report.keptFloat.length}/${report.layers.length}${report.chosen === 'all-int8' ? ' (all-int8 kept)' : ''}`, fallen.sqnrDb.toFixed(1), m.fallbackSpeedup.toFixed(2));
       } catch (e) {
-        cells.push('—', '—', '—', `failed: ${(e as Error).message.slice(0, 60)}`);
+        cells.push('—', '—', '—', '—', '—', '—', `failed: ${(e as Error).message.slice(0, 60)}`);
       }
       rows.push(cells);
       fs.rmSync(path.join(dir, `${entry.name}.onnx`), { force: true });
@@ -506,8 +492,9 @@ async function corpusSpeedRows(): Promise<string> {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return table(`Corpus CNNs at 4× resolution: W8A8 static minmax vs fp32 on ORT CPU; median speed-up (extended op set) ${medianOrNaN(speedups).toFixed(2)}×, ${speedups.filter((x) => x < 1).length} of ${speedups.length} rows below 1× (goal ≥ 1.8×, none below 1×, on AVX-512 VNNI)`,
-    ['model', 'fp32 latency', 'output SQNR dB (extended)', 'speed-up AMCT op set', 'speed-up extended op set'], rows);
+  const below = (xs: number[]) => xs.filter((x) => x < 1).length;
+  return table(`Corpus CNNs at 4× resolution: W8A8 static minmax vs fp32 on ORT CPU; median speed-up extended op set ${medianOrNaN(speedups).toFixed(2)}× (${below(speedups)} of ${speedups.length} rows below 1×), with speedFallback ${medianOrNaN(fallbackSpeedups).toFixed(2)}× (${below(fallbackSpeedups)} below 1×); goal ≥ 1.8×, none below 1×, on AVX-512 VNNI`,
+    ['model', 'fp32 latency', 'output SQNR dB (extended)', 'speed-up AMCT op set', 'speed-up extended op set', 'speedFallback: layers kept float', 'output SQNR dB (speedFallback)', 'speed-up speedFallback'], rows);
 }
 
 /**

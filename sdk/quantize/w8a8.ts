@@ -18,11 +18,13 @@ import { constantQParams, divisionsToMultiplications, foldConstantMultipliers, g
 import { foldAffineIntoConvs } from './fold-affine';
 import { foldIntoConvTransposes } from './fold-conv-transpose';
 import { foldBatchNorms, removeUnusedConstants } from './fold-batchnorm';
-import { LayerSelection, QuantLayer, layerTensorKey, requireLayers, selectLayers } from './layers';
+import { LayerSelection, QuantLayer, globToRegExp, layerTensorKey, requireLayers, selectLayers } from './layers';
 import { NarrowedRange, narrowToReaders } from './consumer-domain';
 import { QuantizedLstm, finishWithLstms } from './lstm';
 import { spillFor } from './spill-for';
 import { calibrateHeldModel } from '../calibration/by-blocks';
+import { LayerSpeed, SpeedFallbackReport, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
+import { Feeds } from '../runtime/runner';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
 export type ActMethod = (typeof ACT_METHODS)[number];
@@ -53,6 +55,13 @@ export interface W8A8Options {
   signal?: AbortSignal;
   /** where calibration runs (a Device's executionProviders; default cpu) */
   executionProviders?: CalibrateOptions['executionProviders'];
+  /**
+   * Keep float the layers whose int8 kernels run slower than their float ones on this CPU,
+   * measured with ONNX Runtime's profiler (speed-fallback.ts); the mixed model is kept only if
+   * it is faster than the all-int8 one as a whole. true: time on the first two calibration
+   * batches (the calibration data is read twice); or the feeds to time on. Default false.
+   */
+  speedFallback?: boolean | Feeds[];
 }
 
 export interface W8A8Result {
@@ -72,6 +81,8 @@ export interface W8A8Result {
   narrowed: NarrowedRange[];
   /** LSTMs rewritten as com.microsoft.DynamicQuantizeLSTM */
   lstm: QuantizedLstm[];
+  /** with speedFallback: the measured layer times and which model was kept */
+  speedFallback?: SpeedFallbackReport;
 }
 
 export function prepareFloat(model: Model): Model {
@@ -86,6 +97,7 @@ export function prepareFloat(model: Model): Model {
 }
 
 export async function quantizeW8A8(model: Model, calibData: CalibrationSource, options: W8A8Options = {}): Promise<W8A8Result> {
+  if (options.speedFallback) return quantizeW8A8KeepingFasterKernels(model, calibData, options.speedFallback, { ...options, speedFallback: false });
   const actMethod = options.actMethod ?? 'minmax';
   if (!ACT_METHODS.includes(actMethod)) throw invalidArgument('act_method', actMethod, `one of ${ACT_METHODS.map((m) => `'${m}'`).join(', ')}`);
   const opSet = options.opSet ?? 'amct';
@@ -160,6 +172,38 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   const finished = finishWithLstms(qdq, selection, options.disableNames, spill);
   // `fakeQuant` stays a getter: a model held by reference makes its fake-quant copy only when asked
   return Object.defineProperties({ float, qdq, layers, selection, calibration, activations, methods, reduceRange, narrowed, lstm: finished.lstm } as W8A8Result, { fakeQuant: Object.getOwnPropertyDescriptor(finished, 'fakeQuant')! });
+}
+
+/**
+ * speedFallback: quantize, profile each layer's int8 and float kernels, quantize again with the
+ * layers that lost kept float, and keep whichever of the two models is faster as a whole.
+ */
+async function quantizeW8A8KeepingFasterKernels(model: Model, calibData: CalibrationSource, timing: true | Feeds[], options: W8A8Options): Promise<W8A8Result> {
+  requireRereadable(calibData);
+  const allInt8 = await quantizeW8A8(model, calibData, options);
+  const batches = await timingBatches(timing, calibData, allInt8.float.graph.inputNames);
+  const mainLayers = allInt8.selection.layers.filter((l) => !l.scope);
+  const layers = await measureLayerSpeeds(allInt8.float, allInt8.qdq, mainLayers, batches);
+  const slower = slowerInInt8(layers);
+  // every layer slower: nothing int8 would be left to compare; the all-int8 model is returned with its times
+  if (slower.length === 0 || slower.length === allInt8.selection.layers.length) {
+    const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, undefined, batches);
+    return Object.assign(allInt8, { speedFallback: { layers, keptFloat: [], latencyMs, chosen: 'all-int8' as const } });
+  }
+  const mixed = await quantizeW8A8KeepingFloat(model, calibData, options, slower);
+  const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, mixed.qdq, batches);
+  if (latencyMs.mixed! <= latencyMs.allInt8) return Object.assign(mixed, { speedFallback: { layers, keptFloat: slower.map((s) => s.layer), latencyMs, chosen: 'mixed' as const } });
+  return Object.assign(allInt8, { speedFallback: { layers, keptFloat: [], latencyMs, chosen: 'all-int8' as const } });
+}
+
+/** W8A8 with the given (measured) layers kept float, each listed with its times as the reason. */
+export async function quantizeW8A8KeepingFloat(model: Model, calibData: CalibrationSource, options: W8A8Options, slower: readonly LayerSpeed[]): Promise<W8A8Result> {
+  // names go in as disable_names globs; a layer name with * or ? may also match others
+  const mixed = await quantizeW8A8(model, calibData, { ...options, speedFallback: false, disableNames: [...(options.disableNames ?? []), ...slower.map((s) => s.layer)] });
+  const reasons = new Map(slower.map((s) => [s.layer, slowerReason(s)]));
+  const userDisabled = (name: string) => (options.disableNames ?? []).some((p) => globToRegExp(p).test(name));
+  for (const s of mixed.selection.skipped) if (!s.scope && reasons.has(s.name) && !userDisabled(s.name)) s.reason = reasons.get(s.name)!;
+  return mixed;
 }
 
 /** opSet 'msmodelslim': layers without a constant weight (activation × activation MatMuls) stay float, listed with the reason. */
