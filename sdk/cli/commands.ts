@@ -64,13 +64,13 @@ function formatRows(rows: string[][]): string {
   return rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd()).join('\n');
 }
 
-const QUANTIZE_OPTIONS = { ...DATA_OPTIONS, config: 'value', method: 'value', dynamic: 'flag', 'op-set': 'value', disable: 'value', device: 'value', 'save-type': 'value', out: 'value', report: 'flag' } as const;
+const QUANTIZE_OPTIONS = { ...DATA_OPTIONS, config: 'value', method: 'value', dynamic: 'flag', 'op-set': 'value', 'speed-fallback': 'flag', disable: 'value', device: 'value', 'save-type': 'value', out: 'value', report: 'flag' } as const;
 
 /** The SessionConfig from --config, or from the flags that mirror the fluent API. */
 function sessionConfig(args: ParsedArgs, file: ConfigFile | undefined, calibData: CalibrationSource | undefined, out: string): SessionConfig {
   const saveType = args.values.has('save-type') ? list(args.values.get('save-type')) : [...SAVE_TYPES];
   if (file) {
-    const conflicting = ['method', 'op-set', 'disable', 'device'].filter((k) => args.values.has(k)).concat(args.flags.has('dynamic') ? ['dynamic'] : []);
+    const conflicting = ['method', 'op-set', 'disable', 'device'].filter((k) => args.values.has(k)).concat(['dynamic', 'speed-fallback'].filter((k) => args.flags.has(k)));
     if (conflicting.length) throw new QuantbookError('INVALID_ARGUMENT', `quantize: --config sets the processors; drop ${conflicting.map((c) => `--${c}`).join(', ')} or put them in the config`);
     const map = { ...file.processors };
     if (!map.save) map.save = { output_path: out, save_type: saveType };
@@ -86,7 +86,8 @@ function sessionConfig(args: ParsedArgs, file: ConfigFile | undefined, calibData
   // the CLI spells the third method 'mixed' for both; msModelSlim's dynamic processors spell it 'mix'
   const processor = args.flags.has('dynamic')
     ? { w8a8_dynamic: { cfg: { act_method: method === 'mixed' ? 'mix' : method }, disable_names: disable } }
-    : { w8a8: { cfg: { act_method: method, op_set: args.values.get('op-set') ?? 'amct' }, disable_names: disable } };
+    : { w8a8: { cfg: { act_method: method, op_set: args.values.get('op-set') ?? 'amct', speed_fallback: args.flags.has('speed-fallback') }, disable_names: disable } };
+  if (args.flags.has('dynamic') && args.flags.has('speed-fallback')) throw new QuantbookError('INVALID_ARGUMENT', '--speed-fallback: applies to static W8A8 (drop --dynamic)');
   if (!(ACT_METHODS as readonly string[]).includes(method)) throw new QuantbookError('INVALID_ARGUMENT', `--method: got "${method}"; expected one of ${ACT_METHODS.join(', ')}`);
   if (args.values.has('op-set') && !(OP_SETS as readonly string[]).includes(args.values.get('op-set')!)) throw new QuantbookError('INVALID_ARGUMENT', `--op-set: got "${args.values.get('op-set')}"; expected one of ${OP_SETS.join(', ')}`);
   const device = args.values.get('device') ?? 'cpu';
@@ -135,8 +136,10 @@ async function quantizeCommand(argv: string[], command: 'quantize' | 'report'): 
   } else {
     files = result.saved?.files ?? result.save(save.outputPath, save).files;
   }
-  output(args, { model: modelPath, processor: result.kind, layers: result.layers.length, skipped: result.selection.skipped.length, files, comparison },
-    `quantized ${result.layers.length} layers of ${modelPath} (${result.kind}; ${result.selection.skipped.length} kept in float)\n${files.map((f) => `  wrote ${f}`).join('\n')}`);
+  const speed = result.extras.speedFallback;
+  const speedLine = speed ? `\nspeed fallback: ${speed.keptFloat.length} of ${speed.layers.length} layers kept float (int8 slower on this CPU); latency fp32 ${speed.latencyMs.float.toFixed(2)} ms, all-int8 ${speed.latencyMs.allInt8.toFixed(2)} ms${speed.latencyMs.mixed !== undefined ? `, mixed ${speed.latencyMs.mixed.toFixed(2)} ms` : ''}: kept ${speed.chosen}` : '';
+  output(args, { model: modelPath, processor: result.kind, layers: result.layers.length, skipped: result.selection.skipped.length, files, comparison, ...(speed ? { speedFallback: speed } : {}) },
+    `quantized ${result.layers.length} layers of ${modelPath} (${result.kind}; ${result.selection.skipped.length} kept in float)${speedLine}\n${files.map((f) => `  wrote ${f}`).join('\n')}`);
   return 0;
 }
 
@@ -220,7 +223,7 @@ export const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 };
 
 export const COMMAND_USAGE = `  quantize <model.onnx> --data <folder> --out <folder> [--config session.json | --method minmax|histogram|mixed
-           [--dynamic] [--op-set amct|extended|msmodelslim] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
+           [--dynamic] [--op-set amct|extended|msmodelslim] [--speed-fallback] [--disable a,b*] [--device cpu|npu|cuda]] [--save-type safe_tensor,onnx,...] [--report]
   calibrate <model.onnx> --data <folder> --out <stats.arrow> [--observer ${OBSERVER_KINDS.join('|')}] [--per-channel] [--symmetric] [--signed] [--bits N] [--max-batches N] [--histogram-sample N (0: every value)]
   compare <float.onnx> <quantized.onnx> --data <folder> [--max-batches N]
   report <model.onnx> --data <folder> --out <folder> [quantize options]   quantize, compare, write report.html

@@ -37,13 +37,35 @@ export function divisionsToMultiplications(model: Model): number {
   return count;
 }
 
-/** Activation tensors of the glue ops (data inputs and outputs), and their constant inputs. */
-export function glueTensors(model: Model): { activations: string[]; constants: string[] } {
+/**
+ * Activation tensors of the glue ops (data inputs and outputs), and their constant inputs.
+ * With `quantizedLayers`, only glue that reaches one of those layers counts: glue ops joined by
+ * the tensors between them form an island, and an island none of whose inputs comes from a
+ * quantized layer and none of whose outputs feeds one stays float (in int8 it would only add
+ * Q/DQ and layout changes between float layers, e.g. around layers disable_names or
+ * speedFallback keep float).
+ */
+export function glueTensors(model: Model, quantizedLayers?: ReadonlySet<NodeProto>): { activations: string[]; constants: string[] } {
   const g = model.graph;
+  const isGlue = (n: NodeProto | undefined) => n !== undefined && (GLUE_OP_TYPES as readonly string[]).includes(n.op_type!);
+  let glue = g.nodes.filter(isGlue);
+  if (quantizedLayers) {
+    const island = new Map<NodeProto, NodeProto>(glue.map((n) => [n, n]));
+    const root = (n: NodeProto): NodeProto => (island.get(n) === n ? n : root(island.get(n)!));
+    for (const n of glue) for (const t of n.input) {
+      const p = g.producer(t);
+      if (p && isGlue(p)) island.set(root(p), root(n));
+    }
+    const isQuantized = (n: NodeProto | undefined) => n !== undefined && quantizedLayers.has(n);
+    const reaching = new Set<NodeProto>();
+    for (const n of glue) {
+      if (n.input.some((t) => isQuantized(g.producer(t))) || g.consumers(n.output[0]).some(isQuantized)) reaching.add(root(n));
+    }
+    glue = glue.filter((n) => reaching.has(root(n)));
+  }
   const activations = new Set<string>();
   const constants = new Set<string>();
-  for (const n of g.nodes) {
-    if (!(GLUE_OP_TYPES as readonly string[]).includes(n.op_type!)) continue;
+  for (const n of glue) {
     const inputs = n.op_type === 'Resize' ? [n.input[0]] : n.input.filter(Boolean);
     for (const t of inputs) (g.isConstant(t) ? constants : activations).add(t);
     activations.add(n.output[0]);

@@ -35,12 +35,18 @@ export interface LayerSpeed {
 export interface SpeedFallbackReport {
   /** every main-graph layer the first (all-int8) model quantized, with its measured times */
   layers: LayerSpeed[];
+  /** the measured cost of one switch between a float and an int8 stretch, µs */
+  switchUs: number;
+  /** the layers the cheapest float/int8 assignment keeps float (cheapestAssignment) */
+  proposed: string[];
   /** the layers the returned model keeps float for speed (empty when all-int8 was faster) */
   keptFloat: string[];
-  /** whole-model median latencies on the timing batches, ms */
+  /** whole-model median latencies on the timing batches, ms (mixed: with `proposed` float) */
   latencyMs: { float: number; allInt8: number; mixed?: number };
   /** which model was returned */
   chosen: 'all-int8' | 'mixed';
+  /** the returned model is still slower than fp32 on this CPU */
+  slowerThanFloat: boolean;
 }
 
 /** Ops ORT fuses into the kernel of the layer before them (Conv+BatchNorm, Conv+Clip, Conv+Add, QLinear chains). */
@@ -111,12 +117,24 @@ function chargeToLayers(times: NodeTime[], owners: Map<string, string>): Map<str
   return per;
 }
 
-/** Per-layer kernel times of the float and the int8 model (main-graph layers only). */
-export async function measureLayerSpeeds(float: Model, int8: Model, layers: ReadonlyArray<{ name: string; opType: string }>, batches: readonly Feeds[], runs = 4): Promise<LayerSpeed[]> {
+export interface LayerSpeeds {
+  /** per layer, in the order given */
+  layers: LayerSpeed[];
+  /** what one switch between float and int8 costs (switchCostUs) */
+  switchUs: number;
+}
+
+/** Per-layer kernel times of the float and the int8 model (main-graph layers only, in graph order). */
+export async function measureLayerSpeeds(float: Model, int8: Model, layers: ReadonlyArray<{ name: string; opType: string }>, batches: readonly Feeds[], runs = 4): Promise<LayerSpeeds> {
   const names = new Set(layers.map((l) => l.name));
   const floatTimes = chargeToLayers(await profileNodeTimes(modelSource(float), batches, { runs }), kernelOwners(float.graph, names));
-  const int8Times = chargeToLayers(await profileNodeTimes(modelSource(int8), batches, { runs }), kernelOwners(int8.graph, names));
-  return layers.map((l) => ({ layer: l.name, opType: l.opType, floatUs: floatTimes.get(l.name) ?? 0, int8Us: int8Times.get(l.name) ?? 0 }));
+  const int8Owners = kernelOwners(int8.graph, names);
+  const int8Profile = await profileNodeTimes(modelSource(int8), batches, { runs });
+  const int8Times = chargeToLayers(int8Profile, int8Owners);
+  return {
+    layers: layers.map((l) => ({ layer: l.name, opType: l.opType, floatUs: floatTimes.get(l.name) ?? 0, int8Us: int8Times.get(l.name) ?? 0 })),
+    switchUs: switchCostUs(int8Profile, int8Owners),
+  };
 }
 
 function modelSource(model: Model): Uint8Array | string {
@@ -139,9 +157,46 @@ export function requireRereadable(calibData: CalibrationSource): void {
   if (oneShot) throw new QuantbookError('INVALID_ARGUMENT', 'speedFallback: the calibration data is a one-shot iterator, and the fallback reads it twice (once per quantization); pass a folder, an array of feeds or a re-iterable object');
 }
 
-/** The layers to keep float: those whose int8 kernels took longer than their float ones. */
+/** The layers whose int8 kernels took longer than their float ones. */
 export function slowerInInt8(speeds: readonly LayerSpeed[]): LayerSpeed[] {
   return speeds.filter((s) => s.int8Us > s.floatUs);
+}
+
+/**
+ * Which layers to keep float when every switch between a float and an int8 stretch costs
+ * `switchUs` (ORT changes layout — NCHWc for float, NHWC for int8 — and adds a Q or DQ there):
+ * the cheapest float/int8 assignment of the layers in graph order, found by dynamic programming
+ * over the two states (the model starts and ends in float). A lone layer that is slower in int8
+ * stays int8 when leaving and re-entering int8 around it would cost more than it saves.
+ */
+export function cheapestAssignment(speeds: readonly LayerSpeed[], switchUs: number): LayerSpeed[] {
+  // cost[s]: the cheapest total so far ending in state s (0 float, 1 int8); from[i][s]: the state before
+  let cost = [0, switchUs];
+  const from: Array<[number, number]> = [];
+  for (const s of speeds) {
+    const own = [s.floatUs, s.int8Us];
+    const next = [0, 1].map((state) => {
+      const stay = cost[state];
+      const change = cost[1 - state] + switchUs;
+      return stay <= change ? [stay + own[state], state] : [change + own[state], 1 - state];
+    });
+    from.push([next[0][1], next[1][1]]);
+    cost = [next[0][0], next[1][0]];
+  }
+  // end in float: an int8 last layer pays one more switch
+  let state = cost[0] <= cost[1] + switchUs ? 0 : 1;
+  const keptFloat: LayerSpeed[] = [];
+  for (let i = speeds.length - 1; i >= 0; i--) {
+    if (state === 0) keptFloat.push(speeds[i]);
+    state = from[i][state];
+  }
+  return keptFloat.reverse();
+}
+
+/** What one float/int8 switch costs: the median layout change (Transpose) ORT added to the int8 model, charged to no layer. */
+export function switchCostUs(int8Times: readonly NodeTime[], owners: Map<string, string>): number {
+  const transposes = int8Times.filter((t) => t.kernel === 'Transpose' && !owners.has(t.node)).map((t) => t.us).sort((a, b) => a - b);
+  return transposes.length ? transposes[transposes.length >> 1] : 0;
 }
 
 export function slowerReason(s: LayerSpeed): string {

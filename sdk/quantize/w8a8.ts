@@ -23,7 +23,8 @@ import { NarrowedRange, narrowToReaders } from './consumer-domain';
 import { QuantizedLstm, finishWithLstms } from './lstm';
 import { spillFor } from './spill-for';
 import { calibrateHeldModel } from '../calibration/by-blocks';
-import { LayerSpeed, SpeedFallbackReport, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
+import { warn } from '../warnings';
+import { LayerSpeed, SpeedFallbackReport, cheapestAssignment, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
 import { Feeds } from '../runtime/runner';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
@@ -113,7 +114,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
   // msmodelslim: each layer's input only; otherwise also the outputs that reach another quantized layer
   const tensorsOf = (layers: QuantLayer[]) => (opSet === 'msmodelslim' ? [...new Set(layers.flatMap((l) => l.activations.map((t) => layerTensorKey(l, t))))] : activationTensors(qdq, layers));
   let layerTensors = tensorsOf(selection.layers);
-  const glue = opSet === 'extended' ? glueTensors(qdq) : { activations: [], constants: [] };
+  const glue = opSet === 'extended' ? glueTensors(qdq, new Set(selection.layers.filter((l) => !l.scope).map((l) => l.node))) : { activations: [], constants: [] };
   const tensors = [...new Set([...layerTensors, ...glue.activations])];
   const spec = resolveSpec({ signed: false, symmetric: false, ...options.activation });
   // a model held by reference (larger than memory): calibrated block by block, weights spilled as they are quantized
@@ -183,17 +184,22 @@ async function quantizeW8A8KeepingFasterKernels(model: Model, calibData: Calibra
   const allInt8 = await quantizeW8A8(model, calibData, options);
   const batches = await timingBatches(timing, calibData, allInt8.float.graph.inputNames);
   const mainLayers = allInt8.selection.layers.filter((l) => !l.scope);
-  const layers = await measureLayerSpeeds(allInt8.float, allInt8.qdq, mainLayers, batches);
-  const slower = slowerInInt8(layers);
-  // every layer slower: nothing int8 would be left to compare; the all-int8 model is returned with its times
-  if (slower.length === 0 || slower.length === allInt8.selection.layers.length) {
-    const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, undefined, batches);
-    return Object.assign(allInt8, { speedFallback: { layers, keptFloat: [], latencyMs, chosen: 'all-int8' as const } });
+  const { layers, switchUs } = await measureLayerSpeeds(allInt8.float, allInt8.qdq, mainLayers, batches);
+  const proposed = cheapestAssignment(layers, switchUs);
+  const base = { layers, switchUs, proposed: proposed.map((s) => s.layer) };
+  // nothing to keep float, or everything (then nothing int8 would be left): the all-int8 model with its times
+  const mixed = proposed.length === 0 || proposed.length === allInt8.selection.layers.length ? undefined : await quantizeW8A8KeepingFloat(model, calibData, options, proposed);
+  const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, mixed?.qdq, batches);
+  const chooseMixed = mixed !== undefined && latencyMs.mixed! <= latencyMs.allInt8;
+  const chosen = chooseMixed ? mixed : allInt8;
+  const report: SpeedFallbackReport = {
+    ...base, keptFloat: chooseMixed ? base.proposed : [], latencyMs, chosen: chooseMixed ? 'mixed' : 'all-int8',
+    slowerThanFloat: (chooseMixed ? latencyMs.mixed! : latencyMs.allInt8) > latencyMs.float,
+  };
+  if (report.slowerThanFloat) {
+    warn('QUANTBOOK_INT8_SLOWER', `speedFallback: the quantized model is still slower than fp32 on this CPU (${(chooseMixed ? latencyMs.mixed! : latencyMs.allInt8).toFixed(2)} ms against ${latencyMs.float.toFixed(2)} ms; ${slowerInInt8(layers).length} of ${layers.length} layers are slower in int8): ONNX Runtime's int8 kernels do not pay at these layer sizes here`);
   }
-  const mixed = await quantizeW8A8KeepingFloat(model, calibData, options, slower);
-  const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, mixed.qdq, batches);
-  if (latencyMs.mixed! <= latencyMs.allInt8) return Object.assign(mixed, { speedFallback: { layers, keptFloat: slower.map((s) => s.layer), latencyMs, chosen: 'mixed' as const } });
-  return Object.assign(allInt8, { speedFallback: { layers, keptFloat: [], latencyMs, chosen: 'all-int8' as const } });
+  return Object.assign(chosen, { speedFallback: report });
 }
 
 /** W8A8 with the given (measured) layers kept float, each listed with its times as the reason. */

@@ -22,8 +22,8 @@ export const SAVE_TYPES = ['safe_tensor', 'onnx', 'fake_quant_onnx', 'stats'] as
 export type SaveType = (typeof SAVE_TYPES)[number];
 export const DEQ_SCALE_FORMATS = ['float32', 'int64'] as const;
 
-/** `opSet` is a quantbook extension (not in msModelSlim): 'amct' layers only, 'extended' with the glue ops, or 'msmodelslim' (constant-weight layers only, outputs not requantized, as msModelSlim deploys W8A8). */
-export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod; opSet: OpSet }; disableNames: string[] }
+/** `opSet` and `speedFallback` are quantbook extensions (not in msModelSlim): speedFallback keeps float the layers whose int8 kernels are slower on this CPU (W8A8Options.speedFallback); opSet 'amct' layers only, 'extended' with the glue ops, or 'msmodelslim' (constant-weight layers only, outputs not requantized, as msModelSlim deploys W8A8). */
+export interface W8A8ProcessorConfig { cfg: { actMethod: ActMethod; opSet: OpSet; speedFallback: boolean }; disableNames: string[] }
 export interface W8A8DynamicProcessorConfig { cfg: { actMethod: (typeof DYNAMIC_ACT_METHODS)[number] }; disableNames: string[] }
 /**
  * msModelSlim's SaveProcessorConfig. `partFileSize` is in GB (10^9 bytes); fractions are a
@@ -177,7 +177,10 @@ export function normalizeSessionConfig(raw: unknown): SessionConfig {
     const cfg = pick(p, 'cfg') === undefined ? {} : requireObject(pick(p, 'cfg'), 'w8a8.cfg');
     const opSet = pick(cfg, 'op_set') ?? 'amct';
     if (!(OP_SETS as readonly unknown[]).includes(opSet)) throw invalidArgument('w8a8.cfg.op_set', opSet, `one of ${OP_SETS.map((o) => `'${o}'`).join(', ')}`);
-    out.w8a8 = { cfg: { actMethod: actMethod(p, 'w8a8', ACT_METHODS, ['op_set']), opSet: opSet as OpSet }, disableNames: disableNames(p, 'w8a8') };
+    // speed_fallback (quantbook extension): keep float the layers whose int8 kernels are slower on this CPU
+    const speedFallback = pick(cfg, 'speed_fallback') ?? false;
+    if (typeof speedFallback !== 'boolean') throw invalidArgument('w8a8.cfg.speed_fallback', speedFallback, 'true or false');
+    out.w8a8 = { cfg: { actMethod: actMethod(p, 'w8a8', ACT_METHODS, ['op_set', 'speed_fallback']), opSet: opSet as OpSet, speedFallback }, disableNames: disableNames(p, 'w8a8') };
   }
   if (map.w8a8_dynamic !== undefined) {
     const p = requireObject(map.w8a8_dynamic, 'processor_cfg_map.w8a8_dynamic');

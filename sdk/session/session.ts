@@ -18,6 +18,7 @@ import { Device, requireDevice } from '../runtime/device';
 import { Feeds } from '../runtime/runner';
 import { DataType } from '../onnx/dtype';
 import { ActMethod, OpSet, prepareFloat, quantizeW8A8 } from '../quantize/w8a8';
+import { SpeedFallbackReport } from '../quantize/speed-fallback';
 import { quantizeW8A8Dynamic } from '../quantize/w8a8-dynamic';
 import { AttentionSite, applyFa3, findAttention } from '../quantize/fa3';
 import { quantizeW8A8Timestep, timestepStatsTable } from '../quantize/w8a8-timestep';
@@ -47,6 +48,8 @@ export interface ResultExtras {
   dynamicLayers?: LayerRecord[];
   /** Data-Free static w8a8: what was calibrated on instead of user data */
   dataFree?: string;
+  /** static w8a8 with speed_fallback: the measured layer times and which model was kept */
+  speedFallback?: SpeedFallbackReport;
 }
 
 export class QuantizationResult {
@@ -114,6 +117,7 @@ export class QuantizationResult {
         processor: this.kind,
         actMethod: (this.config.processorCfgMap.w8a8 ?? this.config.processorCfgMap.w8a8_timestep ?? this.config.processorCfgMap.w8a8_dynamic)?.cfg.actMethod,
         opSet: this.config.processorCfgMap.w8a8?.cfg.opSet,
+        ...(this.extras.speedFallback ? { speedFallback: this.extras.speedFallback } : {}),
         quantized: this.layerSummary(),
         skipped: this.selection.skipped,
         calibration: this.calibration?.metadata,
@@ -247,8 +251,8 @@ async function execute(source: Model | string | Uint8Array, config: SessionConfi
   } else if (map.w8a8) {
     // Data-Free (no calib_data, msModelSlim's default): seeded virtual inputs shaped like the model's
     const dataFree = config.calibData === undefined ? dataFreeInputs(model) : undefined;
-    const r = await quantizeW8A8(model, dataFree?.batches ?? config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders });
-    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, () => r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing, [], undefined, { dataFree: dataFree?.description });
+    const r = await quantizeW8A8(model, dataFree?.batches ?? config.calibData!, { actMethod: map.w8a8.cfg.actMethod, opSet: map.w8a8.cfg.opSet, disableNames: map.w8a8.disableNames, onProgress, executionProviders, speedFallback: map.w8a8.cfg.speedFallback });
+    result = new QuantizationResult('w8a8', baseName, r.float, r.qdq, () => r.fakeQuant, r.layers, r.selection, config, r.calibration, smoothing, [], undefined, { dataFree: dataFree?.description, speedFallback: r.speedFallback });
   } else {
     // fa3: the attention MatMuls read static per-head Q/K/V instead of per-token dynamic inputs
     const sites = map.fa3 ? findAttention(model) : [];
@@ -326,12 +330,13 @@ export class QuantSession {
   constructor(private readonly source: Model | string | Uint8Array, private readonly options: SessionOptions = {}) {}
 
   /**
-   * Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default), 'extended' or 'msmodelslim'.
+   * Static W8A8: act_method 'minmax' (default), 'histogram' or 'mixed'; opSet 'amct' (default), 'extended' or 'msmodelslim';
+   * speedFallback: keep float the layers whose int8 kernels are slower on this CPU (measured).
    * Without calibData (Data-Free) it calibrates on seeded virtual inputs (dataFreeInputs).
    */
-  w8a8(method: ActMethod | { actMethod?: ActMethod; opSet?: OpSet; disableNames?: string[] } = 'minmax'): this {
+  w8a8(method: ActMethod | { actMethod?: ActMethod; opSet?: OpSet; disableNames?: string[]; speedFallback?: boolean } = 'minmax'): this {
     const o = typeof method === 'string' ? { actMethod: method } : method;
-    return this.add('w8a8', { act_method: o.actMethod ?? 'minmax', ...(o.opSet ? { op_set: o.opSet } : {}) }, o.disableNames);
+    return this.add('w8a8', { act_method: o.actMethod ?? 'minmax', ...(o.opSet ? { op_set: o.opSet } : {}), ...(o.speedFallback !== undefined ? { speed_fallback: o.speedFallback } : {}) }, o.disableNames);
   }
 
   /** Dynamic W8A8: activations quantized per token at run time; no calibration data. */

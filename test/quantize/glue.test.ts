@@ -4,6 +4,7 @@ import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { DataType, loadModel, quantizeW8A8 } from '../../sdk';
 import { tinyModel } from '../build';
+import { makeAttribute } from '../../sdk/onnx/graph';
 import { randomFloats, tempDir } from '../helpers';
 import { optimizedOpCounts, runAll } from '../ocr-fixtures';
 
@@ -82,5 +83,42 @@ describe("'extended' op set: Clip parameters shared, constant multipliers folded
     assert.ok(maxSim <= 1e-5, `literal vs simulated ${maxSim}`);
     assert.ok(maxFused <= 0.05, `fused ${maxFused}`);
     assert.ok(sqnr > 25, `SQNR ${sqnr}`);
+  });
+});
+
+describe("'extended' op set: glue that reaches no quantized layer stays float", () => {
+  // x → ConvA → MaxPool → Add → ConvB → ConvC → MaxPool → out, with ConvA and ConvB disabled:
+  // the first MaxPool/Add island sits between float layers, the second MaxPool reads ConvC
+  const f = (name: string, dims: number[], data: Float32Array) => ({ name, type: DataType.FLOAT, dims, data });
+  const model = tinyModel({
+    inputs: [{ name: 'x', shape: [1, 4, 12, 12] }],
+    outputs: ['out'],
+    nodes: [
+      { op: 'Conv', name: 'convA', inputs: ['x', 'w1', 'b1'], outputs: ['a'] },
+      { op: 'MaxPool', name: 'pool1', inputs: ['a'], outputs: ['p1'], attrs: [makeAttribute('kernel_shape', [2, 2])] },
+      { op: 'Add', name: 'add1', inputs: ['p1', 'bias'], outputs: ['s1'] },
+      { op: 'Conv', name: 'convB', inputs: ['s1', 'w2', 'b2'], outputs: ['b'] },
+      { op: 'Conv', name: 'convC', inputs: ['b', 'w3', 'b3'], outputs: ['c'] },
+      { op: 'MaxPool', name: 'pool2', inputs: ['c'], outputs: ['out'], attrs: [makeAttribute('kernel_shape', [2, 2])] },
+    ],
+    initializers: [
+      f('w1', [4, 4, 1, 1], randomFloats(16, 1)), f('b1', [4], randomFloats(4, 2)), f('bias', [1, 4, 1, 1], randomFloats(4, 9)),
+      f('w2', [4, 4, 1, 1], randomFloats(16, 3)), f('b2', [4], randomFloats(4, 4)),
+      f('w3', [4, 4, 1, 1], randomFloats(16, 5)), f('b3', [4], randomFloats(4, 6)),
+    ],
+  });
+  const batches = [1, 2].map((s) => ({ x: new ort.Tensor('float32', randomFloats(4 * 144, 20 + s, -4, 4), [1, 4, 12, 12]) }));
+
+  it('an island between disabled layers gets no Q/DQ; glue next to a quantized layer does', async () => {
+    const r = await quantizeW8A8(loadModel(model), batches, { opSet: 'extended', disableNames: ['convA', 'convB'] });
+    const g = r.qdq.graph;
+    const readsDq = (name: string) => g.producer(g.node(name)!.input[0])?.op_type === 'DequantizeLinear';
+    assert.deepEqual(r.layers.map((l) => l.name), ['convC']);
+    assert.equal(readsDq('pool1'), false, 'pool1 (between float layers) reads a DequantizeLinear');
+    assert.equal(readsDq('add1'), false, 'add1 (between float layers) reads a DequantizeLinear');
+    assert.equal(readsDq('pool2'), true, 'pool2 (after the quantized convC) is not quantized');
+    // with every layer quantized, the first island is quantized too
+    const all = await quantizeW8A8(loadModel(model), batches, { opSet: 'extended' });
+    assert.equal(all.qdq.graph.producer(all.qdq.graph.node('pool1')!.input[0])?.op_type, 'DequantizeLinear');
   });
 });

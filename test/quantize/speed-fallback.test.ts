@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel } from '../../sdk/onnx/model';
 import { W8A8Result, quantizeW8A8, quantizeW8A8KeepingFloat } from '../../sdk/quantize/w8a8';
-import { kernelOwners, measureLayerSpeeds } from '../../sdk/quantize/speed-fallback';
+import { LayerSpeed, cheapestAssignment, kernelOwners, measureLayerSpeeds, slowerInInt8 } from '../../sdk/quantize/speed-fallback';
 import { baseNodeName, nodeTimesFromProfile } from '../../sdk/runtime/kernel-profile';
 import { Feeds } from '../../sdk/runtime/runner';
 import { tempDir } from '../helpers';
@@ -60,6 +60,22 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     assert.deepEqual(nodeTimesFromProfile(events, 2), [{ node: 'conv_0', kernel: 'QLinearConv', us: 40 }]);
   });
 
+  it('the float/int8 assignment weighs each layer against the cost of switching', () => {
+    const layer = (name: string, floatUs: number, int8Us: number) => ({ layer: name, opType: 'Conv', floatUs, int8Us });
+    const names = (xs: LayerSpeed[]) => xs.map((x) => x.layer);
+    const chain = [layer('a', 100, 300), layer('b', 500, 100), layer('c', 100, 150), layer('d', 500, 100)];
+    // switching free: each layer takes its faster kernel
+    assert.deepEqual(names(cheapestAssignment(chain, 0)), ['a', 'c']);
+    assert.deepEqual(names(slowerInInt8(chain)), ['a', 'c']);
+    // a lone slower layer (c: 50 µs lost) inside int8 stays int8 when two switches cost more
+    assert.deepEqual(names(cheapestAssignment(chain, 100)), ['a']);
+    // the model starts in float: a slow first layer is kept float at no switch cost
+    assert.deepEqual(names(cheapestAssignment([layer('a', 100, 300), layer('b', 500, 100)], 150)), ['a']);
+    // everything slower: everything float; switches too dear for a small gain: everything float
+    assert.deepEqual(names(cheapestAssignment([layer('a', 1, 2), layer('b', 1, 2)], 0)), ['a', 'b']);
+    assert.deepEqual(names(cheapestAssignment([layer('a', 100, 300), layer('b', 110, 100), layer('c', 100, 300)], 20)), ['a', 'b', 'c']);
+  });
+
   it('every layer is charged its own kernels in both the float and the int8 profile', async () => {
     const r = await quantizeW8A8(loadModel(file), calib, { opSet: 'extended' });
     const owners = kernelOwners(r.float.graph, new Set(r.layers.map((l) => l.name)));
@@ -69,8 +85,10 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     const folded = r.float.graph.nodes.find((n) => n.op_type === 'Conv' && !nodeNames.has(n.output[0]))!;
     assert.ok(folded, 'no Conv with a renamed output');
     assert.equal(owners.get(folded.output[0]), folded.name);
-    const speeds = await measureLayerSpeeds(r.float, r.qdq, r.layers.map((l) => ({ name: l.name, opType: l.opType })), calib, 2);
+    const { layers: speeds, switchUs } = await measureLayerSpeeds(r.float, r.qdq, r.layers.map((l) => ({ name: l.name, opType: l.opType })), calib, 2);
     assert.equal(speeds.length, r.layers.length);
+    // the int8 model runs NHWC, so ORT adds layout Transposes at the float/int8 switches
+    assert.ok(switchUs > 0, 'no switch cost measured');
     const uncharged = speeds.filter((s) => !(s.floatUs > 0 && s.int8Us > 0)).map((s) => s.layer);
     assert.deepEqual(uncharged, [], `layers with no kernel time charged: ${uncharged.join(', ')}`);
   });
@@ -79,12 +97,13 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     const r = await quantizeW8A8(loadModel(file), calib, { opSet: 'extended', speedFallback: true });
     const report = r.speedFallback!;
     assert.ok(report, 'no speedFallback report');
-    const slower = report.layers.filter((s) => s.int8Us > s.floatUs).map((s) => s.layer);
+    assert.deepEqual(report.proposed, cheapestAssignment(report.layers, report.switchUs).map((s) => s.layer));
     const { float, allInt8, mixed } = report.latencyMs;
     assert.ok(float > 0 && allInt8 > 0);
+    assert.equal(report.slowerThanFloat, (report.chosen === 'mixed' ? mixed! : allInt8) > float);
     if (report.chosen === 'mixed') {
       assert.ok(mixed! <= allInt8, 'mixed kept though slower than all-int8');
-      assert.deepEqual([...report.keptFloat].sort(), [...slower].sort());
+      assert.deepEqual(report.keptFloat, report.proposed);
     } else {
       assert.deepEqual(report.keptFloat, []);
       if (mixed !== undefined) assert.ok(mixed > allInt8, 'all-int8 kept though the mixed model was faster');
