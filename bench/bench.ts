@@ -482,7 +482,7 @@ async function corpusSpeedRows(): Promise<string> {
         speedups.push(m.extendedSpeedup);
         fallbackSpeedups.push(m.fallbackSpeedup);
         cells.push(`${m.fp32Ms.toFixed(1)} ms`, sqnrDb.toFixed(1), m.amctSpeedup.toFixed(2), m.extendedSpeedup.toFixed(2),
-          `${report.keptFloat.length}/${report.layers.length}${report.chosen === 'all-int8' ? ' (all-int8 kept)' : ''}`, fallen.sqnrDb.toFixed(1), m.fallbackSpeedup.toFixed(2));
+          `${report.keptFloat.length}/${report.layers.length}${report.chosen === 'all-int8' ? ` (all-int8 kept; ${report.proposed.length === report.layers.length ? 'every layer faster float' : `${report.proposed.length} proposed`})` : ''}`, fallen.sqnrDb.toFixed(1), m.fallbackSpeedup.toFixed(2));
       } catch (e) {
         cells.push('—', '—', '—', '—', '—', '—', `failed: ${(e as Error).message.slice(0, 60)}`);
       }

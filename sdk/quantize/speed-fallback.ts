@@ -174,7 +174,8 @@ export function cheapestAssignment(speeds: readonly LayerSpeed[], switchUs: numb
   let cost = [0, switchUs];
   const from: Array<[number, number]> = [];
   for (const s of speeds) {
-    const own = [s.floatUs, s.int8Us];
+    // a layer the profiles could not charge on one side has no say
+    const own = s.floatUs > 0 && s.int8Us > 0 ? [s.floatUs, s.int8Us] : [0, 0];
     const next = [0, 1].map((state) => {
       const stay = cost[state];
       const change = cost[1 - state] + switchUs;

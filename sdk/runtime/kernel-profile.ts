@@ -2,7 +2,8 @@
  * Time spent per graph node, as ONNX Runtime's own profiler reports it.
  *
  * ORT renames the nodes it rewrites: a Conv fused with its Clip becomes `Clip_10_nchwc`, a
- * DequantizeLinear → Conv → QuantizeLinear group becomes the QLinearConv `conv_0_token_1`, a
+ * DequantizeLinear → Conv → QuantizeLinear group becomes the QLinearConv `conv_0_token_1`, a Gemm
+ * fused with its Relu is `fused fc_1`, a
  * layout change it inserts is `ReorderOutput_token_47`. `profileNodeTimes` strips those suffixes,
  * so each time carries the name of a node of the model that was handed to ORT (or the name ORT
  * gave a node it added, which matches no node of the model).
@@ -32,7 +33,8 @@ export interface ProfileOptions {
 const ORT_SUFFIX = /(_token_\d+|_nchwc|_fusion|_fused)$/;
 
 export function baseNodeName(profiledName: string): string {
-  let name = profiledName;
+  // a Gemm fused with its activation is profiled as "fused <name>"
+  let name = profiledName.replace(/^fused /, '');
   for (let prev = ''; prev !== name;) {
     prev = name;
     name = name.replace(ORT_SUFFIX, '');

@@ -169,6 +169,23 @@ describe('quantbook command', function () {
     assert.match(bogus.stderr, /--method: got "kl"; expected one of minmax, histogram, mixed/);
   });
 
+  it('--speed-fallback: the measured layer times reach stdout and the summary; layers kept float carry the profile as their reason; with --dynamic it exits 2', () => {
+    const out = path.join(dir, 'speed');
+    const r = run(['quantize', MODELS.cls, '--data', data, '--out', out, '--speed-fallback', '--op-set', 'extended', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const printed = JSON.parse(r.stdout);
+    const summary = JSON.parse(fs.readFileSync(path.join(out, fs.readdirSync(out).find((f) => f.endsWith('_summary.json'))!), 'utf8'));
+    for (const report of [printed.speedFallback, summary.speedFallback]) {
+      assert.ok(report, 'no speedFallback report');
+      assert.equal(report.layers.length, printed.layers + report.keptFloat.length);
+      assert.ok(report.latencyMs.float > 0 && report.latencyMs.allInt8 > 0);
+    }
+    for (const name of summary.speedFallback.keptFloat) assert.match(summary.skipped.find((s: { name: string }) => s.name === name).reason, /int8 slower than float on this CPU/);
+    const dynamic = run(['quantize', MODELS.cls, '--data', data, '--out', path.join(dir, 'speed-dyn'), '--speed-fallback', '--dynamic']);
+    assert.equal(dynamic.code, 2);
+    assert.match(dynamic.stderr, /--speed-fallback: applies to static W8A8/);
+  });
+
   it('bad input: exit code 2 with what is allowed; unsupported device: exit code 3', () => {
     const unknown = run(['quantize', MODELS.cls, '--data', data, '--out', dir, '--methd', 'minmax']);
     assert.equal(unknown.code, 2);

@@ -48,6 +48,7 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     assert.equal(baseNodeName('conv_0_token_1'), 'conv_0');
     assert.equal(baseNodeName('Clip_10_nchwc'), 'Clip_10');
     assert.equal(baseNodeName('ReorderOutput_token_47'), 'ReorderOutput');
+    assert.equal(baseNodeName('fused fc_1'), 'fc_1');
     const events = [
       { cat: 'Session', name: 'model_run', ts: 0, dur: 100 },
       { cat: 'Node', name: 'conv_0_token_1_kernel_time', ts: 10, dur: 999, args: { op_name: 'QLinearConv' } },
@@ -74,6 +75,10 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     // everything slower: everything float; switches too dear for a small gain: everything float
     assert.deepEqual(names(cheapestAssignment([layer('a', 1, 2), layer('b', 1, 2)], 0)), ['a', 'b']);
     assert.deepEqual(names(cheapestAssignment([layer('a', 100, 300), layer('b', 110, 100), layer('c', 100, 300)], 20)), ['a', 'b', 'c']);
+    // a layer charged nothing on one side (a profile name not matched) has no say either way
+    const uncharged = [layer('x', 500, 100), layer('a', 0, 300), layer('y', 500, 100)];
+    assert.deepEqual(names(cheapestAssignment(uncharged, 50)), []);
+    assert.deepEqual(names(cheapestAssignment([uncharged[0], layer('a', 1, 300), uncharged[2]], 50)), ['a']);
   });
 
   it('every layer is charged its own kernels in both the float and the int8 profile', async () => {

@@ -19,6 +19,12 @@ describe('session API and SessionConfig', () => {
     it('refuses an act_method outside the list', () => rejects({ processor_cfg_map: { w8a8: { cfg: { act_method: 'kl' } } }, calib_data: [] }, /w8a8.cfg.act_method: got "kl"; expected one of 'minmax', 'histogram', 'mixed'/));
     it('refuses unknown keys, naming the allowed ones', () => rejects({ processor_cfg_map: { w8a8: { cfg: {}, disabled: [] } }, calib_data: [] }, /unknown key "disabled"; allowed: cfg, disable_names/));
     it("refuses an op_set outside 'amct', 'extended', 'msmodelslim'", () => rejects({ processor_cfg_map: { w8a8: { cfg: { op_set: 'all' } } }, calib_data: [] }, /w8a8.cfg.op_set: got "all"; expected one of 'amct', 'extended', 'msmodelslim'/));
+    it('refuses a speed_fallback that is not true or false; the fluent speedFallback is the same setting', () => {
+      rejects({ processor_cfg_map: { w8a8: { cfg: { speed_fallback: 'yes' } } }, calib_data: [] }, /w8a8.cfg.speed_fallback: got "yes"; expected true or false/);
+      const config = session(MODELS.cls, { calibData: [] }).w8a8({ speedFallback: true }).config();
+      assert.equal(config.processorCfgMap.w8a8!.cfg.speedFallback, true);
+      assert.equal(normalizeSessionConfig({ processor_cfg_map: { w8a8: {} }, calib_data: [] }).processorCfgMap.w8a8!.cfg.speedFallback, false);
+    });
     it('refuses one key in both spellings (act_method and actMethod), naming both', () => rejects({ processor_cfg_map: { w8a8: { cfg: { act_method: 'minmax', actMethod: 'histogram' } } }, calib_data: [] }, /w8a8.cfg: "act_method" and "actMethod" are one setting given twice; keep one spelling/));
     it('static w8a8 without calib_data is Data-Free: accepted (it calibrates on virtual inputs, session-seed.test.ts)', () => assert.equal(normalizeSessionConfig({ processor_cfg_map: { w8a8: {} } }).calibData, undefined));
     it('refuses two processors that both quantize every layer', () => assert.throws(() => normalizeSessionConfig({ processor_cfg_map: { w8a8: {}, w8a8_timestep: { timestep_sep: 25 } }, calib_data: [] }), (e: QuantbookError) => /'w8a8' and 'w8a8_timestep' each quantize every layer; choose one/.test(e.message)));
