@@ -164,7 +164,7 @@ export function slowerInInt8(speeds: readonly LayerSpeed[]): LayerSpeed[] {
 
 /**
  * Which layers to keep float when every switch between a float and an int8 stretch costs
- * `switchUs` (ORT changes layout — NCHWc for float, NHWC for int8 — and adds a Q or DQ there):
+ * `switchUs` (ORT adds a Q or DQ there, and changes layout: NCHWc for float, NHWC for int8):
  * the cheapest float/int8 assignment of the layers in graph order, found by dynamic programming
  * over the two states (the model starts and ends in float). A lone layer that is slower in int8
  * stays int8 when leaving and re-entering int8 around it would cost more than it saves.
@@ -194,10 +194,28 @@ export function cheapestAssignment(speeds: readonly LayerSpeed[], switchUs: numb
   return keptFloat.reverse();
 }
 
-/** What one float/int8 switch costs: the median layout change (Transpose) ORT added to the int8 model, charged to no layer. */
+/**
+ * The proposal: the cheapest assignment; where that is every layer of the model (`totalLayers`
+ * counts those in bodies too), the layer that loses least in int8 stays int8, so that the result
+ * is still a W8A8 model.
+ */
+export function layersToKeepFloat(speeds: readonly LayerSpeed[], switchUs: number, totalLayers: number): LayerSpeed[] {
+  const cheapest = cheapestAssignment(speeds, switchUs);
+  if (cheapest.length < totalLayers || cheapest.length < 2) return cheapest;
+  const leastLoss = cheapest.reduce((a, b) => (b.int8Us - b.floatUs < a.int8Us - a.floatUs ? b : a));
+  return cheapest.filter((s) => s !== leastLoss);
+}
+
+/**
+ * What one float/int8 switch costs: a QuantizeLinear or DequantizeLinear (the median of those ORT
+ * ran in the int8 model) plus, where ORT changes layout between its float and int8 kernels, the
+ * median layout change (a Transpose it added, charged to no layer).
+ */
 export function switchCostUs(int8Times: readonly NodeTime[], owners: Map<string, string>): number {
-  const transposes = int8Times.filter((t) => t.kernel === 'Transpose' && !owners.has(t.node)).map((t) => t.us).sort((a, b) => a - b);
-  return transposes.length ? transposes[transposes.length >> 1] : 0;
+  const medianOf = (xs: number[]) => (xs.length ? xs.sort((x, y) => x - y)[xs.length >> 1] : 0);
+  const transposes = int8Times.filter((t) => t.kernel === 'Transpose' && !owners.has(t.node)).map((t) => t.us);
+  const quantizers = int8Times.filter((t) => t.kernel === 'QuantizeLinear' || t.kernel === 'DequantizeLinear').map((t) => t.us);
+  return medianOf(transposes) + medianOf(quantizers);
 }
 
 export function slowerReason(s: LayerSpeed): string {

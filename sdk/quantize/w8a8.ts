@@ -24,7 +24,7 @@ import { QuantizedLstm, finishWithLstms } from './lstm';
 import { spillFor } from './spill-for';
 import { calibrateHeldModel } from '../calibration/by-blocks';
 import { warn } from '../warnings';
-import { LayerSpeed, SpeedFallbackReport, cheapestAssignment, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
+import { LayerSpeed, SpeedFallbackReport, layersToKeepFloat, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
 import { Feeds } from '../runtime/runner';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
@@ -185,9 +185,9 @@ async function quantizeW8A8KeepingFasterKernels(model: Model, calibData: Calibra
   const batches = await timingBatches(timing, calibData, allInt8.float.graph.inputNames);
   const mainLayers = allInt8.selection.layers.filter((l) => !l.scope);
   const { layers, switchUs } = await measureLayerSpeeds(allInt8.float, allInt8.qdq, mainLayers, batches);
-  const proposed = cheapestAssignment(layers, switchUs);
+  const proposed = layersToKeepFloat(layers, switchUs, allInt8.selection.layers.length);
   const base = { layers, switchUs, proposed: proposed.map((s) => s.layer) };
-  // nothing to keep float, or everything (then nothing int8 would be left): the all-int8 model with its times
+  // nothing to keep float (or a one-layer model): the all-int8 model with its times
   const mixed = proposed.length === 0 || proposed.length === allInt8.selection.layers.length ? undefined : await quantizeW8A8KeepingFloat(model, calibData, options, proposed);
   const latencyMs = await wholeModelLatencies(allInt8.float, allInt8.qdq, mixed?.qdq, batches);
   const chooseMixed = mixed !== undefined && latencyMs.mixed! <= latencyMs.allInt8;

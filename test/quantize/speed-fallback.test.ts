@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel } from '../../sdk/onnx/model';
 import { W8A8Result, quantizeW8A8, quantizeW8A8KeepingFloat } from '../../sdk/quantize/w8a8';
-import { LayerSpeed, cheapestAssignment, kernelOwners, measureLayerSpeeds, slowerInInt8 } from '../../sdk/quantize/speed-fallback';
+import { LayerSpeed, cheapestAssignment, kernelOwners, layersToKeepFloat, measureLayerSpeeds, slowerInInt8 } from '../../sdk/quantize/speed-fallback';
 import { baseNodeName, nodeTimesFromProfile } from '../../sdk/runtime/kernel-profile';
 import { Feeds } from '../../sdk/runtime/runner';
 import { tempDir } from '../helpers';
@@ -79,6 +79,9 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     const uncharged = [layer('x', 500, 100), layer('a', 0, 300), layer('y', 500, 100)];
     assert.deepEqual(names(cheapestAssignment(uncharged, 50)), []);
     assert.deepEqual(names(cheapestAssignment([uncharged[0], layer('a', 1, 300), uncharged[2]], 50)), ['a']);
+    // every layer faster float: the proposal leaves the one that loses least in int8
+    assert.deepEqual(names(layersToKeepFloat([layer('a', 100, 300), layer('b', 100, 120), layer('c', 100, 300)], 0, 3)), ['a', 'c']);
+    assert.deepEqual(names(layersToKeepFloat([layer('a', 100, 300), layer('b', 100, 120), layer('c', 100, 300)], 0, 4)), ['a', 'b', 'c']);
   });
 
   it('every layer is charged its own kernels in both the float and the int8 profile', async () => {
@@ -102,7 +105,7 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     const r = await quantizeW8A8(loadModel(file), calib, { opSet: 'extended', speedFallback: true });
     const report = r.speedFallback!;
     assert.ok(report, 'no speedFallback report');
-    assert.deepEqual(report.proposed, cheapestAssignment(report.layers, report.switchUs).map((s) => s.layer));
+    assert.deepEqual(report.proposed, layersToKeepFloat(report.layers, report.switchUs, r.selection.layers.length + report.keptFloat.length).map((s) => s.layer));
     const { float, allInt8, mixed } = report.latencyMs;
     assert.ok(float > 0 && allInt8 > 0);
     assert.equal(report.slowerThanFloat, (report.chosen === 'mixed' ? mixed! : allInt8) > float);
