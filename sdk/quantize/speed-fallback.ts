@@ -138,8 +138,13 @@ export async function measureLayerSpeeds(float: Model, int8: Model, layers: Read
 }
 
 function modelSource(model: Model): Uint8Array | string {
-  if (model.heldByReference()) throw new QuantbookError('UNSUPPORTED', 'speedFallback: a model held by reference (loadExternalData: false) cannot be profiled; load it into memory or leave speedFallback off');
+  requireInMemory(model);
   return model.toBytes();
+}
+
+/** The fallback profiles models from bytes: a model held by reference is refused before any work. */
+export function requireInMemory(model: Model): void {
+  if (model.heldByReference()) throw new QuantbookError('UNSUPPORTED', 'speedFallback: a model held by reference (loadExternalData: false) cannot be profiled; load it into memory or leave speedFallback off');
 }
 
 /** The batches the fallback times on: the caller's, or the first two of the calibration data. */

@@ -24,7 +24,7 @@ import { QuantizedLstm, finishWithLstms } from './lstm';
 import { spillFor } from './spill-for';
 import { calibrateHeldModel } from '../calibration/by-blocks';
 import { warn } from '../warnings';
-import { LayerSpeed, SpeedFallbackReport, layersToKeepFloat, measureLayerSpeeds, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
+import { LayerSpeed, SpeedFallbackReport, layersToKeepFloat, measureLayerSpeeds, requireInMemory, requireRereadable, slowerInInt8, slowerReason, timingBatches, wholeModelLatencies } from './speed-fallback';
 import { Feeds } from '../runtime/runner';
 
 export const ACT_METHODS = ['minmax', 'histogram', 'mixed'] as const;
@@ -181,6 +181,7 @@ export async function quantizeW8A8(model: Model, calibData: CalibrationSource, o
  */
 async function quantizeW8A8KeepingFasterKernels(model: Model, calibData: CalibrationSource, timing: true | Feeds[], options: W8A8Options): Promise<W8A8Result> {
   requireRereadable(calibData);
+  requireInMemory(model);
   const allInt8 = await quantizeW8A8(model, calibData, options);
   const batches = await timingBatches(timing, calibData, allInt8.float.graph.inputNames);
   const mainLayers = allInt8.selection.layers.filter((l) => !l.scope);

@@ -9,6 +9,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadModel } from '../../sdk/onnx/model';
+import { QuantbookError } from '../../sdk/errors';
 import { W8A8Result, quantizeW8A8, quantizeW8A8KeepingFloat } from '../../sdk/quantize/w8a8';
 import { LayerSpeed, cheapestAssignment, kernelOwners, layersToKeepFloat, measureLayerSpeeds, slowerInInt8 } from '../../sdk/quantize/speed-fallback';
 import { baseNodeName, nodeTimesFromProfile } from '../../sdk/runtime/kernel-profile';
@@ -128,10 +129,16 @@ describe('speedFallback: keep float the layers whose int8 kernels are slower', f
     assert.match(mixed.selection.skipped.find((s) => s.name === names[0])!.reason, /0\.250 ms int8 against 0\.100 ms float per run/);
   });
 
-  it('refuses a one-shot iterator (the data is read twice) and an empty timing set, by name', async () => {
+  it('refuses a one-shot iterator (the data is read twice), an empty timing set and a model held by reference, by name', async () => {
     function* once() { for (const b of calib) yield b; }
     await assert.rejects(quantizeW8A8(loadModel(file), once(), { speedFallback: true }), /speedFallback: the calibration data is a one-shot iterator/);
     await assert.rejects(quantizeW8A8(loadModel(file), calib, { speedFallback: [] }), /speedFallback: no batches to time on/);
+    // a model held by reference (its weights left in external data) cannot be handed to the profiler as bytes
+    const ext = CNN_CORPUS.find((e) => e.name.startsWith('resnet50-extdata'))!;
+    const extFile = await ext.write(dir);
+    const held = loadModel(extFile, { loadExternalData: false });
+    assert.ok(held.heldByReference());
+    await assert.rejects(quantizeW8A8(held, [ext.feeds(CALIBRATION_SEEDS[0])], { speedFallback: true }), (e: QuantbookError) => e.code === 'UNSUPPORTED' && /speedFallback: a model held by reference \(loadExternalData: false\) cannot be profiled/.test(e.message));
     assert.ok(fs.existsSync(path.join(dir, path.basename(file))));
   });
 });
