@@ -37,7 +37,7 @@ export interface SpeedFallbackReport {
   layers: LayerSpeed[];
   /** the measured cost of one switch between a float and an int8 stretch, µs */
   switchUs: number;
-  /** the layers the cheapest float/int8 assignment keeps float (cheapestAssignment) */
+  /** the layers proposed to stay float (layersToKeepFloat: the cheapest float/int8 assignment) */
   proposed: string[];
   /** the layers the returned model keeps float for speed (empty when all-int8 was faster) */
   keptFloat: string[];
@@ -137,7 +137,7 @@ export async function measureLayerSpeeds(float: Model, int8: Model, layers: Read
   };
 }
 
-function modelSource(model: Model): Uint8Array | string {
+function modelSource(model: Model): Uint8Array {
   requireInMemory(model);
   return model.toBytes();
 }
