@@ -140,12 +140,6 @@ async function medianLatency(bytes: Uint8Array, batches: Feeds[]): Promise<numbe
   return median(times);
 }
 
-/** Median latencies of two models on the same batches, in alternating rounds (runtime/latency.ts). */
-async function pairedLatency(a: Uint8Array | string, b: Uint8Array | string, batches: Feeds[]): Promise<[number, number]> {
-  const [ta, tb] = await pairedLatencies([a, b], batches);
-  return [ta, tb];
-}
-
 async function firstOutputs(bytes: Uint8Array, batches: Feeds[]): Promise<ort.Tensor[]> {
   const s = await ort.InferenceSession.create(bytes);
   const out: ort.Tensor[] = [];
@@ -172,7 +166,7 @@ async function w8a8Rows(): Promise<string> {
     for (const opSet of ['amct', 'extended'] as const) {
       const r = await quantizeW8A8(loadModel(bundledModelPath(key)), calib, { actMethod: 'minmax', opSet, reduceRange: 'auto' });
       const [fb, qb] = [r.float.toBytes(), r.qdq.toBytes()];
-      const [tf, tq] = await pairedLatency(original, qb, evalSet);
+      const [tf, tq] = await pairedLatencies([original, qb], evalSet);
       rows.push([label, opSet, evalSet[0].x.dims.join('x'), tf, tq, tf / tq, original.byteLength / qb.byteLength, accuracy(await firstOutputs(fb, evalSet), await firstOutputs(qb, evalSet))]);
     }
   }
@@ -557,7 +551,7 @@ async function variantRows(): Promise<string> {
       for (const v of r.variants) {
         let speed = '—';
         if (v.dtype !== 'fp32') {
-          const [a, b] = await pairedLatency(fp32, fs.readFileSync(path.join(out, v.file)), timing);
+          const [a, b] = await pairedLatencies([fp32, fs.readFileSync(path.join(out, v.file))], timing);
           speed = `${(b / a).toFixed(2)}`;
         }
         rows.push([label, v.dtype, v.file, `${(v.bytes / 1024).toFixed(0)} KiB`, v.sizeRatio.toFixed(3), Number.isFinite(v.sqnrDb) ? v.sqnrDb.toFixed(1) : '—', speed]);

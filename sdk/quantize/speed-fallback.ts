@@ -10,7 +10,9 @@
  * 2. every kernel ORT ran is charged to the layer it came from (`kernelOwners`): a fused
  *    Conv+BatchNorm+Clip to its Conv, a QLinearConv to its Conv, a QuantizeLinear to the layer
  *    that needed it; layout changes ORT added belong to no layer;
- * 3. the layers whose int8 time exceeds their float time are quantized again as float;
+ * 3. the float/int8 assignment with the least total time, each switch between a float and an
+ *    int8 stretch costing a measured Q/DQ and layout change (`layersToKeepFloat`), is quantized
+ *    again with its float layers float;
  * 4. the mixed model and the all-int8 model are timed against each other and fp32 in
  *    alternating rounds, and the faster of the two is kept: per-layer times miss what a float
  *    layer inside an int8 chain costs (its Q/DQ and layout changes), the whole model does not.
@@ -20,7 +22,7 @@ import { Graph } from '../onnx/graph';
 import { Model } from '../onnx/model';
 import { CalibrationSource, collectBatches } from '../calibration/data';
 import { NodeTime, profileNodeTimes } from '../runtime/kernel-profile';
-import { pairedLatencies } from '../runtime/latency';
+import { median, pairedLatencies } from '../runtime/latency';
 import { Feeds } from '../runtime/runner';
 
 export interface LayerSpeed {
@@ -217,10 +219,10 @@ export function layersToKeepFloat(speeds: readonly LayerSpeed[], switchUs: numbe
  * median layout change (a Transpose it added, charged to no layer).
  */
 export function switchCostUs(int8Times: readonly NodeTime[], owners: Map<string, string>): number {
-  const medianOf = (xs: number[]) => (xs.length ? xs.sort((x, y) => x - y)[xs.length >> 1] : 0);
+  const medianOrZero = (xs: number[]) => (xs.length ? median(xs) : 0);
   const transposes = int8Times.filter((t) => t.kernel === 'Transpose' && !owners.has(t.node)).map((t) => t.us);
   const quantizers = int8Times.filter((t) => t.kernel === 'QuantizeLinear' || t.kernel === 'DequantizeLinear').map((t) => t.us);
-  return medianOf(transposes) + medianOf(quantizers);
+  return medianOrZero(transposes) + medianOrZero(quantizers);
 }
 
 export function slowerReason(s: LayerSpeed): string {
